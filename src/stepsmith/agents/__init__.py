@@ -1,0 +1,1 @@
+"""stepsmith.agents"""
