@@ -1,0 +1,277 @@
+"""Render a task for a prompt: the structural IR (YAML) or, for the no-IR baseline, a Python scaffold.
+
+The IR is the task file as its author wrote it (comments kept — they often explain the layout)
+minus the fields a model must not see: `test_name` (the task is shown without its name),
+`impl` (the answer) and our bookkeeping extensions (`group`, `bindings`, `tolerance`).
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "HIDDEN_FIELDS",
+    "task_ir",
+    "task_text",
+    "strip_fields",
+    "ir_document",
+    "python_scaffold",
+    "input_names",
+    "dump_yaml",
+    "dtype_text",
+]
+
+HIDDEN_FIELDS = ("test_name", "impl", "group", "bindings", "tolerance")
+_TOP_KEY = re.compile(r"^([A-Za-z_][\w-]*)[ \t]*:")
+
+
+def task_text(task: Any) -> str | None:
+    """The task's original YAML text, if the loader kept it or the file is readable."""
+    for attribute in ("text", "source_text", "yaml_text", "raw_text", "yaml"):
+        value = getattr(task, attribute, None)
+        if isinstance(value, str) and value.strip():
+            return value
+    path = getattr(task, "source_path", None)
+    if path:
+        try:
+            return Path(path).read_text(encoding="utf-8")
+        except OSError:
+            return None
+    return None
+
+
+def strip_fields(text: str, hidden: tuple[str, ...] = HIDDEN_FIELDS) -> str:
+    """Remove top-level keys (and their indented values) from YAML text, keeping everything else."""
+    out: list[str] = []
+    skipping = False
+    for line in text.replace("\r\n", "\n").split("\n"):
+        match = _TOP_KEY.match(line)
+        if match is not None:
+            skipping = match.group(1) in hidden
+        elif line.strip() and not line[0].isspace() and not line.startswith(("#", "-")):
+            skipping = False
+        if not skipping:
+            out.append(line.rstrip())
+    while out and not out[-1].strip():
+        out.pop()
+    while out and (not out[0].strip() or out[0].strip() == "---"):
+        out.pop(0)
+    return "\n".join(out)
+
+
+def task_ir(task: Any) -> str:
+    """The task's structural IR as YAML, without its name, its impl and bookkeeping fields."""
+    text = task_text(task)
+    if text is not None:
+        try:
+            parsed = yaml.safe_load(text)
+        except yaml.YAMLError:
+            parsed = None
+        if isinstance(parsed, dict):
+            return strip_fields(text)
+    document = _spec_document(task)
+    return dump_yaml({k: v for k, v in document.items() if k not in HIDDEN_FIELDS})
+
+
+def ir_document(ir: str) -> dict[str, Any]:
+    """Parse IR YAML back into a dict (for rendering a demonstration as a Python scaffold)."""
+    try:
+        document = yaml.safe_load(ir)
+    except yaml.YAMLError:
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
+def _spec_document(task: Any) -> dict[str, Any]:
+    """Fallback when no text is available: rebuild the paper's format from the pydantic spec."""
+    spec = getattr(task, "spec", None)
+    if spec is None or not hasattr(spec, "model_dump"):
+        return {"description": getattr(task, "description", "")}
+    raw = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    for section in ("inputs", "parameters"):
+        for entry in raw.get(section) or []:
+            gen = entry.get("data_gen")
+            if isinstance(gen, dict):
+                kind = gen.get("kind")
+                entry["data_gen"] = kind
+                for key in ("min", "max", "scale"):
+                    if gen.get(key) is not None:
+                        entry[key] = gen[key]
+    ordered: dict[str, Any] = {}
+    for key in ("description", "global", "inputs", "parameters", "fns", "outputs"):
+        value = raw.get(key)
+        if value not in (None, "", []):
+            ordered[key] = value
+    return ordered
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Dump multi-line strings as `|-` blocks, like the paper's task files."""
+
+
+def _str_representer(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    if "\n" in data:
+        data = "\n".join(line.rstrip() for line in data.split("\n"))
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|")
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data)
+
+
+def _list_representer(dumper: yaml.SafeDumper, data: list) -> yaml.SequenceNode:
+    """Short lists of scalars (dims, dtypes) in flow style: `dims: [N, M]`."""
+    flow = all(isinstance(x, str | int | float) and "\n" not in str(x) for x in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+_BlockDumper.add_representer(str, _str_representer)
+_BlockDumper.add_representer(list, _list_representer)
+
+
+def dump_yaml(document: dict[str, Any]) -> str:
+    return yaml.dump(
+        document, Dumper=_BlockDumper, sort_keys=False, allow_unicode=True, width=100
+    ).rstrip()
+
+
+# --------------------------------------------------------------------------------------------
+# Python scaffold (the "without structural IR" baseline)
+# --------------------------------------------------------------------------------------------
+
+_BUFFER = re.compile(r"^\s*Buffer\(\s*(\w+)\s*,\s*\[(.*)\]\s*\)\s*$")
+_MULTIHOT = re.compile(r"^\s*Multihot\(\s*(\w+)\s*,\s*(\w+)\s*\)\s*$")
+
+
+def input_names(document: dict[str, Any]) -> list[str]:
+    """Names of the input streams (the impl's parameters), in order."""
+    return [str(entry.get("name")) for entry in document.get("inputs") or [] if isinstance(entry, dict)]
+
+
+def _tensor_shape(dtype: Any, dims: list[Any]) -> str:
+    """Data layout of a stream: reversed(dims) + reversed(buffer shape) (+ (E,) for Multihot)."""
+    shape = [str(d) for d in reversed(dims or [])]
+    if isinstance(dtype, str):
+        buffer = _BUFFER.match(dtype)
+        multihot = _MULTIHOT.match(dtype)
+        if buffer:
+            shape += [s.strip() for s in reversed(buffer.group(2).split(",")) if s.strip()]
+        elif multihot:
+            shape.append(multihot.group(2))
+    return "(" + ", ".join(shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def dtype_text(dtype: Any) -> str:
+    if isinstance(dtype, list):
+        return "(" + ", ".join(str(d) for d in dtype) + ")"
+    return str(dtype)
+
+
+def _stream_line(entry: dict[str, Any]) -> str:
+    dims = entry.get("dims") or []
+    dtype = entry.get("dtype")
+    rank = max(len(dims) - 1, 0)
+    gen = entry.get("data_gen")
+    gen_text = gen.get("kind") if isinstance(gen, dict) else gen
+    parts = [
+        f"{entry.get('name')}: stream of {dtype_text(dtype)}, rank {rank}, "
+        f"shape [{', '.join(str(d) for d in dims)}] (innermost first)"
+    ]
+    if isinstance(dtype, list):
+        parts.append("tuple: one tensor per field")
+    else:
+        parts.append(f"data tensor {_tensor_shape(dtype, dims)}")
+    if gen_text:
+        parts.append(f"data {gen_text}")
+    return "; ".join(parts)
+
+
+def _fn_def(fn: dict[str, Any]) -> str:
+    """A fn as a Python definition, with its typing in a comment."""
+    name = fn.get("func_name") or fn.get("name")
+    init = fn.get("init")
+    signature = f"def {name}(state, input):" if init is not None else f"def {name}(input):"
+    kind = f"stateful, init {init}" if init is not None else "stateless"
+    comment = (
+        f"    # {fn.get('name')}: {kind}; input {dtype_text(fn.get('input_dtype'))}"
+        f" -> output {dtype_text(fn.get('output_dtype'))}"
+    )
+    body = str(fn.get("apply") or "pass")
+    if not re.search(r"^\s*return\b", body, re.MULTILINE) and "\n" not in body.strip():
+        body = "return " + body.strip()
+    return "\n".join([signature, comment, textwrap.indent(body.strip("\n"), "    ")])
+
+
+def python_scaffold(document: dict[str, Any], impl: str | None = None) -> str:
+    """The task as a Python test file; `impl` fills the function body (for demonstrations)."""
+    lines: list[str] = ["import torch", "from stepsmith import step", ""]
+    globals_text = document.get("global")
+    if isinstance(globals_text, list):
+        globals_text = "\n".join(str(g) for g in globals_text)
+    if globals_text:
+        lines += ["# Setup run before everything (its names are visible everywhere):"]
+        lines += [str(globals_text).strip(), ""]
+    symbols = _symbols(document)
+    if symbols:
+        lines.append(
+            f"# Size symbols {', '.join(symbols)} are step.Dim values; "
+            f"{', '.join(s + '_value' for s in symbols)} are their integers."
+        )
+    for entry in document.get("parameters") or []:
+        lines.append(
+            f"# Parameter input_data['{entry.get('name')}']: {dtype_text(entry.get('dtype'))} "
+            f"tensor {_tensor_shape(entry.get('dtype'), entry.get('dims') or [])}"
+        )
+    fns = [fn for fn in document.get("fns") or [] if isinstance(fn, dict)]
+    if fns:
+        lines += ["", "# Specialized functions (already defined; pass them as fn=...):"]
+        for fn in fns:
+            lines += [_fn_def(fn), ""]
+    names = input_names(document)
+    outputs = [o for o in document.get("outputs") or [] if isinstance(o, dict)]
+    doc = [str(document.get("description") or "Compute the outputs below.").strip(), "", "Args:"]
+    doc += ["    " + _stream_line(e) for e in document.get("inputs") or [] if isinstance(e, dict)]
+    doc += ["Returns:"]
+    doc += ["    " + _stream_line(o) for o in outputs]
+    if len(outputs) > 1:
+        doc.append("    (return them as a tuple in this order)")
+    lines += ["", f"def impl({', '.join(names)}):"]
+    lines.append(textwrap.indent('"""' + "\n".join(doc).rstrip() + '\n"""', "    "))
+    if impl is None:
+        lines.append("    ...  # write the body with STeP primitives")
+    else:
+        lines.append(textwrap.indent(impl.rstrip(), "    "))
+    lines += ["", "", "def test_impl(input_data):"]
+    lines.append(
+        "    # input_data[name] holds each input's tensor in the layout above; "
+        "the program gets streams"
+    )
+    lines.append(f"    outputs = impl({', '.join(names)})")
+    for output in outputs:
+        for index, snippet in enumerate(output.get("data_transform") or []):
+            snippet_lines = [s for s in str(snippet).strip().split("\n") if s.strip()]
+            if not snippet_lines:
+                continue
+            field = f"_{index}" if len(output.get("data_transform") or []) > 1 else ""
+            lines += ["    " + s for s in snippet_lines[:-1]]
+            lines.append(f"    expected_{output.get('name')}{field} = {snippet_lines[-1].strip()}")
+    lines.append("    # each output stream's data must equal its expected tensor")
+    return "\n".join(lines)
+
+
+def _symbols(document: dict[str, Any]) -> list[str]:
+    """Size symbols used in dims and dtypes, in a stable order."""
+    found: list[str] = []
+    sections = [document.get(k) or [] for k in ("inputs", "parameters", "outputs")]
+    for section in sections:
+        for entry in section:
+            if not isinstance(entry, dict):
+                continue
+            texts = [str(d) for d in entry.get("dims") or []] + [str(entry.get("dtype"))]
+            for text in texts:
+                for token in re.findall(r"\b[A-Z]\w*\b", text):
+                    if token not in found and token not in ("Buffer", "Multihot"):
+                        found.append(token)
+    return found

@@ -1,0 +1,283 @@
+"""CLI: ``stepsmith bench``, ``report``, ``compare``, ``runs`` (+ ``reverify``, ``export-demos``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from stepsmith.improve.store import ExperienceStore, SampleRecord
+
+
+def _console() -> Console:
+    """A fresh console per use so the terminal width (COLUMNS) is read when printing."""
+    return Console()
+
+
+class RichProgress:
+    """Progress bars per sampling step with tokens, cost and successes so far."""
+
+    def __init__(self, con: Console) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TextColumn("{task.fields[stats]}"), console=con, transient=False,
+        )
+        self.tokens_in = self.tokens_out = 0
+        self.cost = 0.0
+        self.passed = 0
+        self._task: object | None = None
+        self._started = False
+
+    def _stats(self) -> str:
+        return f"in {self.tokens_in:,} tok · out {self.tokens_out:,} tok · ${self.cost:.4f} · ✓ {self.passed}"
+
+    def start(self, description: str, total: int) -> None:
+        if not self._started:
+            self.progress.start()
+            self._started = True
+        self.passed = 0
+        self._task = self.progress.add_task(description, total=total, stats=self._stats())
+
+    def advance(self, record: SampleRecord, *, replayed: bool) -> None:
+        if not replayed:
+            self.tokens_in += record.input_tokens
+            self.tokens_out += record.output_tokens
+            self.cost += record.cost_usd
+        self.passed += int(record.passed)
+        if self._task is not None:
+            self.progress.update(self._task, advance=1, stats=self._stats())  # type: ignore[arg-type]
+
+    def stop(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if self._started:
+            self.progress.stop()
+            self._started = False
+
+
+def _store(db: Path | None) -> ExperienceStore:
+    return ExperienceStore(db)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    _console().print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+def _split(values: list[str] | None) -> list[str]:
+    out: list[str] = []
+    for v in values or []:
+        out += [p.strip() for p in v.split(",") if p.strip()]
+    return out
+
+
+def _summary_table(summaries: list) -> Table:
+    table = Table(title="stepsmith run summary")
+    table.add_column("run", no_wrap=True, min_width=20)
+    for col in ("method", "model", "status", "tasks", "Pass@n", "Pass@1", "avg in tok/task",
+                "avg out tok/task", "cost $", "wall s"):
+        table.add_column(col)
+    for s in summaries:
+        lo, hi = s.pass_at_n_ci
+        table.add_row(
+            s.run_id, s.method, s.model, s.status, str(len(s.tasks)),
+            f"{s.pass_at_n:.3f} [{lo:.2f},{hi:.2f}]", f"{s.pass_at['1']:.3f}",
+            f"{s.avg_input_tokens:,.0f}", f"{s.avg_output_tokens:,.0f}", f"{s.cost_usd:.4f}",
+            f"{s.wall_seconds:.1f}",
+        )
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    """Add the evaluation commands to the ``stepsmith`` app."""
+
+    @app.command()
+    def bench(
+        model: Annotated[str | None, typer.Option("--model", help="Model spec, e.g. openai:gpt-4o-2024-11-20; default: the embedded local model (quick demo).")] = None,
+        method: Annotated[str, typer.Option("--method", help="single | single-no-ir | agent | self-improve")] = "self-improve",
+        tasks: Annotated[list[str] | None, typer.Option("--tasks", help="Benchmark task names or task-file paths (repeat or comma-separate).")] = None,
+        groups: Annotated[list[str] | None, typer.Option("--groups", help="Benchmark groups (repeat or comma-separate; 'all' includes extra).")] = None,
+        n: Annotated[int | None, typer.Option("-n", help="Samples per task per temperature (default 8; quick demo 2).")] = None,
+        temperatures: Annotated[str | None, typer.Option("--temperatures", help="Comma list (default 0.4,0.7,1.0; quick demo 0.7).")] = None,
+        m: Annotated[int, typer.Option("-m", help="Difficulty levels for stratification.")] = 3,
+        guardian: Annotated[str | None, typer.Option("--guardian", help="llm | rule | llm+rule | none (default llm; quick demo rule).")] = None,
+        repair: Annotated[int, typer.Option("--repair", help="Verifier-feedback repair turns per failed sample.")] = 0,
+        max_cost: Annotated[float | None, typer.Option("--max-cost", help="Stop cleanly when this many USD are spent.")] = None,
+        resume: Annotated[str | None, typer.Option("--resume", help="Continue run RUN from its recorded samples.")] = None,
+        demos: Annotated[Path | None, typer.Option("--demos", help="Demonstration library (JSON/YAML) to start from.")] = None,
+        k: Annotated[list[int] | None, typer.Option("--k", help="Extra k for pass@k (pass@1 is always reported).")] = None,
+        max_iterations: Annotated[int | None, typer.Option("--max-iterations", help="Cap on Algorithm 1 iterations (quick demo 3).")] = None,
+        concurrency: Annotated[int, typer.Option("--concurrency", help="Concurrent LLM requests.")] = 4,
+        out: Annotated[Path | None, typer.Option("--out", help="Report directory (default $STEPSMITH_HOME/reports/RUN).")] = None,
+        db: Annotated[Path | None, typer.Option("--db", help="SQLite file (default $STEPSMITH_HOME/stepsmith.db).")] = None,
+    ) -> None:
+        """Run a method on benchmark tasks, then print a summary and write the report."""
+        from stepsmith.evaluate.runner import (
+            BenchConfig,
+            BenchError,
+            parse_temperatures,
+            quick_tasks,
+            run_bench,
+        )
+        from stepsmith.evaluate.summary import summarize
+        from stepsmith.llm import LLMLayerError
+
+        store = _store(db)
+        progress = RichProgress(_console())
+
+        def announce(run_id: str) -> None:
+            _console().print(f"run id: [bold]{run_id}[/bold] (if interrupted: stepsmith bench --resume {run_id})")
+
+        try:
+            if resume:
+                outcome = run_bench(store=store, resume=resume, max_cost=max_cost, progress=progress, report_dir=out,
+                                    announce=announce)
+            else:
+                quick = model is None
+                if quick:
+                    from stepsmith.llm import DEFAULT_MODEL, ensure_model
+
+                    model = DEFAULT_MODEL
+                    ensure_model(model.split(":", 1)[1])
+                task_refs, group_refs = _split(tasks), _split(groups)
+                if quick and not task_refs and not group_refs:
+                    task_refs = quick_tasks()
+                cfg = BenchConfig(
+                    model=model, method=method, tasks=task_refs, groups=group_refs,
+                    n=n if n is not None else (2 if quick else 8),
+                    temperatures=parse_temperatures(temperatures or ("0.7" if quick else "0.4,0.7,1.0")),
+                    m=m, guardian=guardian or ("rule" if quick else "llm"), repair=repair,
+                    max_cost=max_cost, max_iterations=max_iterations or (3 if quick else None),
+                    demos_file=str(demos) if demos else None, ks=sorted({1, *(k or [])}),
+                    concurrency=concurrency,
+                )
+                if quick:
+                    _console().print(f"[dim]quick demo on {cfg.model}: tasks {', '.join(cfg.tasks)}, n={cfg.n}, "
+                                  f"T={cfg.temperatures}, guardian {cfg.guardian}. "
+                                  "Pass --model for the full protocol.[/dim]")
+                outcome = run_bench(cfg, store=store, progress=progress, report_dir=out, announce=announce)
+        except (BenchError, KeyError, ValueError, OSError, LLMLayerError) as exc:
+            progress.close()
+            _fail(str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc))
+            return
+        except KeyboardInterrupt:
+            progress.close()
+            _console().print("[yellow]interrupted[/yellow]; every finished sample is saved — rerun with --resume RUN "
+                          "(see `stepsmith runs`).")
+            raise typer.Exit(130) from None
+        finally:
+            progress.close()
+        _console().print(f"run id: [bold]{outcome.run_id}[/bold] ({outcome.status}; {outcome.message})")
+        _console().print(_summary_table([summarize(store, outcome.run_id)]))
+        if outcome.report:
+            _console().print(f"report: {outcome.report[0]}\n        {outcome.report[1]}")
+        if outcome.status == "budget":
+            raise typer.Exit(3)
+
+    @app.command()
+    def report(
+        run: Annotated[str, typer.Argument(help="Run id (or unique prefix).")],
+        out: Annotated[Path | None, typer.Option("--out", help="Output directory (default $STEPSMITH_HOME/reports/RUN).")] = None,
+        k: Annotated[list[int] | None, typer.Option("--k", help="Extra k for pass@k.")] = None,
+        db: Annotated[Path | None, typer.Option("--db")] = None,
+    ) -> None:
+        """Write report.md and a self-contained report.html (plots embedded) for a run."""
+        from stepsmith.evaluate.runner import make_report
+        from stepsmith.evaluate.summary import summarize
+
+        store = _store(db)
+        try:
+            md, page = make_report(store, run, out, ks=list(k or []))
+            summary = summarize(store, run, ks=list(k or []))
+        except (KeyError, ValueError) as exc:
+            _fail(str(exc.args[0]) if exc.args else str(exc))
+            return
+        _console().print(_summary_table([summary]))
+        _console().print(f"report: {md}\n        {page}")
+
+    @app.command()
+    def compare(
+        runs: Annotated[list[str], typer.Argument(help="Two or more run ids.")],
+        out: Annotated[Path | None, typer.Option("--out", help="Output directory (default $STEPSMITH_HOME/reports/compare-A-B).")] = None,
+        db: Annotated[Path | None, typer.Option("--db")] = None,
+    ) -> None:
+        """Put runs side by side (e.g. single vs self-improved): table, curves, per-group bars."""
+        from stepsmith.evaluate.report import write_comparison
+        from stepsmith.evaluate.summary import summarize
+
+        if len(runs) < 2:
+            _fail("compare needs at least two run ids")
+        store = _store(db)
+        try:
+            summaries = [summarize(store, r) for r in runs]
+        except KeyError as exc:
+            _fail(str(exc.args[0]) if exc.args else str(exc))
+            return
+        target = out or store.path.parent / "reports" / ("compare-" + "-vs-".join(s.run_id for s in summaries))
+        md, page = write_comparison(summaries, target)
+        _console().print(_summary_table(summaries))
+        _console().print(f"comparison: {md}\n            {page}")
+
+    @app.command("runs")
+    def runs_cmd(
+        limit: Annotated[int, typer.Option("--limit", help="How many recent runs to list.")] = 20,
+        db: Annotated[Path | None, typer.Option("--db")] = None,
+    ) -> None:
+        """List past runs (most recent first)."""
+        import datetime as _dt
+
+        store = _store(db)
+        table = Table(title=f"runs in {store.path}")
+        table.add_column("run", no_wrap=True, min_width=20)
+        for col in ("started", "method", "model", "status", "tasks", "Pass@n", "note"):
+            table.add_column(col)
+        for r in store.list_runs(limit):
+            samples = store.samples(r.run_id)
+            names = r.config.get("task_names", [])
+            solved = {s.task for s in samples if s.passed}
+            frac = f"{len(solved)}/{len(names)}" if names else "–"
+            started = _dt.datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M")
+            table.add_row(r.run_id, started, r.method, r.model, r.status, str(len(names)), frac, (r.note or "")[:60])
+        _console().print(table)
+
+    @app.command()
+    def reverify(
+        run: Annotated[str, typer.Argument(help="Run whose demonstration library to re-verify.")],
+        db: Annotated[Path | None, typer.Option("--db")] = None,
+    ) -> None:
+        """Re-verify a run's demonstrations (after a verifier/language change); failing ones become stale."""
+        from stepsmith.improve.reverify import reverify_run
+
+        store = _store(db)
+        try:
+            results = reverify_run(store, run)
+        except KeyError as exc:
+            _fail(str(exc.args[0]) if exc.args else str(exc))
+            return
+        for r in results:
+            mark = "[green]ok[/green]" if r.passed else ("[yellow]?[/yellow]" if r.passed is None else "[red]stale[/red]")
+            _console().print(f"{mark} {r.task_name} ({r.source}): {r.message}")
+
+    @app.command("export-demos")
+    def export_demos(
+        run: Annotated[str, typer.Argument(help="Run whose demonstration library to export.")],
+        file: Annotated[Path, typer.Argument(help="Output .json or .yaml file (load it with bench --demos).")],
+        db: Annotated[Path | None, typer.Option("--db")] = None,
+    ) -> None:
+        """Export a run's active demonstrations with provenance."""
+        from stepsmith.improve.demos import export_library
+
+        store = _store(db)
+        try:
+            row = store.find_run(run)
+        except KeyError as exc:
+            _fail(str(exc.args[0]) if exc.args else str(exc))
+            return
+        demos = store.demos(row.run_id, active_only=True)
+        path = export_library(demos, file, run_id=row.run_id)
+        _console().print(f"wrote {len(demos)} demonstrations to {path}")

@@ -1,0 +1,281 @@
+"""Reports: Markdown + a self-contained HTML page with matplotlib plots as base64 PNGs.
+
+Plots: the learning curve (Pass@n vs average input tokens per task, one point per iteration —
+the paper's Figure), per-group bars per run/method, failure kinds per iteration. ``compare``
+puts several runs side by side with the same tables and plots.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from stepsmith.evaluate.summary import RunSummary  # noqa: E402
+
+DEFINITIONS = (
+    "Pass@n: fraction of tasks with at least one correct sample in the run. "
+    "pass@k: unbiased estimator 1 - C(n-c,k)/C(n,k) per task over its last sampled batch "
+    "(all temperatures pooled), averaged over tasks. Intervals: 95% percentile bootstrap over "
+    "tasks. Tokens/cost: totals per task over every sample. MI: radon maintainability index of "
+    "correct solutions with and without the comment term."
+)
+
+
+# -- plots -----------------------------------------------------------------------------------
+def _png(fig: plt.Figure) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _label(s: RunSummary) -> str:
+    return f"{s.method} · {s.model} · {s.run_id}"
+
+
+def plot_learning_curve(summaries: Sequence[RunSummary]) -> str:
+    """Pass@n vs average input tokens per task, one marker per iteration."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for s in summaries:
+        xs = [0.0] + [it.cumulative_avg_input_tokens for it in s.iterations]
+        ys = [0.0] + [it.cumulative_pass_at_n for it in s.iterations]
+        if not s.iterations:
+            xs, ys = [0.0, s.avg_input_tokens], [0.0, s.pass_at_n]
+        ax.plot(xs, ys, marker="o", label=_label(s))
+        for it in s.iterations:
+            ax.annotate(f"t={it.iteration}", (it.cumulative_avg_input_tokens, it.cumulative_pass_at_n),
+                        textcoords="offset points", xytext=(3, 4), fontsize=7)
+    ax.set_xlabel("average input tokens per task")
+    ax.set_ylabel("Pass@n")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("Learning curve (per iteration)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    return _png(fig)
+
+
+def plot_groups(summaries: Sequence[RunSummary]) -> str:
+    """Pass@n per task group, one bar per run (method)."""
+    groups = sorted({g.group for s in summaries for g in s.groups})
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.9 * len(groups) * max(1, len(summaries))), 4.0))
+    width = 0.8 / max(1, len(summaries))
+    for i, s in enumerate(summaries):
+        vals = {g.group: g.pass_at_n for g in s.groups}
+        xs = [j + i * width for j in range(len(groups))]
+        ax.bar(xs, [vals.get(g, 0.0) for g in groups], width=width, label=_label(s))
+    ax.set_xticks([j + width * (len(summaries) - 1) / 2 for j in range(len(groups))])
+    ax.set_xticklabels(groups, rotation=30, ha="right")
+    ax.set_ylabel("Pass@n")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Pass@n per group")
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def plot_failures(summary: RunSummary) -> str:
+    """Stacked failure-kind counts per iteration."""
+    kinds = sorted({k for it in summary.iterations for k in it.failure_kinds})
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    xs = [str(it.iteration) for it in summary.iterations]
+    bottom = [0] * len(xs)
+    for kind in kinds:
+        vals = [it.failure_kinds.get(kind, 0) for it in summary.iterations]
+        ax.bar(xs, vals, bottom=bottom, label=kind)
+        bottom = [a + b for a, b in zip(bottom, vals, strict=True)]
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("failed samples")
+    ax.set_title(f"Failure kinds per iteration ({summary.run_id})")
+    if kinds:
+        ax.legend(fontsize=7)
+    return _png(fig)
+
+
+# -- tables ----------------------------------------------------------------------------------
+def _fmt(v: object) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.3f}" if abs(v) < 1000 else f"{v:,.0f}"
+    return str(v)
+
+
+def _ci(v: float, ci: tuple[float, float]) -> str:
+    return f"{v:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def summary_rows(summaries: Sequence[RunSummary]) -> tuple[list[str], list[list[str]]]:
+    ks = sorted({k for s in summaries for k in s.ks})
+    head = ["run", "method", "model", "status", "tasks", "Pass@n (95% CI)"]
+    head += [f"pass@{k}" for k in ks]
+    head += ["avg in tok/task", "avg out tok/task", "cost $", "$/solved", "wall s", "demos",
+             "guardian corrupted"]
+    rows = []
+    for s in summaries:
+        row = [s.run_id, s.method, s.model, s.status, str(len(s.tasks)), _ci(s.pass_at_n, s.pass_at_n_ci)]
+        row += [_ci(s.pass_at[str(k)], s.pass_at_ci[str(k)]) if str(k) in s.pass_at else "–" for k in ks]
+        row += [f"{s.avg_input_tokens:,.0f}", f"{s.avg_output_tokens:,.0f}", f"{s.cost_usd:.4f}",
+                _fmt(s.cost_per_solved), f"{s.wall_seconds:.1f}", str(s.demos), str(s.guardian_corrupted)]
+        rows.append(row)
+    return head, rows
+
+
+def task_rows(s: RunSummary) -> tuple[list[str], list[list[str]]]:
+    head = ["task", "group", "solved", "at iter", "correct/samples", "pass@1", "in tok", "out tok",
+            "cost $", "seconds", "LoC", "MI (comments)", "MI (no comments)", "failures"]
+    rows = []
+    for t in s.tasks:
+        fails = ", ".join(f"{k}×{v}" for k, v in sorted(t.failure_kinds.items()))
+        rows.append([t.task, t.group, "yes" if t.solved else "no", _fmt(t.solved_at),
+                     f"{t.correct}/{t.samples}", _fmt(t.pass_at.get("1")), str(t.input_tokens),
+                     str(t.output_tokens), f"{t.cost_usd:.4f}", f"{t.seconds:.1f}", _fmt(t.loc),
+                     _fmt(t.mi_with_comments), _fmt(t.mi_without_comments), fails or "–"])
+    return head, rows
+
+
+def group_rows(s: RunSummary) -> tuple[list[str], list[list[str]]]:
+    head = ["group", "tasks", "Pass@n"] + [f"pass@{k}" for k in s.ks] + ["avg in tok/task"]
+    rows = [[g.group, str(g.tasks), _fmt(g.pass_at_n)] + [_fmt(g.pass_at[str(k)]) for k in s.ks]
+            + [f"{g.avg_input_tokens:,.0f}"] for g in s.groups]
+    return head, rows
+
+
+def iteration_rows(s: RunSummary) -> tuple[list[str], list[list[str]]]:
+    head = ["iteration", "level", "demos", "tasks sampled", "newly solved", "Pass@n so far",
+            "avg in tok/task so far"]
+    rows = [[str(it.iteration), str(it.level), str(it.demos), str(it.tasks_sampled),
+             ", ".join(it.newly_solved) or "–", _fmt(it.cumulative_pass_at_n),
+             f"{it.cumulative_avg_input_tokens:,.0f}"] for it in s.iterations]
+    return head, rows
+
+
+def _md_table(head: list[str], rows: list[list[str]]) -> str:
+    esc = [[c.replace("|", "\\|").replace("\n", " ") for c in r] for r in rows]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in esc]
+    return "\n".join(lines)
+
+
+def _html_table(head: list[str], rows: list[list[str]]) -> str:
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
+_CSS = (
+    "body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}"
+    "table{border-collapse:collapse;margin:1em 0;font-size:13px}"
+    "td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}th{background:#f3f3f3}"
+    "img{max-width:100%;margin:0.5em 0}code{background:#f6f6f6}"
+)
+
+
+def _write(out_dir: Path, title: str, sections: list[tuple[str, list[tuple[str, object]]]],
+           images: dict[str, str]) -> tuple[Path, Path]:
+    """Sections: (heading, [("table", (head, rows)) | ("text", str) | ("image", key)])."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md: list[str] = [f"# {title}", ""]
+    ht: list[str] = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+                     f"</title><style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
+    for heading, parts in sections:
+        md += [f"## {heading}", ""]
+        ht.append(f"<h2>{html.escape(heading)}</h2>")
+        for kind, payload in parts:
+            if kind == "table":
+                head, rows = payload  # type: ignore[misc]
+                md += [_md_table(head, rows), ""]
+                ht.append(_html_table(head, rows))
+            elif kind == "text":
+                md += [str(payload), ""]
+                ht.append(f"<p>{html.escape(str(payload))}</p>")
+            elif kind == "image":
+                key = str(payload)
+                png = out_dir / f"{key}.png"
+                png.write_bytes(base64.b64decode(images[key]))
+                md += [f"![{key}]({png.name})", ""]
+                ht.append(f"<img alt='{html.escape(key)}' src='data:image/png;base64,{images[key]}'>")
+            elif kind == "code":
+                md += ["```python", str(payload).rstrip(), "```", ""]
+                ht.append(f"<pre><code>{html.escape(str(payload))}</code></pre>")
+    ht.append("</body></html>")
+    md_path, html_path = out_dir / "report.md", out_dir / "report.html"
+    md_path.write_text("\n".join(md))
+    html_path.write_text("".join(ht))
+    return md_path, html_path
+
+
+REASONS = {
+    "all_solved": "every task was solved",
+    "no_progress": "the full demonstration library (d_j = D) solved nothing new",
+    "max_iterations": "the iteration cap was reached",
+    "single_pass": "baseline: one sampling pass",
+}
+
+
+def _stopped(s: RunSummary) -> str:
+    if s.reason:
+        return f"Status {s.status}; stopped because {REASONS.get(s.reason, s.reason)}."
+    return f"Status {s.status}. {s.note or ''}".strip()
+
+
+def write_report(summary: RunSummary, out_dir: str | Path, demos: Sequence[object] = ()) -> tuple[Path, Path]:
+    """Markdown + self-contained HTML for one run; returns (report.md, report.html)."""
+    images = {
+        "learning_curve": plot_learning_curve([summary]),
+        "groups": plot_groups([summary]),
+        "failures": plot_failures(summary),
+    }
+    cfg = summary.config
+    settings = ", ".join(f"{k}={cfg[k]}" for k in ("n", "temperatures", "m", "guardian", "repair",
+                                                      "max_cost", "max_iterations") if k in cfg)
+    sections: list[tuple[str, list[tuple[str, object]]]] = [
+        ("Summary", [("table", summary_rows([summary])), ("text", f"Settings: {settings}."),
+                     ("text", _stopped(summary))]),
+        ("Learning curve", [("image", "learning_curve")]),
+        ("Iterations", [("table", iteration_rows(summary))]),
+        ("Groups", [("table", group_rows(summary)), ("image", "groups")]),
+        ("Tasks", [("table", task_rows(summary))]),
+        ("Failure kinds", [("text", ", ".join(f"{k}: {v}" for k, v in sorted(summary.failure_kinds.items())) or "none"),
+                           ("image", "failures")]),
+    ]
+    demo_parts: list[tuple[str, object]] = []
+    for d in demos:
+        demo_parts.append(("text", f"{d.task_name} ({d.group}) — source {d.source}, model {d.model}, "  # type: ignore[attr-defined]
+                                   f"iteration {d.iteration}, T={d.temperature}, "  # type: ignore[attr-defined]
+                                   f"{d.success_count}/{d.n} correct, verifier {d.verifier_version}, "  # type: ignore[attr-defined]
+                                   f"status {d.status}"))  # type: ignore[attr-defined]
+        demo_parts.append(("code", d.impl))  # type: ignore[attr-defined]
+    if demo_parts:
+        sections.append(("Demonstration library", demo_parts))
+    sections.append(("Definitions", [("text", DEFINITIONS)]))
+    return _write(Path(out_dir), f"stepsmith run {summary.run_id}", sections, images)
+
+
+def write_comparison(summaries: Sequence[RunSummary], out_dir: str | Path) -> tuple[Path, Path]:
+    """Runs side by side: summary table, learning curves, per-group bars, per-task solved grid."""
+    images = {"learning_curve": plot_learning_curve(summaries), "groups": plot_groups(summaries)}
+    names = sorted({t.task for s in summaries for t in s.tasks})
+    head = ["task"] + [s.run_id for s in summaries]
+    rows = []
+    for name in names:
+        row = [name]
+        for s in summaries:
+            t = next((x for x in s.tasks if x.task == name), None)
+            row.append("–" if t is None else (f"✓ (t={t.solved_at})" if t.solved else "✗"))
+        rows.append(row)
+    sections: list[tuple[str, list[tuple[str, object]]]] = [
+        ("Summary", [("table", summary_rows(summaries))]),
+        ("Learning curves", [("image", "learning_curve")]),
+        ("Groups", [("image", "groups")]),
+        ("Tasks", [("table", (head, rows))]),
+        ("Definitions", [("text", DEFINITIONS)]),
+    ]
+    title = "stepsmith comparison: " + " vs ".join(s.run_id for s in summaries)
+    return _write(Path(out_dir), title, sections, images)

@@ -1,0 +1,326 @@
+"""``stepsmith bench``: run a method on a task subset, record everything, summarise, report.
+
+Methods: ``single`` (proposer only, structural IR), ``single-no-ir`` (proposer against a Python
+scaffold), ``agent`` (proposer → guardian), ``self-improve`` (agent + Algorithm 1). Baselines are
+one sampling step (n samples per task per temperature); self-improvement is the loop in
+``stepsmith.improve.loop``. Runs live in the experience store; ``resume_bench`` continues a run
+from its recorded samples (the LLM cache makes any re-issued call free).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stepsmith.improve.demos import load_library
+from stepsmith.improve.loop import LoopConfig, LoopResult, ProgressSink, SelfImprover
+from stepsmith.improve.store import DemoRecord, ExperienceStore
+
+METHODS = ("single", "single-no-ir", "agent", "self-improve")
+GUARDIANS = ("llm", "rule", "llm+rule", "none")
+PAPER_GROUPS = ("attn", "bmm", "gemm", "norm", "rope", "index", "expert", "etoe")
+QUICK_TASK_COUNT = 3
+
+
+class BenchError(ValueError):
+    """A bench request that cannot run; the message says which option and why."""
+
+
+@dataclass
+class BenchConfig:
+    """Everything that defines a run (stored with it, so ``--resume`` needs only the id)."""
+
+    model: str
+    method: str = "self-improve"
+    tasks: list[str] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
+    n: int = 8
+    temperatures: list[float | None] = field(default_factory=lambda: [0.4, 0.7, 1.0])
+    m: int = 3
+    guardian: str = "llm"
+    repair: int = 0
+    max_cost: float | None = None
+    max_iterations: int | None = None
+    demos_file: str | None = None
+    ks: list[int] = field(default_factory=lambda: [1])
+    concurrency: int = 4
+    max_tokens: int = 1024
+    workers: int = 2
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise BenchError(f"--method {self.method!r} is not a method; choose one of {', '.join(METHODS)}")
+        if self.guardian not in GUARDIANS:
+            raise BenchError(f"--guardian {self.guardian!r} is not a mode; choose one of {', '.join(GUARDIANS)}")
+        if self.n < 1:
+            raise BenchError(f"-n must be >= 1 (samples per task per temperature), got {self.n}")
+        if self.m < 1:
+            raise BenchError(f"-m must be >= 1 (difficulty levels), got {self.m}")
+        if self.repair < 0:
+            raise BenchError(f"--repair must be >= 0, got {self.repair}")
+        if not self.temperatures:
+            raise BenchError("--temperatures must list at least one temperature, e.g. 0.4,0.7,1.0")
+        total = self.n * len(self.temperatures)
+        bad = [k for k in self.ks if k < 1 or k > total]
+        if bad:
+            raise BenchError(
+                f"--k {bad[0]} is outside 1..{total} (n={self.n} × {len(self.temperatures)} temperatures)"
+            )
+
+
+def parse_temperatures(text: str) -> list[float | None]:
+    """``"0.4,0.7,1.0"`` → floats; ``default``/``none`` means the provider's default temperature."""
+    out: list[float | None] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if part.lower() in ("none", "default"):
+            out.append(None)
+            continue
+        try:
+            value = float(part)
+        except ValueError as exc:
+            raise BenchError(f"--temperatures: {part!r} is not a number (expected e.g. 0.4,0.7,1.0)") from exc
+        if not 0.0 <= value <= 2.0:
+            raise BenchError(f"--temperatures: {value} is outside 0..2")
+        out.append(value)
+    if not out:
+        raise BenchError(f"--temperatures {text!r} lists no temperature (expected e.g. 0.4,0.7,1.0)")
+    return out
+
+
+def resolve_tasks(refs: Sequence[str], groups: Sequence[str]) -> list[Any]:
+    """Benchmark names / task-file paths, plus whole groups; default: the paper's 8 groups."""
+    from stepsmith.tasks.suite import benchmark_tasks, get_task
+    from stepsmith.tasks.suite import groups as known_groups
+
+    tasks: list[Any] = []
+    for ref in refs:
+        try:
+            tasks.append(get_task(ref))
+        except KeyError as exc:  # TaskNotFoundError is a KeyError
+            raise BenchError(f"--tasks {ref}: {exc.args[0] if exc.args else exc}") from exc
+        except ValueError as exc:  # TaskFormatError
+            raise BenchError(f"--tasks {ref}: {exc}") from exc
+    wanted = list(groups)
+    if not refs and not wanted:
+        wanted = [g for g in PAPER_GROUPS if g in known_groups()]
+    if "all" in wanted:
+        wanted = known_groups()
+    for g in wanted:
+        members = benchmark_tasks(g)
+        if not members:
+            raise BenchError(f"--groups {g}: no benchmark tasks in that group; known groups: {', '.join(known_groups())}")
+        tasks.extend(members)
+    seen: set[str] = set()
+    unique = []
+    for t in tasks:
+        if t.name not in seen:
+            seen.add(t.name)
+            unique.append(t)
+    if not unique:
+        raise BenchError("no tasks selected: pass --tasks NAME_OR_PATH or --groups GROUP")
+    return unique
+
+
+def quick_tasks(count: int = QUICK_TASK_COUNT) -> list[str]:
+    """The default quick subset: the benchmark tasks with the shortest reference programs."""
+    from stepsmith.improve.filtering import pure_code_lines
+    from stepsmith.tasks.suite import benchmark_tasks
+
+    tasks = [t for t in benchmark_tasks() if t.group in PAPER_GROUPS and t.impl] or benchmark_tasks()
+    ranked = sorted(tasks, key=lambda t: (pure_code_lines(t.impl or ""), len(t.impl or ""), t.name))
+    return [t.name for t in ranked[:count]]
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def default_report_dir(run_id: str, store: ExperienceStore) -> Path:
+    return store.path.parent / "reports" / run_id
+
+
+@dataclass
+class BenchOutcome:
+    run_id: str
+    status: str
+    result: LoopResult | None
+    seconds: float
+    report: tuple[Path, Path] | None = None
+    message: str = ""
+
+
+def _make_agent(cfg: BenchConfig, run_id: str, store: ExperienceStore, verifier: Any, backend: Any = None) -> Any:
+    from stepsmith.agents import Agent
+    from stepsmith.llm import Budget, CallStore, LLMClient
+
+    budget = Budget(max_cost_usd=cfg.max_cost, max_tokens=None) if cfg.max_cost is not None else None
+    client = LLMClient(
+        backend if backend is not None else cfg.model,
+        store=CallStore(store.path),
+        run_id=run_id,
+        budget=budget,
+        cache_mode="use",
+        concurrency=cfg.concurrency,
+    )
+    method = "agent" if cfg.method == "self-improve" else cfg.method
+    guardian = cfg.guardian if method == "agent" else "none"
+    return Agent(client, verifier, method=method, guardian=guardian, repair=cfg.repair,
+                 max_tokens=cfg.max_tokens)
+
+
+def _is_budget_stop(exc: BaseException) -> bool:
+    try:
+        from stepsmith.llm import BudgetExceeded
+    except ImportError:
+        return type(exc).__name__ == "BudgetExceeded"
+    return isinstance(exc, BudgetExceeded)
+
+
+async def execute(
+    cfg: BenchConfig,
+    store: ExperienceStore,
+    run_id: str,
+    tasks: Sequence[Any],
+    agent: Any,
+    *,
+    progress: ProgressSink | None = None,
+    demo_converter: Any = None,
+) -> tuple[str, LoopResult | None, str]:
+    """Run (or resume) one run's sampling; returns (status, result, message). Records status."""
+    loop_cfg = LoopConfig(
+        n=cfg.n, temperatures=tuple(cfg.temperatures), m=cfg.m, max_iterations=cfg.max_iterations,
+        concurrency=cfg.concurrency, model=cfg.model,
+    )
+    kwargs = {"demo_converter": demo_converter} if demo_converter is not None else {}
+    improver = SelfImprover(store, run_id, agent, loop_cfg, progress=progress, **kwargs)
+    imported = store.demos(run_id, source="import", active_only=True)
+    prev = store.get_run(run_id).summary or {}
+    started = time.perf_counter()
+    status, message, result = "finished", "", None
+    try:
+        if cfg.method == "self-improve":
+            result = await improver.run(tasks, imported)
+        else:
+            result = await improver.run_single(tasks, imported)
+        message = f"stopped: {result.reason}"
+    except BaseException as exc:  # noqa: BLE001 — every stop must be recorded before it propagates
+        elapsed = float(prev.get("wall_seconds", 0.0)) + time.perf_counter() - started
+        if _is_budget_stop(exc):
+            status, message = "budget", f"budget reached: {exc}. Resume with --resume {run_id} --max-cost <higher>"
+        elif isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
+            status, message = "interrupted", f"interrupted; resume with --resume {run_id}"
+        else:
+            status, message = "failed", f"{type(exc).__name__}: {exc}"
+        store.set_status(run_id, status, summary={"wall_seconds": elapsed}, note=message)
+        if status == "budget":
+            return status, None, message
+        raise
+    elapsed = float(prev.get("wall_seconds", 0.0)) + time.perf_counter() - started
+    store.set_status(
+        run_id, status,
+        summary={"wall_seconds": elapsed, "reason": result.reason, "requested": result.requested,
+                 "replayed": result.replayed},
+        note=message,
+    )
+    return status, result, message
+
+
+def _task_ref(task: Any) -> str:
+    """Packaged tasks by name (survives reinstalls), user task files by absolute path."""
+    path = getattr(task, "source_path", None)
+    if not path:
+        return task.name
+    try:
+        from stepsmith.tasks.suite import ROOT
+
+        Path(path).resolve().relative_to(ROOT)
+        return task.name
+    except (ImportError, ValueError):
+        return str(Path(path).resolve())
+
+
+def create_run(cfg: BenchConfig, store: ExperienceStore, tasks: Sequence[Any], run_id: str | None = None) -> str:
+    """Record a new run (config, task list, imported demonstrations) and return its id."""
+    cfg.validate()
+    run_id = run_id or new_run_id()
+    config = asdict(cfg)
+    config["task_names"] = [t.name for t in tasks]
+    config["task_groups"] = {t.name: t.group for t in tasks}
+    config["task_refs"] = [_task_ref(t) for t in tasks]
+    demos: list[DemoRecord] = load_library(cfg.demos_file) if cfg.demos_file else []
+    store.create_run(run_id, method=cfg.method, model=cfg.model, config=config)
+    if demos:
+        store.add_demos(run_id, demos)
+    return run_id
+
+
+def config_from_run(store: ExperienceStore, run_id: str) -> tuple[BenchConfig, list[Any]]:
+    """Rebuild the config and the task list of a recorded run (for ``--resume``)."""
+    row = store.find_run(run_id)
+    known = {f for f in BenchConfig.__dataclass_fields__}
+    cfg = BenchConfig(**{k: v for k, v in row.config.items() if k in known})
+    refs = row.config.get("task_refs") or row.config.get("task_names") or []
+    tasks = resolve_tasks(refs, [])
+    return cfg, tasks
+
+
+def run_bench(
+    cfg: BenchConfig | None = None,
+    *,
+    store: ExperienceStore,
+    resume: str | None = None,
+    max_cost: float | None = None,
+    backend: Any = None,
+    progress: ProgressSink | None = None,
+    report_dir: str | Path | None = None,
+    write_report: bool = True,
+    announce: Callable[[str], None] | None = None,
+) -> BenchOutcome:
+    """Create (or resume) a run, execute it with a warm verifier pool, summarise and report."""
+    from stepsmith.verify import VerifierPool
+
+    started = time.perf_counter()
+    if resume:
+        cfg, tasks = config_from_run(store, resume)
+        run_id = store.find_run(resume).run_id
+        if max_cost is not None:
+            cfg.max_cost = max_cost
+        store.set_status(run_id, "running")
+    else:
+        if cfg is None:
+            raise BenchError("run_bench needs a BenchConfig or resume=RUN")
+        cfg.validate()
+        tasks = resolve_tasks(cfg.tasks, cfg.groups)
+        if cfg.demos_file:
+            load_library(cfg.demos_file)  # a bad library fails before anything is recorded
+        run_id = new_run_id()
+    with VerifierPool(workers=cfg.workers) as pool:
+        # the client is built first so a bad model spec or budget never leaves a dangling run
+        agent = _make_agent(cfg, run_id, store, pool, backend)
+        if not resume:
+            create_run(cfg, store, tasks, run_id)
+        if announce is not None:
+            announce(run_id)
+        status, result, message = asyncio.run(execute(cfg, store, run_id, tasks, agent, progress=progress))
+    report = None
+    if write_report:
+        report = make_report(store, run_id, report_dir)
+    return BenchOutcome(run_id, status, result, time.perf_counter() - started, report, message)
+
+
+def make_report(store: ExperienceStore, run_id: str, out_dir: str | Path | None = None,
+                ks: list[int] | None = None) -> tuple[Path, Path]:
+    from stepsmith.evaluate.report import write_report
+    from stepsmith.evaluate.summary import summarize
+
+    summary = summarize(store, run_id, ks=ks)
+    out = Path(out_dir) if out_dir else default_report_dir(summary.run_id, store)
+    return write_report(summary, out, store.demos(summary.run_id))

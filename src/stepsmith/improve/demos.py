@@ -1,0 +1,177 @@
+"""Demonstrations: building them from verified answers, the leakage guard, library files.
+
+A demonstration is a task (shown without its name) plus a verified impl, with provenance
+(source task, model, iteration, temperature, verifier version). Libraries are exported and
+imported as JSON or YAML so a library earned by a strong model can lift a cheap one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stepsmith.improve.filtering import canonical_form
+from stepsmith.improve.store import DemoRecord
+
+LIBRARY_FORMAT = "stepsmith-demos/1"
+_REQUIRED = ("task_name", "group", "task_ir", "impl", "model", "iteration", "verifier_version")
+
+
+class DemoLibraryError(ValueError):
+    """A demonstration library file that cannot be used; the message says which entry and field."""
+
+
+def task_ir_yaml(task: Any) -> str:
+    """The task's structural IR as YAML, without ``test_name`` and without ``impl``.
+
+    Prefers ``stepsmith.agents`` rendering (so a demonstration looks exactly like a prompt's task);
+    falls back to dumping the task spec.
+    """
+    try:
+        from stepsmith.agents.render import task_ir as agents_task_ir
+    except ImportError:
+        agents_task_ir = None
+    if agents_task_ir is not None:
+        return agents_task_ir(task)
+    data = _task_mapping(task)
+    data.pop("test_name", None)
+    data.pop("impl", None)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def _task_mapping(task: Any) -> dict[str, Any]:
+    spec = getattr(task, "spec", None)
+    if spec is not None and hasattr(spec, "model_dump"):
+        return dict(spec.model_dump(mode="json", by_alias=True, exclude_none=True))
+    path = getattr(task, "source_path", None)
+    if path:
+        loaded = yaml.safe_load(Path(path).read_text())
+        if isinstance(loaded, dict):
+            return loaded
+    if isinstance(spec, dict):
+        return dict(spec)
+    raise DemoLibraryError(
+        f"cannot render the structural IR of task {getattr(task, 'name', task)!r}: it has neither "
+        "a pydantic spec nor a readable source_path"
+    )
+
+
+def leaks(task: Any, demo: DemoRecord) -> bool:
+    """True if showing ``demo`` to ``task`` would show the task its own solution."""
+    if demo.task_name == getattr(task, "name", None):
+        return True
+    ref = getattr(task, "impl", None)
+    return bool(ref) and canonical_form(ref) == canonical_form(demo.impl)
+
+
+def visible_demos(task: Any, demos: Sequence[DemoRecord]) -> list[DemoRecord]:
+    """The leakage guard: drop the task's own demonstration and any AST-isomorphic one."""
+    return [d for d in demos if not leaks(task, d)]
+
+
+def to_demonstration(d: DemoRecord) -> Any:
+    """Convert to the ``stepsmith.agents.Demonstration`` the prompt composer takes."""
+    from stepsmith.agents import Demonstration
+
+    return Demonstration(
+        task_name=d.task_name,
+        group=d.group,
+        task_ir=d.task_ir,
+        impl=d.impl,
+        model=d.model,
+        iteration=d.iteration,
+        temperature=d.temperature,
+        verifier_version=d.verifier_version,
+    )
+
+
+# -- library files ---------------------------------------------------------------------------
+def export_library(demos: Iterable[DemoRecord], path: str | Path, *, run_id: str = "") -> Path:
+    """Write demonstrations with provenance; ``.yaml``/``.yml`` gives YAML, anything else JSON."""
+    path = Path(path)
+    entries = []
+    for d in demos:
+        entries.append(
+            {
+                "task_name": d.task_name,
+                "group": d.group,
+                "task_ir": d.task_ir,
+                "impl": d.impl,
+                "model": d.model,
+                "iteration": d.iteration,
+                "temperature": d.temperature,
+                "verifier_version": d.verifier_version,
+                "success_count": d.success_count,
+                "n": d.n,
+                "source_run": d.provenance.get("source_run", run_id),
+                "status": d.status,
+            }
+        )
+    doc = {"format": LIBRARY_FORMAT, "run_id": run_id, "demos": entries}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+    else:
+        path.write_text(json.dumps(doc, indent=2))
+    return path
+
+
+def load_library(path: str | Path) -> list[DemoRecord]:
+    """Read a library file; every problem is a ``DemoLibraryError`` naming the entry and field."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise DemoLibraryError(f"cannot read demonstration library {path}: {exc}") from exc
+    try:
+        doc = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise DemoLibraryError(f"demonstration library {path} is not valid JSON/YAML: {exc}") from exc
+    if isinstance(doc, list):
+        entries = doc
+    elif isinstance(doc, dict) and isinstance(doc.get("demos"), list):
+        fmt = doc.get("format", LIBRARY_FORMAT)
+        if fmt != LIBRARY_FORMAT:
+            raise DemoLibraryError(f"{path}: format {fmt!r} is not supported; expected {LIBRARY_FORMAT!r}")
+        entries = doc["demos"]
+    else:
+        raise DemoLibraryError(
+            f"{path}: expected a mapping with a 'demos' list (format {LIBRARY_FORMAT}) or a list of demos"
+        )
+    out: list[DemoRecord] = []
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict):
+            raise DemoLibraryError(f"{path}: demos[{i}] must be a mapping, found {type(e).__name__}")
+        missing = [k for k in _REQUIRED if k not in e]
+        if missing:
+            raise DemoLibraryError(
+                f"{path}: demos[{i}] ({e.get('task_name', '?')}) is missing field(s) {', '.join(missing)}"
+            )
+        for k in ("task_name", "group", "task_ir", "impl", "model", "verifier_version"):
+            if not isinstance(e[k], str):
+                raise DemoLibraryError(
+                    f"{path}: demos[{i}].{k} must be a string, found {type(e[k]).__name__}"
+                )
+        n = int(e.get("n", 1) or 1)
+        out.append(
+            DemoRecord(
+                task_name=e["task_name"],
+                group=e["group"],
+                task_ir=e["task_ir"],
+                impl=e["impl"],
+                model=e["model"],
+                iteration=int(e["iteration"]),
+                temperature=None if e.get("temperature") is None else float(e["temperature"]),
+                verifier_version=e["verifier_version"],
+                success_count=int(e.get("success_count", 1)),
+                n=n,
+                source="import",
+                status=str(e.get("status", "active")),
+                provenance={"source_run": e.get("source_run", ""), "library": str(path)},
+            )
+        )
+    return out

@@ -1,0 +1,147 @@
+"""σ — pick one demonstration per newly solved task (method.md §3).
+
+Correct answers are grouped by AST isomorphism with the program's own variable names normalised
+(names the program binds become ``v0, v1, ...`` in order of first appearance; free names — input
+streams, fns, size symbols, ``step`` — keep their identity because they carry meaning), one
+representative is taken per class, and the representative with the fewest lines of pure code
+(comments and blank lines removed) wins. The same canonical form backs the leakage guard: a task
+must never see a demonstration that is isomorphic to its own reference program.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import textwrap
+import tokenize
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+_NON_CODE_TOKENS = {
+    tokenize.COMMENT,
+    tokenize.NL,
+    tokenize.NEWLINE,
+    tokenize.INDENT,
+    tokenize.DEDENT,
+    tokenize.ENCODING,
+    tokenize.ENDMARKER,
+}
+
+
+def _bound_names(tree: ast.AST) -> list[str]:
+    """Names the program itself binds, in order of first appearance (source order)."""
+    found: list[tuple[int, int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store | ast.Del):
+            found.append((node.lineno, node.col_offset, node.id))
+        elif isinstance(node, ast.arg):
+            found.append((node.lineno, node.col_offset, node.arg))
+    order: list[str] = []
+    for _, _, name in sorted(found):
+        if name not in order:
+            order.append(name)
+    return order
+
+
+class _Normaliser(ast.NodeTransformer):
+    """Rename bound names and sort call keywords so cosmetic differences vanish."""
+
+    def __init__(self, mapping: dict[str, str]) -> None:
+        self.mapping = mapping
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        if node.id in self.mapping:
+            return ast.copy_location(ast.Name(id=self.mapping[node.id], ctx=node.ctx), node)
+        return node
+
+    def visit_arg(self, node: ast.arg) -> ast.AST:
+        if node.arg in self.mapping:
+            node.arg = self.mapping[node.arg]
+        return node
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        self.generic_visit(node)
+        node.keywords.sort(key=lambda k: k.arg or "")
+        return node
+
+    def visit_Expr(self, node: ast.Expr) -> ast.AST | None:
+        # A bare string statement is a comment in disguise; it does not change the program.
+        if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            return None
+        return self.generic_visit(node)
+
+
+def canonical_form(impl: str) -> str:
+    """A string equal for exactly the AST-isomorphic programs (names normalised).
+
+    Unparsable text falls back to its whitespace-normalised self, so it only matches itself.
+    """
+    try:
+        tree = ast.parse(textwrap.dedent(impl))
+    except (SyntaxError, ValueError):
+        return "unparsable:" + " ".join(impl.split())
+    mapping = {name: f"v{i}" for i, name in enumerate(_bound_names(tree))}
+    tree = _Normaliser(mapping).visit(tree)
+    return ast.dump(tree, annotate_fields=False, include_attributes=False)
+
+
+def is_isomorphic(a: str, b: str) -> bool:
+    """True iff the two programs differ only in the names they bind and in layout/comments."""
+    return canonical_form(a) == canonical_form(b)
+
+
+def pure_code_lines(impl: str) -> int:
+    """Lines that carry code: comments, blank lines and bare string statements do not count."""
+    lines: set[int] = set()
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(impl).readline):
+            if tok.type in _NON_CODE_TOKENS:
+                continue
+            if tok.type == tokenize.STRING and _is_docstring_line(impl, tok):
+                continue
+            lines.update(range(tok.start[0], tok.end[0] + 1))
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return sum(
+            1 for ln in impl.splitlines() if ln.strip() and not ln.strip().startswith("#")
+        )
+    return len(lines)
+
+
+def _is_docstring_line(src: str, tok: tokenize.TokenInfo) -> bool:
+    """A string token that is the whole statement on its line(s) (a comment in disguise)."""
+    lines = src.splitlines()
+    first = lines[tok.start[0] - 1][: tok.start[1]].strip()
+    last = lines[tok.end[0] - 1][tok.end[1] :].strip()
+    return first == "" and (last == "" or last.startswith("#"))
+
+
+@dataclass(frozen=True)
+class Representative:
+    """The chosen answer of one task and how many isomorphism classes it was chosen among."""
+
+    impl: str
+    index: int  # position in the input list (provenance: which sample)
+    lines: int
+    classes: int
+    class_size: int
+
+
+def select_representative(answers: Sequence[str]) -> Representative:
+    """σ for one task: one representative per isomorphism class, fewest pure-code lines wins.
+
+    Ties break towards the larger class (the answer the model converges on), then towards the
+    earliest sample, so the choice is deterministic and reproducible on resume.
+    """
+    if not answers:
+        raise ValueError("select_representative: a solved task must have at least one correct answer")
+    classes: dict[str, list[int]] = {}
+    for i, impl in enumerate(answers):
+        classes.setdefault(canonical_form(impl), []).append(i)
+    candidates = []
+    for members in classes.values():
+        rep = min(members, key=lambda i: (pure_code_lines(answers[i]), i))
+        candidates.append((pure_code_lines(answers[rep]), -len(members), rep, len(members)))
+    lines, _, index, size = min(candidates)
+    return Representative(
+        impl=answers[index], index=index, lines=lines, classes=len(classes), class_size=size
+    )

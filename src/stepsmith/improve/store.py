@@ -1,0 +1,378 @@
+"""The experience store and run state, in SQLite next to the LLM call log.
+
+Same database file as ``stepsmith.llm``'s call log (``$STEPSMITH_HOME/stepsmith.db``), separate
+``exp_*`` tables. Every finished sample is written the moment it finishes, keyed by
+(run, iteration, task, temperature, sample index); Algorithm 1 is a deterministic function of
+those rows, so a killed run resumes by replaying them and only requests what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS exp_runs (
+    run_id TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    status TEXT NOT NULL,
+    method TEXT NOT NULL,
+    model TEXT NOT NULL,
+    config TEXT NOT NULL,
+    summary TEXT,
+    note TEXT
+);
+CREATE TABLE IF NOT EXISTS exp_samples (
+    run_id TEXT NOT NULL,
+    iteration INTEGER NOT NULL,
+    level INTEGER NOT NULL,
+    task TEXT NOT NULL,
+    task_group TEXT NOT NULL,
+    temp_key TEXT NOT NULL,
+    temperature REAL,
+    sample_index INTEGER NOT NULL,
+    impl TEXT,
+    passed INTEGER NOT NULL,
+    failure_kind TEXT,
+    feedback TEXT,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    calls INTEGER NOT NULL,
+    guardian_changed INTEGER NOT NULL,
+    guardian_corrupted INTEGER NOT NULL,
+    seconds REAL NOT NULL,
+    demos TEXT NOT NULL,
+    verifier_version TEXT,
+    created REAL NOT NULL,
+    PRIMARY KEY (run_id, iteration, task, temp_key, sample_index)
+);
+CREATE TABLE IF NOT EXISTS exp_demos (
+    run_id TEXT NOT NULL,
+    task_name TEXT NOT NULL,
+    source TEXT NOT NULL,
+    task_group TEXT NOT NULL,
+    task_ir TEXT NOT NULL,
+    impl TEXT NOT NULL,
+    model TEXT NOT NULL,
+    iteration INTEGER NOT NULL,
+    temperature REAL,
+    verifier_version TEXT NOT NULL,
+    success_count INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    status TEXT NOT NULL DEFAULT 'active',
+    provenance TEXT NOT NULL DEFAULT '{}',
+    created REAL NOT NULL,
+    PRIMARY KEY (run_id, task_name, source)
+);
+CREATE TABLE IF NOT EXISTS exp_iterations (
+    run_id TEXT NOT NULL,
+    iteration INTEGER NOT NULL,
+    level INTEGER NOT NULL,
+    levels TEXT NOT NULL,
+    demo_tasks TEXT NOT NULL,
+    tasks TEXT NOT NULL,
+    solved TEXT NOT NULL,
+    finished REAL NOT NULL,
+    PRIMARY KEY (run_id, iteration)
+);
+"""
+
+
+def default_db_path() -> Path:
+    """``$STEPSMITH_HOME/stepsmith.db`` (default ``~/.stepsmith``), shared with the call log."""
+    home = os.environ.get("STEPSMITH_HOME")
+    return (Path(home).expanduser() if home else Path.home() / ".stepsmith") / "stepsmith.db"
+
+
+def temp_key(temperature: float | None) -> str:
+    """Primary-key form of a temperature (``None`` = provider default, e.g. reasoning models)."""
+    return "default" if temperature is None else f"{float(temperature):g}"
+
+
+@dataclass
+class SampleRecord:
+    """One finished sample: the answer, its verdict summary and what it cost."""
+
+    run_id: str
+    iteration: int
+    level: int
+    task: str
+    task_group: str
+    temperature: float | None
+    sample_index: int
+    impl: str | None
+    passed: bool
+    failure_kind: str | None
+    feedback: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    calls: int
+    guardian_changed: bool
+    guardian_corrupted: bool
+    seconds: float
+    demos: list[str] = field(default_factory=list)
+    verifier_version: str | None = None
+
+    @property
+    def temp_key(self) -> str:
+        return temp_key(self.temperature)
+
+
+@dataclass
+class DemoRecord:
+    """A demonstration with its provenance and difficulty (success_count of n)."""
+
+    task_name: str
+    group: str
+    task_ir: str
+    impl: str
+    model: str
+    iteration: int
+    temperature: float | None
+    verifier_version: str
+    success_count: int
+    n: int
+    source: str = "earned"  # "earned" in this run, or "import" (a --demos library)
+    status: str = "active"  # "stale" after a re-verification failed
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def score(self) -> float:
+        """Difficulty score for β: success rate (lower = harder)."""
+        return self.success_count / self.n if self.n else 0.0
+
+
+@dataclass
+class RunRow:
+    run_id: str
+    created: float
+    updated: float
+    status: str
+    method: str
+    model: str
+    config: dict[str, Any]
+    summary: dict[str, Any] | None
+    note: str | None
+
+
+@dataclass
+class IterationRecord:
+    iteration: int
+    level: int
+    levels: list[list[str]]
+    demo_tasks: list[str]
+    tasks: list[str]
+    solved: list[str]
+
+
+class ExperienceStore:
+    """SQLite-backed runs, samples, demonstrations and iterations (WAL, safe to kill)."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else default_db_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> ExperienceStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    # -- runs ---------------------------------------------------------------------------
+    def create_run(self, run_id: str, *, method: str, model: str, config: dict[str, Any]) -> None:
+        now = time.time()
+        try:
+            with self._tx() as c:
+                c.execute(
+                    "INSERT INTO exp_runs (run_id, created, updated, status, method, model, config)"
+                    " VALUES (?, ?, ?, 'running', ?, ?, ?)",
+                    (run_id, now, now, method, model, json.dumps(config, sort_keys=True)),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise ValueError(
+                f"run id {run_id!r} already exists in {self.path}; use --resume {run_id} to continue it"
+            ) from exc
+
+    def get_run(self, run_id: str) -> RunRow:
+        row = self._conn.execute("SELECT * FROM exp_runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            known = [r.run_id for r in self.list_runs(limit=5)]
+            hint = f" recent runs: {', '.join(known)}" if known else " no runs recorded yet"
+            raise KeyError(f"no run {run_id!r} in {self.path};{hint}")
+        return _run_row(row)
+
+    def find_run(self, prefix: str) -> RunRow:
+        """Look a run up by id or unique id prefix (users type short prefixes)."""
+        rows = self._conn.execute(
+            "SELECT * FROM exp_runs WHERE run_id = ? OR run_id LIKE ? ORDER BY created",
+            (prefix, prefix.replace("%", "") + "%"),
+        ).fetchall()
+        exact = [r for r in rows if r["run_id"] == prefix]
+        if exact:
+            return _run_row(exact[0])
+        if len(rows) == 1:
+            return _run_row(rows[0])
+        if not rows:
+            return self.get_run(prefix)
+        ids = ", ".join(r["run_id"] for r in rows[:8])
+        raise KeyError(f"run prefix {prefix!r} is ambiguous: matches {ids}")
+
+    def list_runs(self, limit: int = 50) -> list[RunRow]:
+        rows = self._conn.execute(
+            "SELECT * FROM exp_runs ORDER BY created DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [_run_row(r) for r in rows]
+
+    def set_status(
+        self, run_id: str, status: str, *, summary: dict[str, Any] | None = None, note: str | None = None
+    ) -> None:
+        with self._tx() as c:
+            c.execute(
+                "UPDATE exp_runs SET status = ?, updated = ?,"
+                " summary = COALESCE(?, summary), note = COALESCE(?, note) WHERE run_id = ?",
+                (status, time.time(), json.dumps(summary) if summary is not None else None, note, run_id),
+            )
+
+    # -- samples ------------------------------------------------------------------------
+    def record_sample(self, s: SampleRecord) -> None:
+        """Write one finished sample immediately (a kill after this loses nothing)."""
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO exp_samples VALUES"
+                " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    s.run_id, s.iteration, s.level, s.task, s.task_group, s.temp_key,
+                    s.temperature, s.sample_index, s.impl, int(s.passed), s.failure_kind,
+                    s.feedback, s.input_tokens, s.output_tokens, s.cost_usd, s.calls,
+                    int(s.guardian_changed), int(s.guardian_corrupted), s.seconds,
+                    json.dumps(s.demos), s.verifier_version, time.time(),
+                ),
+            )
+
+    def samples(self, run_id: str, *, iteration: int | None = None) -> list[SampleRecord]:
+        q = "SELECT * FROM exp_samples WHERE run_id = ?"
+        args: list[Any] = [run_id]
+        if iteration is not None:
+            q += " AND iteration = ?"
+            args.append(iteration)
+        q += " ORDER BY iteration, task, temp_key, sample_index"
+        return [_sample(r) for r in self._conn.execute(q, args).fetchall()]
+
+    def sample_map(self, run_id: str, iteration: int) -> dict[tuple[str, str, int], SampleRecord]:
+        return {(s.task, s.temp_key, s.sample_index): s for s in self.samples(run_id, iteration=iteration)}
+
+    # -- demonstrations -----------------------------------------------------------------
+    def add_demos(self, run_id: str, demos: Iterable[DemoRecord]) -> None:
+        with self._tx() as c:
+            for d in demos:
+                c.execute(
+                    "INSERT OR REPLACE INTO exp_demos VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        run_id, d.task_name, d.source, d.group, d.task_ir, d.impl, d.model,
+                        d.iteration, d.temperature, d.verifier_version, d.success_count, d.n,
+                        d.status, json.dumps(d.provenance, sort_keys=True), time.time(),
+                    ),
+                )
+
+    def demos(self, run_id: str, *, source: str | None = None, active_only: bool = False) -> list[DemoRecord]:
+        q = "SELECT * FROM exp_demos WHERE run_id = ?"
+        args: list[Any] = [run_id]
+        if source is not None:
+            q += " AND source = ?"
+            args.append(source)
+        if active_only:
+            q += " AND status = 'active'"
+        q += " ORDER BY iteration, created, task_name"
+        return [_demo(r) for r in self._conn.execute(q, args).fetchall()]
+
+    def set_demo_status(self, run_id: str, task_name: str, source: str, status: str, provenance: dict[str, Any]) -> None:
+        with self._tx() as c:
+            c.execute(
+                "UPDATE exp_demos SET status = ?, provenance = ? WHERE run_id = ? AND task_name = ? AND source = ?",
+                (status, json.dumps(provenance, sort_keys=True), run_id, task_name, source),
+            )
+
+    # -- iterations ---------------------------------------------------------------------
+    def record_iteration(self, run_id: str, it: IterationRecord) -> None:
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO exp_iterations VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    run_id, it.iteration, it.level, json.dumps(it.levels), json.dumps(it.demo_tasks),
+                    json.dumps(it.tasks), json.dumps(it.solved), time.time(),
+                ),
+            )
+
+    def iterations(self, run_id: str) -> list[IterationRecord]:
+        rows = self._conn.execute(
+            "SELECT * FROM exp_iterations WHERE run_id = ? ORDER BY iteration", (run_id,)
+        ).fetchall()
+        return [
+            IterationRecord(
+                iteration=r["iteration"], level=r["level"], levels=json.loads(r["levels"]),
+                demo_tasks=json.loads(r["demo_tasks"]), tasks=json.loads(r["tasks"]),
+                solved=json.loads(r["solved"]),
+            )
+            for r in rows
+        ]
+
+
+def _run_row(r: sqlite3.Row) -> RunRow:
+    return RunRow(
+        run_id=r["run_id"], created=r["created"], updated=r["updated"], status=r["status"],
+        method=r["method"], model=r["model"], config=json.loads(r["config"]),
+        summary=json.loads(r["summary"]) if r["summary"] else None, note=r["note"],
+    )
+
+
+def _sample(r: sqlite3.Row) -> SampleRecord:
+    return SampleRecord(
+        run_id=r["run_id"], iteration=r["iteration"], level=r["level"], task=r["task"],
+        task_group=r["task_group"], temperature=r["temperature"], sample_index=r["sample_index"],
+        impl=r["impl"], passed=bool(r["passed"]), failure_kind=r["failure_kind"],
+        feedback=r["feedback"] or "", input_tokens=r["input_tokens"],
+        output_tokens=r["output_tokens"], cost_usd=r["cost_usd"], calls=r["calls"],
+        guardian_changed=bool(r["guardian_changed"]), guardian_corrupted=bool(r["guardian_corrupted"]),
+        seconds=r["seconds"], demos=json.loads(r["demos"]), verifier_version=r["verifier_version"],
+    )
+
+
+def _demo(r: sqlite3.Row) -> DemoRecord:
+    return DemoRecord(
+        task_name=r["task_name"], group=r["task_group"], task_ir=r["task_ir"], impl=r["impl"],
+        model=r["model"], iteration=r["iteration"], temperature=r["temperature"],
+        verifier_version=r["verifier_version"], success_count=r["success_count"], n=r["n"],
+        source=r["source"], status=r["status"], provenance=json.loads(r["provenance"]),
+    )
+
+
+def demo_to_dict(d: DemoRecord) -> dict[str, Any]:
+    return asdict(d)

@@ -1,0 +1,80 @@
+"""Anthropic Messages API through the official `anthropic` SDK."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._http_errors import translate
+from .base import Completion, estimate_tokens, normalize_finish_reason
+from .config import provider_setting
+from .errors import LLMError, RetryableError
+
+
+def build_request(model: str, messages: list[dict], params: dict[str, Any]) -> dict:
+    """System messages go to `system`; temperature must lie in [0, 1]; max_tokens is required."""
+    body: dict[str, Any] = {"model": model, "max_tokens": int(params.get("max_tokens") or 1024)}
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    if system:
+        body["system"] = system
+    body["messages"] = [
+        {"role": m["role"], "content": m["content"]} for m in messages if m["role"] != "system"
+    ]
+    temperature = params.get("temperature")
+    if temperature is not None:
+        if not 0.0 <= float(temperature) <= 1.0:
+            raise LLMError(
+                f"anthropic:{model}: temperature must be in [0, 1] for Anthropic models; "
+                f"found {temperature}"
+            )
+        # newer SDKs dropped the typed `temperature` argument; the API still takes it
+        body["extra_body"] = {"temperature": float(temperature)}
+    return body
+
+
+class AnthropicBackend:
+    """`anthropic:<model>`; honours ANTHROPIC_API_KEY and ANTHROPIC_BASE_URL."""
+
+    def __init__(
+        self, model: str, *, base_url: str | None = None, api_key: str | None = None,
+        timeout_s: float = 120.0,
+    ):
+        import anthropic
+
+        self._sdk = anthropic
+        self.provider = "anthropic"
+        self.model = model
+        self.name = f"anthropic:{model}"
+        self.base_url = base_url or provider_setting("anthropic", "base_url", ("ANTHROPIC_BASE_URL",))
+        self._api_key = api_key or provider_setting("anthropic", "api_key", ("ANTHROPIC_API_KEY",))
+        if not self._api_key:
+            raise LLMError(f"{self.name}: no API key; set ANTHROPIC_API_KEY")
+        self.timeout_s = timeout_s
+
+    def _client(self) -> Any:
+        """A fresh SDK client per call (see OpenAIBackend._client)."""
+        return self._sdk.AsyncAnthropic(
+            api_key=self._api_key, base_url=self.base_url, timeout=self.timeout_s, max_retries=0
+        )
+
+    async def complete(self, messages: list[dict], params: dict[str, Any]) -> Completion:
+        body = build_request(self.model, messages, params)
+        try:
+            async with self._client() as client:
+                resp = await client.messages.create(**body)
+        except Exception as exc:  # noqa: BLE001 - translated into our taxonomy
+            raise translate(exc, self._sdk, self.name) from None
+        blocks = getattr(resp, "content", None)
+        if blocks is None:
+            raise RetryableError(f"{self.name}: response has no content: {str(resp)[:200]}")
+        text = "".join(getattr(b, "text", "") or "" for b in blocks)
+        usage = getattr(resp, "usage", None)
+        finish = normalize_finish_reason(getattr(resp, "stop_reason", None))
+        if usage is not None and getattr(usage, "input_tokens", None) is not None:
+            return Completion(text, int(usage.input_tokens), int(usage.output_tokens or 0), finish)
+        return Completion(
+            text,
+            sum(estimate_tokens(m["content"]) for m in messages),
+            estimate_tokens(text),
+            finish,
+            usage_estimated=True,
+        )

@@ -1,0 +1,157 @@
+"""In-process local models through llama-cpp-python (the optional `[local]` extra).
+
+One `Llama` per model file per process (loading costs ~0.3 s for 0.5B but memory matters), a
+lock per model (llama.cpp contexts are not thread-safe), generation in a worker thread so the
+async interface works, 2 threads (the machine size), the GGUF's own chat template, and a seed
+derived from `sample_index` so sampled runs are reproducible and replayable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .base import Completion, normalize_finish_reason
+from .errors import LLMError
+from .models import KNOWN_MODELS, ensure_model
+
+N_THREADS = int(os.environ.get("STEPSMITH_LLAMACPP_THREADS", "2"))
+N_CTX = int(os.environ.get("STEPSMITH_LLAMACPP_N_CTX", "16384"))
+SEED_BASE = 1_000_003
+
+_MODELS: dict[str, tuple[Any, threading.Lock, float]] = {}
+_MODELS_LOCK = threading.Lock()
+
+INSTALL_HINT = (
+    "llama-cpp-python is not installed; install the extra with "
+    'CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON '
+    '-DGGML_AMX_INT8=OFF" python -m pip install "stepsmith[local]" (or run .ci/install_local.sh)'
+)
+
+
+def seed_for(sample_index: int) -> int:
+    """Deterministic per-sample seed: sample i of any prompt always draws the same way."""
+    return (SEED_BASE + 7919 * int(sample_index)) % (2**31 - 1)
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def load_llama(path: Path) -> tuple[Any, threading.Lock, float]:
+    """The process-wide Llama for `path` (loaded once), its lock and the load time in seconds."""
+    key = str(path.resolve())
+    with _MODELS_LOCK:
+        if key in _MODELS:
+            return _MODELS[key]
+        try:
+            import llama_cpp
+        except ImportError as exc:
+            raise LLMError(INSTALL_HINT) from exc
+        t0 = time.perf_counter()
+        try:
+            llm = llama_cpp.Llama(
+                model_path=key,
+                n_ctx=N_CTX,
+                n_threads=N_THREADS,
+                n_threads_batch=N_THREADS,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise LLMError(f"llamacpp: could not load GGUF model {key}: {exc}") from exc
+        entry = (llm, threading.Lock(), time.perf_counter() - t0)
+        _MODELS[key] = entry
+        return entry
+
+
+def resolve_model(name_or_path: str) -> Path:
+    """A known model name (assembled on demand) or a path to any .gguf file."""
+    if name_or_path in KNOWN_MODELS:
+        return ensure_model(name_or_path)
+    path = Path(name_or_path).expanduser()
+    if not path.is_file():
+        raise LLMError(
+            f"llamacpp: {name_or_path!r} is neither a known model "
+            f"({', '.join(sorted(KNOWN_MODELS))}) nor an existing .gguf file"
+        )
+    return path
+
+
+class LlamaCppBackend:
+    """`llamacpp:<known-name>` or `llamacpp:/path/model.gguf`."""
+
+    provider = "llamacpp"
+
+    def __init__(self, name_or_path: str):
+        self.model = name_or_path
+        self.name = f"llamacpp:{name_or_path}"
+        self.path = resolve_model(name_or_path)
+        self.tokens_sampled = 0  # of the latest generation (observability; tests use it)
+
+    @property
+    def load_seconds(self) -> float:
+        return load_llama(self.path)[2]
+
+    def _generate(self, messages: list[dict], params: dict[str, Any], cancel: threading.Event) -> dict:
+        llm, lock, _ = load_llama(self.path)
+        temperature = params.get("temperature")
+        temperature = 0.0 if temperature is None else float(temperature)
+
+        eos = llm.token_eos()
+
+        self.tokens_sampled = 0
+
+        def check_cancel(_ids: Any, scores: Any) -> Any:
+            # called from a C callback, where exceptions cannot propagate: on cancellation we
+            # force end-of-sequence instead, which ends the generation at this token
+            self.tokens_sampled += 1
+            if cancel.is_set():
+                scores[:] = -float("inf")
+                scores[eos] = 0.0
+            return scores
+
+        import llama_cpp
+
+        kwargs: dict[str, Any] = {
+            "messages": messages,
+            "temperature": temperature,
+            "max_tokens": int(params.get("max_tokens") or 1024),
+            "logits_processor": llama_cpp.LogitsProcessorList([check_cancel]),
+        }
+        if temperature > 0:
+            kwargs["seed"] = seed_for(int(params.get("sample_index", 0)))
+        with lock:
+            if cancel.is_set():
+                raise _Cancelled()
+            try:
+                result = llm.create_chat_completion(**kwargs)
+            except ValueError as exc:  # e.g. prompt longer than the context window
+                raise LLMError(
+                    f"{self.name}: {exc} (context window n_ctx={N_CTX}; raise it with "
+                    "STEPSMITH_LLAMACPP_N_CTX or shorten the prompt)"
+                ) from exc
+        if cancel.is_set():
+            raise _Cancelled()
+        return result
+
+    async def complete(self, messages: list[dict], params: dict[str, Any]) -> Completion:
+        cancel = threading.Event()
+        try:
+            resp = await asyncio.to_thread(self._generate, messages, params, cancel)
+        except asyncio.CancelledError:
+            cancel.set()  # the worker stops at its next token; no hung thread
+            raise
+        except _Cancelled as exc:  # pragma: no cover - only after cancellation
+            raise asyncio.CancelledError() from exc
+        choice = resp["choices"][0]
+        usage = resp.get("usage") or {}
+        return Completion(
+            text=choice["message"].get("content") or "",
+            input_tokens=int(usage.get("prompt_tokens", 0)),
+            output_tokens=int(usage.get("completion_tokens", 0)),
+            finish_reason=normalize_finish_reason(choice.get("finish_reason")),
+        )

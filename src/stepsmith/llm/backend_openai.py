@@ -1,0 +1,123 @@
+"""OpenAI and OpenAI-compatible servers (vLLM, SGLang, Ollama, llama.cpp server, DeepSeek,
+Together, OpenRouter) through the official `openai` SDK."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ._http_errors import translate
+from .base import Completion, estimate_tokens, normalize_finish_reason
+from .config import provider_setting
+from .errors import LLMError, RetryableError
+
+# o1/o3/o4-style reasoning models: no temperature, `max_completion_tokens`, no system role.
+_REASONING = re.compile(r"^(o\d+)(-|$)|^gpt-5")
+_NO_DEVELOPER_ROLE = re.compile(r"^o1-(mini|preview)")
+
+
+def is_reasoning_model(model: str) -> bool:
+    return bool(_REASONING.match(model.split("/")[-1]))
+
+
+def build_request(model: str, messages: list[dict], params: dict[str, Any], *, official: bool) -> dict:
+    """The request body this model family accepts (pure; unit-tested without a server)."""
+    body: dict[str, Any] = {"model": model}
+    temperature = params.get("temperature")
+    max_tokens = int(params.get("max_tokens") or 1024)
+    if official and is_reasoning_model(model):
+        body["max_completion_tokens"] = max_tokens
+        if _NO_DEVELOPER_ROLE.match(model):
+            system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+            rest = [dict(m) for m in messages if m["role"] != "system"]
+            if system and rest and rest[0]["role"] == "user":
+                rest[0]["content"] = system + "\n\n" + rest[0]["content"]
+            messages = rest
+        else:
+            messages = [
+                {**m, "role": "developer"} if m["role"] == "system" else m for m in messages
+            ]
+    else:
+        body["max_tokens"] = max_tokens
+        if temperature is not None:
+            body["temperature"] = float(temperature)
+    body["messages"] = messages
+    return body
+
+
+class OpenAIBackend:
+    """`openai:<model>` (official API) or `openai-compatible:<model>[@<base_url>]`."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        compatible: bool = False,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout_s: float = 120.0,
+    ):
+        import openai  # imported here: keeps `import stepsmith.llm` light
+
+        self._sdk = openai
+        self.provider = "openai-compatible" if compatible else "openai"
+        self.model = model
+        self.name = f"{self.provider}:{model}"
+        section = self.provider
+        self.base_url = base_url or provider_setting(
+            section, "base_url",
+            ("STEPSMITH_OPENAI_COMPATIBLE_BASE_URL", "OPENAI_BASE_URL") if compatible
+            else ("OPENAI_BASE_URL",),
+        )
+        self._api_key = api_key or provider_setting(
+            section, "api_key",
+            ("STEPSMITH_OPENAI_COMPATIBLE_API_KEY", "OPENAI_API_KEY") if compatible
+            else ("OPENAI_API_KEY",),
+        )
+        if compatible and not self.base_url:
+            raise LLMError(
+                f"{self.name}: no base URL; set OPENAI_BASE_URL (e.g. http://127.0.0.1:8000/v1), "
+                "write the spec as openai-compatible:<model>@<base_url>, or add base_url under "
+                "[openai-compatible] in config.toml"
+            )
+        if not compatible and not self._api_key:
+            raise LLMError(f"{self.name}: no API key; set OPENAI_API_KEY")
+        self.timeout_s = timeout_s
+
+    def _client(self) -> Any:
+        """A fresh SDK client per call, closed after it: an httpx client must never outlive or
+        cross the event loop it was made in (sample_sync runs a loop per call)."""
+        return self._sdk.AsyncOpenAI(
+            api_key=self._api_key or "EMPTY",
+            base_url=self.base_url,
+            timeout=self.timeout_s,
+            max_retries=0,  # LLMClient retries, with Retry-After and a shared bound
+        )
+
+    async def complete(self, messages: list[dict], params: dict[str, Any]) -> Completion:
+        body = build_request(self.model, messages, params, official=self.provider == "openai")
+        try:
+            async with self._client() as client:
+                resp = await client.chat.completions.create(**body)
+        except Exception as exc:  # noqa: BLE001 - translated into our taxonomy
+            raise translate(exc, self._sdk, self.name) from None
+        choices = getattr(resp, "choices", None)
+        if not choices:
+            raise RetryableError(f"{self.name}: response has no choices: {str(resp)[:200]}")
+        choice = choices[0]
+        text = (choice.message.content if choice.message else None) or ""
+        usage = getattr(resp, "usage", None)
+        if usage is not None and usage.prompt_tokens is not None:
+            return Completion(
+                text=text,
+                input_tokens=int(usage.prompt_tokens or 0),
+                output_tokens=int(usage.completion_tokens or 0),
+                finish_reason=normalize_finish_reason(choice.finish_reason),
+            )
+        return Completion(
+            text=text,
+            input_tokens=sum(estimate_tokens(m["content"]) for m in messages),
+            output_tokens=estimate_tokens(text),
+            finish_reason=normalize_finish_reason(choice.finish_reason),
+            usage_estimated=True,
+        )

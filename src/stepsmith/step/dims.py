@@ -1,0 +1,194 @@
+"""Symbolic dimensions: monomials (integer coefficient x product of symbols with powers).
+
+Shapes in STeP are symbolic (`M`, `N*K`, ...) so that one program is checked once and run at
+many bindings; Flatten multiplies dims and Reshape divides them exactly, so monomials are
+enough. Equality is structural (`D*N*K == D*K*N`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from stepsmith.step.errors import StepShapeError
+
+_fresh_counter = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Dim:
+    """An immutable symbolic dimension `coeff * prod(sym**power)`."""
+
+    coeff: int = 1
+    factors: tuple[tuple[str, int], ...] = ()  # canonical: sorted by symbol name
+    order: tuple[str, ...] = field(default=(), compare=False, hash=False)  # display order
+
+    # -- construction -------------------------------------------------------------------------
+    @staticmethod
+    def sym(name: str) -> Dim:
+        """A single symbol, e.g. `Dim.sym("M")`."""
+        if not isinstance(name, str) or not name:
+            raise StepShapeError(f"Dim.sym needs a non-empty symbol name, found {name!r}")
+        return Dim(1, ((name, 1),), (name,))
+
+    @staticmethod
+    def const(value: int) -> Dim:
+        """A constant dimension, e.g. `Dim.const(3)`."""
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise StepShapeError(f"Dim.const needs an int, found {value!r}")
+        if value < 0:
+            raise StepShapeError(f"a dimension cannot be negative, found {value}")
+        return Dim(value, (), ())
+
+    # -- properties -----------------------------------------------------------------------------
+    @property
+    def is_const(self) -> bool:
+        return not self.factors
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(s for s, _ in self.factors)
+
+    # -- algebra --------------------------------------------------------------------------------
+    def __mul__(self, other: object) -> Dim:
+        o = _coerce(other)
+        if o is None:
+            return NotImplemented
+        powers = dict(self.factors)
+        for s, p in o.factors:
+            powers[s] = powers.get(s, 0) + p
+        order = self.order + tuple(s for s in o.order if s not in self.order)
+        return Dim(self.coeff * o.coeff, tuple(sorted(powers.items())), order)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other: object) -> Dim:
+        o = _coerce(other)
+        if o is None:
+            return NotImplemented
+        if o.coeff == 0 or self.coeff % o.coeff != 0:
+            raise StepShapeError(
+                f"dimension {self} is not exactly divisible by {o}",
+                expected=f"a multiple of {o}",
+                found=str(self),
+            )
+        powers = dict(self.factors)
+        for s, p in o.factors:
+            if powers.get(s, 0) < p:
+                raise StepShapeError(
+                    f"dimension {self} is not exactly divisible by {o} (symbol {s!r} missing)",
+                    expected=f"a multiple of {o}",
+                    found=str(self),
+                )
+            powers[s] -= p
+            if powers[s] == 0:
+                del powers[s]
+        order = tuple(s for s in self.order if s in powers)
+        return Dim(self.coeff // o.coeff, tuple(sorted(powers.items())), order)
+
+    __floordiv__ = __truediv__
+
+    def __eq__(self, other: object) -> bool:
+        o = _coerce(other)
+        if o is None:
+            return NotImplemented
+        return self.coeff == o.coeff and (self.factors == o.factors or self.coeff == 0)
+
+    def __hash__(self) -> int:
+        if self.is_const:
+            return hash(self.coeff)
+        return hash((self.coeff, self.factors))
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def evaluate(self, binding: Mapping[str, int] | None = None) -> int:
+        """The integer value under `binding`; raises StepShapeError naming unbound symbols."""
+        binding = binding or {}
+        value = self.coeff
+        missing = [s for s in self.symbols if s not in binding]
+        if missing:
+            raise StepShapeError(
+                f"dimension {self} cannot be evaluated: symbol(s) {', '.join(missing)} have no "
+                f"value in the binding {dict(binding)}",
+                expected="a value for every symbol",
+                found=f"unbound {', '.join(missing)}",
+            )
+        for s, p in self.factors:
+            value *= int(binding[s]) ** p
+        return value
+
+    def try_evaluate(self, binding: Mapping[str, int] | None = None) -> int | None:
+        """Like evaluate but returns None when a symbol is unbound."""
+        binding = binding or {}
+        if any(s not in binding for s in self.symbols):
+            return None
+        return self.evaluate(binding)
+
+    def __int__(self) -> int:
+        if not self.is_const:
+            raise StepShapeError(f"dimension {self} is symbolic; evaluate it with a binding")
+        return self.coeff
+
+    def __index__(self) -> int:
+        return int(self)
+
+    # -- printing -------------------------------------------------------------------------------
+    def __str__(self) -> str:
+        powers = dict(self.factors)
+        names = list(self.order) + [s for s in powers if s not in self.order]
+        parts = []
+        if self.coeff != 1 or not names:
+            parts.append(str(self.coeff))
+        for s in names:
+            p = powers[s]
+            parts.extend([s] * p)
+        return "*".join(parts)
+
+    def __repr__(self) -> str:
+        return f"Dim({self})"
+
+
+def _coerce(x: object) -> Dim | None:
+    if isinstance(x, Dim):
+        return x
+    if isinstance(x, bool):
+        return None
+    if isinstance(x, int):
+        return Dim.const(x) if x >= 0 else Dim(x, (), ())
+    return None
+
+
+def dim(x: int | str | Dim) -> Dim:
+    """Coerce an int (constant), a str (symbol, or a product like `"N*K"`) or a Dim."""
+    if isinstance(x, Dim):
+        return x
+    if isinstance(x, bool):
+        raise StepShapeError(f"a dimension must be an int, a symbol name or a Dim, found {x!r}")
+    if isinstance(x, int):
+        return Dim.const(x)
+    if isinstance(x, str):
+        text = x.strip()
+        if not text:
+            raise StepShapeError("a dimension must not be an empty string")
+        result = Dim.const(1)
+        for part in text.split("*"):
+            part = part.strip()
+            if not part:
+                raise StepShapeError(f"malformed dimension {x!r}", expected="like N*K", found=x)
+            result = result * (Dim.const(int(part)) if part.isdigit() else Dim.sym(part))
+        return result
+    if hasattr(x, "__index__"):
+        return Dim.const(int(x.__index__()))  # type: ignore[union-attr]
+    raise StepShapeError(
+        f"a dimension must be an int, a symbol name or a Dim, found {type(x).__name__} {x!r}"
+    )
+
+
+def fresh_dim(prefix: str = "P") -> Dim:
+    """A new dynamic symbol (e.g. Partition's per-output length), unique in this process."""
+    return Dim.sym(f"{prefix}_dyn{next(_fresh_counter)}")
+
+
+def shape_str(shape: tuple[Dim, ...] | list[Dim]) -> str:
+    """`[K, M]` — shapes are printed innermost first, like the frontend writes them."""
+    return "[" + ", ".join(str(d) for d in shape) + "]"

@@ -1,0 +1,166 @@
+"""Running fn bodies: one element at a time (oracle) or batched with `torch.func.vmap` (fast).
+
+The batched path must be semantically identical to the per-element one, so when vmap cannot
+run a body (data-dependent Python control flow, `.item()`, randomness, ...) we fall back to a
+per-element loop for that fn and remember it (`fn.vmap_ok = False`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from stepsmith.step.errors import StepDtypeError, StepError, StepRuntimeError
+from stepsmith.step.fn import Fn
+
+Shape = tuple[int | None, ...]
+
+
+@dataclass(frozen=True)
+class FnCtx:
+    """Who is calling the fn, for error messages."""
+
+    primitive: str
+    stream: str
+    out_shapes: tuple[Shape, ...]  # expected per-field element shapes (None = unknown dim)
+    dtype: torch.dtype
+
+
+def _as_tensor(x: Any, fn: Fn, i: int, ctx: FnCtx) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        if x.dtype != ctx.dtype:
+            x = x.to(ctx.dtype)
+        return x
+    if isinstance(x, bool | int | float) or (hasattr(x, "__float__") and not hasattr(x, "__len__")):
+        return torch.tensor(float(x), dtype=ctx.dtype)
+    raise StepRuntimeError(
+        f"fn {fn.func_name!r} returned a {type(x).__name__} as output field {i}",
+        primitive=ctx.primitive, stream=ctx.stream,
+        expected="a torch.Tensor or a Python number per output field", found=repr(x)[:80],
+    )
+
+
+def normalize(fn: Fn, out: Any, ctx: FnCtx) -> tuple[torch.Tensor, ...]:
+    """Body result -> one tensor per output field (bare tensor/number = one field)."""
+    if isinstance(out, list | tuple):
+        items = list(out)
+    else:
+        items = [out]
+    if len(items) != fn.n_out:
+        raise StepRuntimeError(
+            f"fn {fn.func_name!r} returned {len(items)} value(s) but its output type "
+            f"{fn.output_dtype} has {fn.n_out} field(s)",
+            primitive=ctx.primitive, stream=ctx.stream,
+            expected=f"a list of {fn.n_out} tensor(s)", found=f"{len(items)} value(s)",
+        )
+    return tuple(_as_tensor(x, fn, i, ctx) for i, x in enumerate(items))
+
+
+def _check_shapes(fn: Fn, outs: Sequence[torch.Tensor], ctx: FnCtx, batch: int) -> None:
+    for i, (t, want) in enumerate(zip(outs, ctx.out_shapes, strict=True)):
+        got = tuple(t.shape[batch:])
+        if len(got) != len(want) or any(w is not None and w != g for w, g in zip(want, got, strict=False)):
+            wanted = "(" + ", ".join("?" if w is None else str(w) for w in want) + ")"
+            field = fn.output_dtype if fn.n_out == 1 else f"field {i} of {fn.output_dtype}"
+            raise StepDtypeError(
+                f"fn {fn.func_name!r} returned an element of shape {got} for output {field}",
+                primitive=ctx.primitive, stream=ctx.stream,
+                expected=f"element shape {wanted} (Scalar = (), Buffer = reversed buffer shape)",
+                found=f"shape {got}",
+            )
+
+
+def call_one(
+    fn: Fn, inp: Sequence[torch.Tensor], state: Sequence[torch.Tensor] | None, ctx: FnCtx
+) -> tuple[torch.Tensor, ...]:
+    """Apply the body to ONE element (the oracle's, and the fallback's, unit of work)."""
+    try:
+        raw = fn.call(list(inp), None if state is None else list(state))
+    except StepError:
+        raise
+    except Exception as e:  # noqa: BLE001 - user body failure becomes an LLM-readable error
+        raise StepRuntimeError(
+            f"fn {fn.func_name!r} raised {type(e).__name__}: {e}",
+            primitive=ctx.primitive, stream=ctx.stream,
+            hint=f"inputs are {[tuple(t.shape) for t in inp]}"
+            + ("" if state is None else f", state {[tuple(t.shape) for t in state]}")
+            + f" for {fn.signature()}",
+        ) from None
+    outs = normalize(fn, raw, ctx)
+    _check_shapes(fn, outs, ctx, 0)
+    return outs
+
+
+def empty_outputs(fn: Fn, inputs: Sequence[torch.Tensor], state: Sequence[torch.Tensor] | None,
+           ctx: FnCtx) -> tuple[torch.Tensor, ...]:
+    """Outputs for a batch of 0 elements (e.g. an expert that received no chunks)."""
+    if all(all(d is not None for d in s) for s in ctx.out_shapes):
+        return tuple(torch.zeros((0, *s), dtype=ctx.dtype) for s in ctx.out_shapes)  # type: ignore[arg-type]
+    one = call_one(fn, [torch.zeros(x.shape[1:], dtype=x.dtype) for x in inputs],
+                   None if state is None else [torch.zeros(s.shape[1:], dtype=s.dtype) for s in state],
+                   ctx)
+    return tuple(torch.zeros((0, *o.shape), dtype=ctx.dtype) for o in one)
+
+
+def _loop(fn: Fn, inputs: Sequence[torch.Tensor], state: Sequence[torch.Tensor] | None,
+          ctx: FnCtx) -> tuple[torch.Tensor, ...]:
+    n = inputs[0].shape[0]
+    rows = [call_one(fn, [x[b] for x in inputs], None if state is None else [s[b] for s in state],
+                     ctx) for b in range(n)]
+    try:
+        return tuple(torch.stack([r[i] for r in rows]) for i in range(fn.n_out))
+    except RuntimeError as e:
+        raise StepDtypeError(
+            f"fn {fn.func_name!r} returned elements of different shapes ({e})",
+            primitive=ctx.primitive, stream=ctx.stream,
+            expected=f"every element shaped like its declared type {fn.output_dtype}",
+            found="varying shapes",
+        ) from None
+
+
+def call_batched(
+    fn: Fn, inputs: Sequence[torch.Tensor], state: Sequence[torch.Tensor] | None, ctx: FnCtx
+) -> tuple[torch.Tensor, ...]:
+    """Apply the body to every element of a batch (leading dim of every input/state tensor)."""
+    n = inputs[0].shape[0] if inputs else state[0].shape[0]  # type: ignore[index]
+    if n == 0:
+        return empty_outputs(fn, inputs, state, ctx)
+    if fn.vmap_ok:
+        n_state = 0 if state is None else len(state)
+
+        def per_elem(*args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            st = None if state is None else list(args[:n_state])
+            return normalize(fn, fn.call(list(args[n_state:]), st), ctx)
+
+        try:
+            outs = torch.func.vmap(per_elem)(*(state or ()), *inputs)
+        except StepError:
+            raise
+        except Exception:  # noqa: BLE001 - vmap cannot run this body: per-element fallback
+            fn.vmap_ok = False
+        else:
+            outs = tuple(o if o.shape[:1] == (n,) else o.expand(n, *o.shape) for o in outs)
+            _check_shapes(fn, outs, ctx, 1)
+            return outs
+    return _loop(fn, inputs, state, ctx)
+
+
+def init_state(fn: Fn, ctx: FnCtx, batch: tuple[int, ...]) -> list[torch.Tensor]:
+    """Init tensors (per output field) broadcast over `batch` — 0, 1, -1, +-inf, zeros/ones."""
+    shapes = []
+    for s in ctx.out_shapes:
+        if any(d is None for d in s):
+            raise StepRuntimeError(
+                f"cannot build the init state of fn {fn.func_name!r}: its output type "
+                f"{fn.output_dtype} has a buffer dim whose symbol is not bound in the Session",
+                primitive=ctx.primitive, stream=ctx.stream,
+                hint="run the program inside step.Session(binding={...}) with every size symbol",
+            )
+        shapes.append(s)
+    assert fn.init is not None
+    return [torch.full(batch + tuple(s), v if not math.isnan(v) else 0.0, dtype=ctx.dtype)  # type: ignore[arg-type]
+            for v, s in zip(fn.init, shapes, strict=True)]

@@ -1,0 +1,159 @@
+"""Stateful folds: Accum (emit the final state) and Scan (emit every state).
+
+Fast path: fold sequentially over the k reduced (inner) dims only, batching the fn with vmap
+over every outer position at once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from stepsmith.step.errors import StepArgumentError, StepRankError
+from stepsmith.step.execfn import call_batched, call_one, init_state
+from stepsmith.step.fn import Fn
+from stepsmith.step.registry import (
+    Env,
+    Example,
+    Fields,
+    FnSpec,
+    OutType,
+    Primitive,
+    check_fn,
+    need_int,
+    primitive,
+    shape_text,
+)
+from stepsmith.step.stream import Stream, SType, display
+
+
+class _Fold(Primitive):
+    """Shared parameters/typing of Accum and Scan."""
+
+    emit_all: bool = False
+
+    def __init__(self, fn: Fn | None = None, b: int | None = None, **kw: Any) -> None:
+        self.fn = fn
+        self.b = b
+        if kw:
+            raise StepArgumentError(f"unknown parameter(s) {sorted(kw)}", primitive=self.label,
+                                    expected=f"{self.NAME}(fn=f, b=k)", found=str(sorted(kw)))
+        if b is None:
+            raise StepArgumentError(
+                "missing parameter b= (the number of inner dims to fold over)",
+                primitive=self.label, expected=f"{self.NAME}(fn=f, b=k) with 0 < k <= rank",
+                found="no b",
+            )
+        need_int(self, "b", b)
+
+    def params(self) -> str:
+        return f"fn={getattr(self.fn, 'func_name', self.fn)}, b={self.b}"
+
+    def typing(self, ins: Sequence[SType]) -> list[OutType]:
+        s = ins[0]
+        k: int = self.b  # type: ignore[assignment]
+        if not 0 < k <= s.rank:
+            extra = (" The outermost dim can never be reduced: Promote a size-1 outer dim "
+                     "first (dimension placeholder idiom), then Flatten it away."
+                     if k == s.rank + 1 else "")
+            raise StepRankError(
+                f"b must satisfy 0 < b <= rank; stream rank is {s.rank} (shape "
+                f"{shape_text(s.shape)}).{extra}",
+                primitive=self.label, stream=display(s),
+                expected=f"0 < b <= {s.rank}", found=f"b={k}",
+            )
+        fn = check_fn(self, self.fn, s, stateful=True)
+        shape = tuple(s.shape) if self.emit_all else tuple(s.shape[k:])
+        return [(fn.output_dtype, shape)]
+
+    def _split(self, s: Stream) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        t = s.fields[0]
+        r1 = len(s.shape)
+        k: int = self.b  # type: ignore[assignment]
+        return tuple(t.shape[: r1 - k]), tuple(t.shape[r1 - k: r1])
+
+    def impl(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
+        s = ins[0]
+        fn: Fn = self.fn  # type: ignore[assignment]
+        ctx = env.ctx(fn)
+        outer, inner = self._split(s)
+        bo, ki = math.prod(outer), math.prod(inner)
+        r1 = len(s.shape)
+        xs = [t.reshape(bo, ki, *t.shape[r1:]) for t in s.fields]
+        state = init_state(fn, ctx, (bo,))
+        history: list[tuple[torch.Tensor, ...]] = []
+        for i in range(ki):
+            state = list(call_batched(fn, [x[:, i] for x in xs], state, ctx))
+            if self.emit_all:
+                history.append(tuple(state))
+        if not self.emit_all:
+            return [tuple(st.reshape(*outer, *st.shape[1:]) for st in state)]
+        if ki == 0:
+            return [tuple(st.reshape(*outer, *inner, *st.shape[1:]) for st in state)]
+        return [tuple(torch.stack([h[f] for h in history], dim=1).reshape(
+            *outer, *inner, *history[0][f].shape[1:]) for f in range(fn.n_out))]
+
+    def oracle(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
+        s = ins[0]
+        fn: Fn = self.fn  # type: ignore[assignment]
+        ctx = env.ctx(fn)
+        outer, inner = self._split(s)
+        init = init_state(fn, ctx, ())
+        shapes = [tuple(t.shape) for t in init]
+        full = (*outer, *inner) if self.emit_all else outer
+        res = [torch.empty((*full, *sh), dtype=ctx.dtype) for sh in shapes]
+        for o in itertools.product(*(range(d) for d in outer)):
+            state = [t.clone() for t in init]
+            for i in itertools.product(*(range(d) for d in inner)):  # innermost fastest
+                state = list(call_one(fn, [t[o + i] for t in s.fields], state, ctx))
+                if self.emit_all:
+                    for f, st in enumerate(state):
+                        res[f][o + i] = st
+            if not self.emit_all:
+                for f, st in enumerate(state):
+                    res[f][o] = st
+        return [tuple(res)]
+
+
+@primitive(
+    signature="step.Accum(fn=f, b=k).apply(s)",
+    description=(
+        "Reduce the k innermost dims with the stateful fn f: `Strm<T, r, [D0..Dr]>` -> "
+        "`Strm<f.output, r-k, [Dk..Dr]>`, 0 < k <= r. For each outer index, start from f's "
+        "init and fold `state = f(state, element)` over the inner k dims in stream order "
+        "(innermost fastest); emit the final state. The outermost dim can never be reduced "
+        "(Promote a size-1 placeholder dim first)."
+    ),
+    example=Example(
+        program="return step.Accum(fn=fn_sum, b=1).apply(A)",
+        inputs=(("A", "fp32", ("K", "M")),),
+        fns=(FnSpec("fn_sum", "return [state[0] + input[0]]", "fp32", "fp32", init=[0]),),
+        reference="A.sum(-1)",
+        explanation="row sums: [K, M] -> [M], summing over the innermost dim K",
+    ),
+)
+class Accum(_Fold):
+    emit_all = False
+
+
+@primitive(
+    signature="step.Scan(fn=f, b=k).apply(s)",
+    description=(
+        "Like Accum but emit the state after every element (a running fold): "
+        "`Strm<T, r, S>` -> `Strm<f.output, r, S>`, 0 < k <= r. The state restarts from init "
+        "at every rank-k boundary."
+    ),
+    example=Example(
+        program="return step.Scan(fn=fn_sum, b=1).apply(A)",
+        inputs=(("A", "fp32", ("K", "M")),),
+        fns=(FnSpec("fn_sum", "return [state[0] + input[0]]", "fp32", "fp32", init=[0]),),
+        reference="torch.cumsum(A, dim=-1)",
+        explanation="running sums along K, restarting for each of the M rows",
+    ),
+)
+class Scan(_Fold):
+    emit_all = True

@@ -1,0 +1,514 @@
+"""Shape primitives: Promote, Flatten, Reshape, Bufferize, Streamify, Repeat, RepeatRef.
+
+The fast executors are tensor views/expansions (the layout makes them free); the oracles copy
+element by element through an explicit index map written from the spec, so the two are
+independent implementations.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from stepsmith.step.dims import Dim, dim
+from stepsmith.step.dtypes import Buffer, TupleType
+from stepsmith.step.errors import (
+    StepArgumentError,
+    StepDtypeError,
+    StepRankError,
+    StepShapeError,
+)
+from stepsmith.step.registry import (
+    Env,
+    Example,
+    Fields,
+    FnSpec,
+    OutType,
+    Primitive,
+    _describe_value,
+    need_int,
+    primitive,
+    shape_text,
+    shapes_equal,
+)
+from stepsmith.step.stream import Stream, SType, display
+
+Idx = tuple[int, ...]
+
+
+def _no_extra(prim: Primitive, kw: dict[str, Any], usage: str) -> None:
+    if kw:
+        raise StepArgumentError(f"unknown parameter(s) {sorted(kw)}", primitive=prim.label,
+                                expected=usage, found=str(sorted(kw)))
+
+
+def _as_dim(prim: Primitive, name: str, value: Any) -> Dim:
+    if isinstance(value, Dim):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return Dim.const(value)
+    if isinstance(value, str):
+        return dim(value)
+    raise StepArgumentError(
+        f"parameter {name}= must be a positive int or a dimension (Dim)",
+        primitive=prim.label, expected="an int > 0 or a Dim like N", found=repr(value),
+    )
+
+
+def _index_map(s: Stream, out_outer: Sequence[int], src: Callable[[Idx], Idx]) -> Fields:
+    """Oracle helper: out[i] = in[src(i)] for every stream position i (stream order indices,
+    innermost first), copying whole elements."""
+    res = []
+    r_out = len(out_outer)
+    for t in s.fields:
+        elem = tuple(t.shape[len(s.shape):])
+        out = torch.empty((*reversed(tuple(out_outer)), *elem), dtype=t.dtype)
+        for pos in itertools.product(*(range(d) for d in reversed(tuple(out_outer)))):
+            si = tuple(reversed(pos))  # innermost-first index of this output position
+            out[pos] = t[tuple(reversed(src(si)))]
+        res.append(out)
+        assert out.dim() == r_out + len(elem)
+    return tuple(res)
+
+
+def _stream_sizes(s: Stream) -> list[int]:
+    """Concrete sizes innermost first."""
+    return list(s.concrete_shape())
+
+
+# ---------------------------------------------------------------------------------------------
+@primitive(
+    signature="step.Promote(b=k).apply(s)",
+    description=(
+        "Insert a size-1 dim at (innermost-first) position k, 0 <= k <= r+1: "
+        "`Strm<T, r, S>` -> `Strm<T, r+1, S[:k] + [1] + S[k:]>`; data unchanged. "
+        "`Promote(b=r+1)` (the default) adds an outermost placeholder dim so Accum/Bufferize "
+        "can take all real dims (dimension placeholder idiom)."
+    ),
+    example=Example(
+        program=("P = step.Promote(b=2).apply(A)\n"
+                 "return step.Accum(fn=fn_sum, b=2).apply(P)"),
+        inputs=(("A", "fp32", ("K", "M")),),
+        fns=(FnSpec("fn_sum", "return [state[0] + input[0]]", "fp32", "fp32", init=[0]),),
+        reference="A.sum().reshape(1)",
+        explanation=("dimension placeholder: Promote adds an outer size-1 dim ([K, M, 1]) so "
+                     "Accum(b=2) can reduce both real dims, giving a rank-0 stream [1]"),
+    ),
+)
+class Promote(Primitive):
+    def __init__(self, b: int | None = None, **kw: Any) -> None:
+        self.b = b
+        _no_extra(self, kw, "Promote(b=k)")
+        if b is not None:
+            need_int(self, "b", b)
+
+    def params(self) -> str:
+        return "" if self.b is None else f"b={self.b}"
+
+    def _k(self, s: SType) -> int:
+        return s.rank + 1 if self.b is None else self.b  # type: ignore[return-value]
+
+    def typing(self, ins: Sequence[SType]) -> list[OutType]:
+        s = ins[0]
+        k = self._k(s)
+        if not 0 <= k <= s.rank + 1:
+            raise StepRankError(
+                f"b must satisfy 0 <= b <= rank+1; stream rank is {s.rank} (shape "
+                f"{shape_text(s.shape)})", primitive=self.label, stream=display(s),
+                expected=f"0 <= b <= {s.rank + 1}", found=f"b={k}",
+            )
+        shape = tuple(s.shape[:k]) + (Dim.const(1),) + tuple(s.shape[k:])
+        return [(s.dtype, shape)]
+
+    def impl(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
+        s = ins[0]
+        pos = len(s.shape) - self._k(s)
+        return [tuple(t.unsqueeze(pos) for t in s.fields)]
+
+    def oracle(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
+        s = ins[0]
+        k = self._k(s)
+        sizes = _stream_sizes(s)
+        return [_index_map(s, sizes[:k] + [1] + sizes[k:], lambda i: i[:k] + i[k + 1:])]
+
+
+# ---------------------------------------------------------------------------------------------
+@primitive(
+    signature="step.Flatten(L=[i, ..., j]).apply(s)",
+    description=(
+        "Merge the consecutive dims i-1 .. j into one dim of size their product (innermost "
+        "fastest): L consecutive, 1 <= i, j <= r; out rank r - len(L). `L=[1]` merges D0 and D1: "
+        "`[K, N, M]` -> `[K*N, M]`."
+    ),
+    example=Example(
+        program="return step.Flatten(L=[1]).apply(A)",
+        inputs=(("A", "fp32", ("K", "N", "M")),),
+        reference="A.reshape(A.shape[0], -1)",
+        explanation="[K, N, M] -> [K*N, M]; element (k, n) of a row lands at index n*K + k",
+    ),
+)
+class Flatten(Primitive):
+    def __init__(self, L: Sequence[int] | int | None = None, **kw: Any) -> None:  # noqa: N803
+        self.L = [L] if isinstance(L, int) and not isinstance(L, bool) else L
+        _no_extra(self, kw, "Flatten(L=[i, ..., j])")
+        if not isinstance(self.L, list | tuple) or not self.L:
+            raise StepArgumentError(
+                "L= must be a non-empty list of consecutive dim indices", primitive=self.label,
+                expected="e.g. L=[1] or L=[1, 2]", found=repr(L),
+            )
+        for x in self.L:
+            need_int(self, "L entry", x)
+        if list(self.L) != list(range(self.L[0], self.L[0] + len(self.L))):
+            raise StepArgumentError(
+                "L= entries must be consecutive increasing indices", primitive=self.label,
+                expected="e.g. [1, 2, 3]", found=repr(list(self.L)),
+            )
+
+    def params(self) -> str:
+        return f"L={list(self.L)}"  # type: ignore[arg-type]
+
+    def typing(self, ins: Sequence[SType]) -> list[OutType]:
+        s = ins[0]
+        i, j = self.L[0], self.L[-1]  # type: ignore[index]
+        if i < 1 or j > s.rank:
+            raise StepRankError(
+                f"L must satisfy 1 <= i and j <= rank; stream rank is {s.rank} (shape "
+                f"{shape_text(s.shape)})", primitive=self.label, stream=display(s),
+                expected=f"indices within 1..{s.rank}", found=f"L={list(self.L)}",  # type: ignore[arg-type]
+                hint="L=[1] merges D0 and D1 (the two innermost dims)",
+            )
+        prod = Dim.const(1)
+        for d in s.shape[i - 1: j + 1]:
+            prod = prod * d
+        shape = tuple(s.shape[: i - 1]) + (prod,) + tuple(s.shape[j + 1:])
+        return [(s.dtype, shape)]
+
+    def impl(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
+        s = ins[0]
+        i, j = self.L[0], self.L[-1]  # type: ignore[index]
+        r1 = len(s.shape)
+        a, b = r1 - 1 - j, r1 - i + 1  # tensor axes [a, b) are stream dims j .. i-1
+        return [tuple(t.flatten(a, b - 1) for t in s.fields)]
+
+    def oracle(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
+        s = ins[0]
+        i, j = self.L[0], self.L[-1]  # type: ignore[index]
+        sizes = _stream_sizes(s)
+        group = sizes[i - 1: j + 1]
+
+        def src(o: Idx) -> Idx:
+            f = o[i - 1]
+            parts = []
+            for n in group:  # innermost fastest
+                parts.append(f % n)
+                f //= n
+            return o[: i - 1] + tuple(parts) + o[i:]
+
+        return [_index_map(s, sizes[: i - 1] + [math.prod(group)] + sizes[j + 1:], src)]
+
+
+# ---------------------------------------------------------------------------------------------
+@primitive(
+    signature="step.Reshape(L=[i], S=c).apply(s)",
+    description=(
+        "Split dim i into an inner dim of size c and an outer dim D_i / c (D_i must be "
+        "divisible by c): `[.., D_i, ..]` -> `[.., c, D_i/c, ..]`, out rank r+1. "
+        "c may be an int or a dimension symbol."
+    ),
+    example=Example(
+        program="return step.Reshape(L=[0], S=2).apply(A)",
+        inputs=(("A", "fp32", ("D", "M")),),
+        reference="A.reshape(A.shape[0], -1, 2)",
+        explanation="[D, M] -> [2, D/2, M]: consecutive pairs of the innermost dim",
+    ),
+)
+class Reshape(Primitive):
+    def __init__(self, L: Sequence[int] | int | None = None, S: Any = None,  # noqa: N803
+                 **kw: Any) -> None:
+        self.L = [L] if isinstance(L, int) and not isinstance(L, bool) else L
+        self.S = S
+        _no_extra(self, kw, "Reshape(L=[i], S=c)")
+        if not isinstance(self.L, list | tuple) or len(self.L) != 1:
+            raise StepArgumentError(
+                "L= must be a one-element list [i] naming the dim to split",
+                primitive=self.label, expected="e.g. L=[0]", found=repr(L),
+            )
+        need_int(self, "L entry", self.L[0], low=0)
+        self.c = _as_dim(self, "S", S)
+
+    def params(self) -> str:
+        return f"L={list(self.L)}, S={self.S}"  # type: ignore[arg-type]
+
+    def typing(self, ins: Sequence[SType]) -> list[OutType]:
+        s = ins[0]
+        i = self.L[0]  # type: ignore[index]
+        if i > s.rank:
+            raise StepRankError(
+                f"L=[{i}] is not a dim of a rank-{s.rank} stream (shape {shape_text(s.shape)})",
+                primitive=self.label, stream=display(s),
+                expected=f"0 <= i <= {s.rank}", found=f"i={i}",
+            )
+        d = s.shape[i]
+        try:
+            outer = d / self.c
+        except StepShapeError:
+            outer = self._quotient(s, d)
+        shape = tuple(s.shape[:i]) + (self.c, outer) + tuple(s.shape[i + 1:])
+        return [(s.dtype, shape)]
+
+    def _quotient(self, s: SType, d: Dim) -> Dim:
+        """`D/2` is not a monomial: bind a derived symbol `(D/2)` when the binding divides."""
+        from stepsmith.step.session import current_session
+
+        binding = current_session().binding
+        dv, cv = d.try_evaluate(binding), self.c.try_evaluate(binding)
+        if dv is not None and cv is not None and cv > 0 and dv % cv == 0:
+            q = Dim.sym(f"({d}/{self.c})")
+            binding[f"({d}/{self.c})"] = dv // cv
+            return q
+        found = f"{d} = {dv}" if dv is not None else str(d)
+        raise StepShapeError(
+            f"dim {self.L[0]} ({d}) is not divisible by S={self.c}",  # type: ignore[index]
+            primitive=self.label, stream=display(s),
+            expected=f"a multiple of {self.c}" + (f" = {cv}" if cv is not None else ""),
+            found=found,
+        )
+
+    def impl(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
+        s = ins[0]
+        i = self.L[0]  # type: ignore[index]
+        ax = len(s.shape) - 1 - i
+        c = env.size(self.c, "S")
+        return [tuple(t.unflatten(ax, (t.shape[ax] // c, c)) for t in s.fields)]
+
+    def oracle(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
+        s = ins[0]
+        i = self.L[0]  # type: ignore[index]
+        c = env.size(self.c, "S")
+        sizes = _stream_sizes(s)
+        out = sizes[:i] + [c, sizes[i] // c] + sizes[i + 1:]
+        return [_index_map(s, out, lambda o: o[:i] + (o[i + 1] * c + o[i],) + o[i + 2:])]
+
+
+# ---------------------------------------------------------------------------------------------
+def _buffer_of(prim: Primitive, s: SType, shape: tuple[Dim, ...]) -> Buffer:
+    if isinstance(s.dtype, TupleType):
+        raise StepDtypeError(
+            "cannot bufferize a stream of tuples", primitive=prim.label, stream=display(s),
+            expected="a stream of fp32, Multihot or Buffer elements", found=str(s.dtype),
+            hint="Bufferize each stream before Zip",
+        )
+    return Buffer(s.dtype, shape)
+
+
+@primitive(
+    signature="step.Bufferize(a=k).apply(s)",
+    description=(
+        "Gather the k innermost dims into one on-chip buffer element, 0 < k <= r: "
+        "`Strm<T, r, [D0..Dr]>` -> `Strm<Buffer<T, [D0..D(k-1)]>, r-k, [Dk..Dr]>`; data "
+        "unchanged. Bufferizing a Buffer stream collapses into one Buffer (inner buffer dims "
+        "first)."
+    ),
+    example=Example(
+        program=("B = step.Bufferize(a=1).apply(A)\n"
+                 "return step.Map(fn=fn_rowsum).apply(B)"),
+        inputs=(("A", "fp32", ("D", "M")),),
+        fns=(FnSpec("fn_rowsum", "return [input[0].sum()]", "Buffer(fp32, [D])", "fp32"),),
+        reference="A.sum(-1)",
+        explanation="[D, M] fp32 -> [M] of Buffer(fp32, [D]); a Map then reduces each buffer",
+    ),
+)
+class Bufferize(Primitive):
+    def __init__(self, a: int | None = None, **kw: Any) -> None:
+        self.a = a
+        _no_extra(self, kw, "Bufferize(a=k)")
+        if a is None:
+            raise StepArgumentError("missing parameter a= (number of inner dims to buffer)",
+                                    primitive=self.label, expected="Bufferize(a=k)",
+                                    found="no a")
+        need_int(self, "a", a)
+
+    def params(self) -> str:
+        return f"a={self.a}"
+
+    def typing(self, ins: Sequence[SType]) -> list[OutType]:
+        s = ins[0]
+        k: int = self.a  # type: ignore[assignment]
+        if not 0 < k <= s.rank:
+            raise StepRankError(
+                f"a must satisfy 0 < a <= rank; stream rank is {s.rank} (shape "
+                f"{shape_text(s.shape)})", primitive=self.label, stream=display(s),
+                expected=f"0 < a <= {s.rank}", found=f"a={k}",
+                hint="the outermost dim stays a stream dim; Promote a placeholder dim first "
+                "to buffer every real dim" if k == s.rank + 1 else None,
+            )
+        return [(_buffer_of(self, s, tuple(s.shape[:k])), tuple(s.shape[k:]))]
+
+    def impl(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
+        return [ins[0].fields]
+
+    def oracle(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
+        s = ins[0]
+        k: int = self.a  # type: ignore[assignment]
+        sizes = _stream_sizes(s)
+        t = s.fields[0]
+        elem = tuple(t.shape[len(s.shape):])
+        out = torch.empty((*reversed(sizes[k:]), *reversed(sizes[:k]), *elem), dtype=t.dtype)
+        for o in itertools.product(*(range(d) for d in sizes[k:])):
+            for b in itertools.product(*(range(d) for d in sizes[:k])):
+                full = b + o  # innermost-first stream index of the source element
+                out[tuple(reversed(o)) + tuple(reversed(b))] = t[tuple(reversed(full))]
+        return [(out,)]
+
+
+@primitive(
+    signature="step.Streamify().apply(s)",
+    description=(
+        "Inverse of Bufferize: stream the contents of each buffer element. The element type "
+        "must be `Buffer<U, B>`: `Strm<Buffer<U,B>, r, S>` -> `Strm<U, r+len(B), B + S>`."
+    ),
+    example=Example(
+        program=("B = step.Bufferize(a=1).apply(A)\n"
+                 "R = step.Repeat(n=N).apply(B)\n"
+                 "return step.Streamify().apply(R)"),
+        inputs=(("A", "fp32", ("D", "M")),),
+        reference="A.unsqueeze(1).expand(-1, N_value, -1)",
+        explanation=("stashing a dimension: buffer the rows, repeat each buffer N times, "
+                     "stream them back: [D, M] -> [D, N, M]"),
+    ),
+)
+class Streamify(Primitive):
+    def __init__(self, **kw: Any) -> None:
+        _no_extra(self, kw, "Streamify()")
+
+    def typing(self, ins: Sequence[SType]) -> list[OutType]:
+        s = ins[0]
+        if not isinstance(s.dtype, Buffer):
+            raise StepDtypeError(
+                "the element type must be a Buffer", primitive=self.label, stream=display(s),
+                expected="Buffer(T, [...]) elements", found=str(s.dtype),
+                hint="Streamify undoes Bufferize; this stream has no buffer to stream",
+            )
+        return [(s.dtype.elem, tuple(s.dtype.shape) + tuple(s.shape))]
+
+    def impl(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
+        return [ins[0].fields]
+
+    def oracle(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
+        s = ins[0]
+        bt: Buffer = s.dtype  # type: ignore[assignment]
+        t = s.fields[0]
+        r1 = len(s.shape)
+        nb = len(bt.shape)
+        sizes = _stream_sizes(s)
+        bsizes = list(reversed(t.shape[r1: r1 + nb]))
+        inner = tuple(t.shape[r1 + nb:])
+        out = torch.empty((*reversed(sizes), *reversed(bsizes), *inner), dtype=t.dtype)
+        for o in itertools.product(*(range(d) for d in sizes)):
+            elem = t[tuple(reversed(o))]
+            for b in itertools.product(*(range(d) for d in bsizes)):
+                out[tuple(reversed(b + o))] = elem[tuple(reversed(b))]
+        return [(out,)]
+
+
+# ---------------------------------------------------------------------------------------------
+def _repeat_fast(s: Stream, n: int) -> Fields:
+    r1 = len(s.shape)
+    res = []
+    for t in s.fields:
+        u = t.unsqueeze(r1)
+        res.append(u.expand(*t.shape[:r1], n, *t.shape[r1:]).contiguous())
+    return tuple(res)
+
+
+@primitive(
+    signature="step.Repeat(n=X).apply(s)",
+    description=(
+        "Repeat every element X times along a new innermost dim: `Strm<T, r, S>` -> "
+        "`Strm<T, r+1, [X] + S>`. X is an int or a dimension symbol. To repeat along an outer "
+        "position, Bufferize first and Streamify after (stashing idiom)."
+    ),
+    example=Example(
+        program="return step.Repeat(n=N).apply(A)",
+        inputs=(("A", "fp32", ("M",)),),
+        reference="A.unsqueeze(-1).expand(-1, N_value)",
+        explanation="[M] -> [N, M]: each element repeated N times",
+    ),
+)
+class Repeat(Primitive):
+    def __init__(self, n: Any = None, **kw: Any) -> None:
+        self.n = n
+        _no_extra(self, kw, "Repeat(n=X)")
+        self.x = _as_dim(self, "n", n)
+
+    def params(self) -> str:
+        return f"n={self.n}"
+
+    def typing(self, ins: Sequence[SType]) -> list[OutType]:
+        s = ins[0]
+        return [(s.dtype, (self.x,) + tuple(s.shape))]
+
+    def impl(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
+        return [_repeat_fast(ins[0], env.size(self.x, "n"))]
+
+    def oracle(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
+        s = ins[0]
+        n = env.size(self.x, "n")
+        return [_index_map(s, [n] + _stream_sizes(s), lambda o: o[1:])]
+
+
+@primitive(
+    signature="step.RepeatRef().apply((s, ref))",
+    description=(
+        "Like Repeat, with the count taken from ref's innermost dim (ref's values are ignored; "
+        "ref is consumed): needs `ref.rank == r+1` and `ref.shape[1:] == S`; out "
+        "`Strm<T, r+1, ref.shape>`."
+    ),
+    example=Example(
+        program=("A1, A2 = step.Copy().apply(A)\n"
+                 "S = step.Accum(fn=fn_sum, b=1).apply(A1)\n"
+                 "return step.RepeatRef().apply((S, A2))"),
+        inputs=(("A", "fp32", ("K", "M")),),
+        fns=(FnSpec("fn_sum", "return [state[0] + input[0]]", "fp32", "fp32", init=[0]),),
+        reference="A.sum(-1, keepdim=True).expand(-1, K_value)",
+        explanation="broadcast each row sum back over the row it came from: [M] -> [K, M]",
+    ),
+)
+class RepeatRef(Primitive):
+    def __init__(self, **kw: Any) -> None:
+        _no_extra(self, kw, "RepeatRef()")
+
+    def _streams(self, arg: Any) -> list[Stream]:
+        if not isinstance(arg, list | tuple) or len(arg) != 2:
+            raise StepArgumentError(
+                "expects a pair (stream, reference stream)", primitive=self.label,
+                expected="(s, ref)", found=_describe_value(arg),
+                hint="usage: step.RepeatRef().apply((s, ref))",
+            )
+        return [self._one(arg[0], "the data stream"), self._one(arg[1], "the reference stream")]
+
+    def typing(self, ins: Sequence[SType]) -> list[OutType]:
+        s, ref = ins
+        if ref.rank != s.rank + 1 or not shapes_equal(ref.shape[1:], s.shape):
+            raise StepShapeError(
+                f"the reference must have rank {s.rank + 1} and shape [X] + "
+                f"{shape_text(s.shape)}; ref {display(ref)} is {ref.type_str()}",
+                primitive=self.label, stream=display(s),
+                expected=f"ref shape [X, {', '.join(str(d) for d in s.shape)}]",
+                found=f"ref shape {shape_text(ref.shape)}",
+            )
+        return [(s.dtype, tuple(ref.shape))]
+
+    def impl(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
+        s, ref = ins
+        return [_repeat_fast(s, ref.concrete_shape()[0])]
+
+    def oracle(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
+        s, ref = ins
+        n = ref.concrete_shape()[0]
+        return [_index_map(s, [n] + _stream_sizes(s), lambda o: o[1:])]
+

@@ -1,0 +1,331 @@
+"""The primitive registry: typing rule, fast executor, per-element oracle and documentation of
+every primitive live together (JAX-style), so docs, prompts and executors cannot drift.
+
+A primitive is a class deriving from `Primitive` and registered with `@primitive(...)`.
+`Primitive.apply` is the one place that enforces the affine rule, runs the typing rule (abstract
+evaluation on types/shapes only), dispatches to the Session's executor and names the outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from stepsmith.step.dims import Dim, shape_str
+from stepsmith.step.dtypes import ElemType, elem_dims, elem_shape, fields_of
+from stepsmith.step.errors import (
+    StepAffineError,
+    StepArgumentError,
+    StepDtypeError,
+    StepFnKindError,
+    StepShapeError,
+)
+from stepsmith.step.execfn import FnCtx
+from stepsmith.step.fn import Fn
+from stepsmith.step.session import Session, current_session
+from stepsmith.step.stream import Stream, SType, display
+
+OutType = tuple[ElemType, tuple[Dim, ...]]
+Fields = tuple[torch.Tensor, ...]
+
+
+@dataclass(frozen=True)
+class FnSpec:
+    """A fn used by a documentation example (same fields as a task YAML fn)."""
+
+    func_name: str
+    apply: str
+    input_dtype: str | list[str]
+    output_dtype: str | list[str]
+    init: list[Any] | None = None
+
+
+@dataclass(frozen=True)
+class Example:
+    """A small worked program: inputs (name, dtype, dims innermost first), fns, the impl body,
+    and a PyTorch `reference` expression over the input tensors that the output must equal."""
+
+    program: str
+    inputs: tuple[tuple[str, str, tuple[str, ...]], ...]
+    reference: str
+    explanation: str
+    fns: tuple[FnSpec, ...] = ()
+    binding: dict[str, int] = field(default_factory=lambda: {"M": 3, "N": 4, "K": 5, "D": 6,
+                                                             "E": 3})
+
+
+@dataclass(frozen=True)
+class PrimitiveDef:
+    """Everything about one primitive."""
+
+    name: str
+    signature: str
+    description: str
+    example: Example
+    typing: Callable[..., list[OutType]]
+    impl: Callable[..., list[Fields]]
+    oracle: Callable[..., list[Fields]]
+    cls: type
+
+
+REGISTRY: dict[str, PrimitiveDef] = {}
+
+
+def primitive(*, signature: str, description: str, example: Example) -> Callable[[type], type]:
+    """Class decorator registering a primitive with its documentation."""
+
+    def deco(cls: type) -> type:
+        name = cls.__name__
+        cls.NAME = name  # type: ignore[attr-defined]
+        REGISTRY[name] = PrimitiveDef(
+            name=name, signature=signature, description=description, example=example,
+            typing=cls.typing, impl=cls.impl, oracle=cls.oracle, cls=cls,  # type: ignore[attr-defined]
+        )
+        return cls
+
+    return deco
+
+
+@dataclass
+class Env:
+    """What executors need besides the streams: the session and the output element shapes."""
+
+    session: Session
+    label: str
+    dtype: torch.dtype
+    ins: list[Stream]
+
+    def ctx(self, fn: Fn, stream: SType | None = None) -> FnCtx:
+        shapes = tuple(elem_shape(f, self.session.binding) for f in fields_of(fn.output_dtype))
+        s = display(stream if stream is not None else self.ins[0]) if self.ins else "?"
+        return FnCtx(primitive=self.label, stream=s, out_shapes=shapes, dtype=self.dtype)
+
+    def size(self, d: Dim, what: str) -> int:
+        v = d.try_evaluate(self.session.binding)
+        if v is None:
+            raise StepShapeError(
+                f"{what} {d} has no value: symbol(s) {', '.join(d.symbols)} are not bound in the "
+                f"Session binding {self.session.binding}",
+                primitive=self.label,
+                hint="run the program inside step.Session(binding={...})",
+            )
+        return v
+
+
+class Primitive:
+    """Base class; subclasses define `__init__` (the paper's keyword spelling), `_arity`,
+    `typing`, `impl` and `oracle`."""
+
+    NAME: ClassVar[str] = "Primitive"
+
+    # -- to override ---------------------------------------------------------------------------
+    def params(self) -> str:
+        return ""
+
+    def _streams(self, arg: Any) -> list[Stream]:
+        """Flatten the `.apply` argument into input streams (default: exactly one stream)."""
+        return [self._one(arg, "the input")]
+
+    def typing(self, ins: Sequence[SType]) -> list[OutType]:
+        raise NotImplementedError
+
+    def impl(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
+        raise NotImplementedError
+
+    def oracle(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
+        raise NotImplementedError
+
+    def _wrap(self, outs: list[Stream]) -> Any:
+        return outs[0]
+
+    # -- shared machinery ----------------------------------------------------------------------
+    @property
+    def label(self) -> str:
+        return f"{self.NAME}({self.params()})"
+
+    def _one(self, x: Any, what: str) -> Stream:
+        if isinstance(x, Stream):
+            return x
+        raise StepArgumentError(
+            f"{what} must be a stream", primitive=self.label,
+            expected="a Stream", found=_describe_value(x),
+            hint=_usage_hint(self.NAME),
+        )
+
+    def apply(self, arg: Any = None, *more: Any) -> Any:
+        if more:
+            raise StepArgumentError(
+                f".apply takes one argument; pass several streams as a tuple, e.g. "
+                f"step.{self.NAME}(...).apply((a, b))", primitive=self.label,
+                found=f"{1 + len(more)} arguments", expected="one argument",
+            )
+        session = current_session()
+        ins = self._streams(arg)
+        uid = session.next_id()
+        consumer = f"{self.NAME}#{uid}"
+        desc = f"{self.label} [#{uid}]"
+        self._check_affine(ins, desc, session)
+        out_types = self.typing(ins)
+        dtype = _data_dtype(ins)
+        env = Env(session=session, label=self.label, dtype=dtype, ins=ins)
+        runner = self.impl if session.executor == "fast" else self.oracle
+        datas = runner(ins, out_types, env)
+        for s in ins:
+            if s.consumer is None:
+                s.consumer = desc
+        args = ", ".join(_short(s.name) for s in ins)
+        outs = []
+        for i, ((dt, shp), fields) in enumerate(zip(out_types, datas, strict=True)):
+            name = f"{consumer}({args})" + (f"[{i}]" if len(out_types) > 1 else "")
+            st = Stream(name, dt, shp, tuple(fields), producer=consumer)
+            _check_result(self.label, st, session)
+            outs.append(st)
+        return self._wrap(outs)
+
+    def _check_affine(self, ins: list[Stream], consumer: str, session: Session) -> None:
+        if session.affine == "off":
+            return
+        seen: set[int] = set()
+        for s in ins:
+            before = s.consumer
+            if id(s) in seen:
+                before = consumer + " (the same call)"
+            seen.add(id(s))
+            if before is None:
+                continue
+            msg = (f"stream {display(s)} is consumed a second time: it was already consumed by "
+                   f"{before} and is now consumed by {consumer}")
+            hint = (f"a stream can be consumed only once; split it first with "
+                    f"`a, b = step.Copy().apply({_var_or_name(s)})` and use one copy in each place")
+            if session.affine == "strict":
+                raise StepAffineError(msg, primitive=self.label, hint=hint,
+                                      expected="each stream consumed at most once",
+                                      found="a second consumer")
+            session.warnings.append(f"{msg}. Hint: {hint}")
+
+    def __repr__(self) -> str:
+        return f"step.{self.label}"
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers shared by primitive modules
+
+
+def _short(name: str) -> str:
+    return name.split("(", 1)[0] if "(" in name else name
+
+
+def _var_or_name(s: Stream) -> str:
+    from stepsmith.step.stream import user_var_name
+
+    return user_var_name(s) or s.name
+
+
+def _describe_value(x: Any) -> str:
+    if isinstance(x, list | tuple):
+        inner = ", ".join(_describe_value(v) for v in list(x)[:4])
+        return f"{type(x).__name__} of {len(x)} [{inner}{', ...' if len(x) > 4 else ''}]"
+    if isinstance(x, Fn):
+        return f"fn {x.func_name!r}"
+    return type(x).__name__
+
+
+def _usage_hint(name: str) -> str:
+    usage = {
+        "Zip": "step.Zip().apply((a, b))",
+        "RepeatRef": "step.RepeatRef().apply((s, ref))",
+        "Partition": "parts = step.Partition(N=E_value).apply((data, sel))",
+        "Merge": "step.Merge(fn=f).apply((parts, sel))",
+    }.get(name, f"step.{name}(...).apply(s)")
+    return f"usage: {usage}"
+
+
+def _data_dtype(ins: list[Stream]) -> torch.dtype:
+    for s in ins:
+        for t in s.fields:
+            if t.is_floating_point():
+                return t.dtype
+    return torch.get_default_dtype()
+
+
+def _check_result(label: str, st: Stream, session: Session) -> None:
+    """The produced data must match the symbolic type (guards executors and stale bindings)."""
+    want = tuple(reversed(st.shape))
+    for fi, (ft, t) in enumerate(zip(fields_of(st.dtype), st.fields, strict=True)):
+        full = want + elem_dims(ft)
+        if t.dim() != len(full):
+            raise StepShapeError(
+                f"internal: produced field {fi} with {t.dim()} dims for {st.type_str()}",
+                primitive=label, stream=repr(st.name),
+            )
+        for d, n in zip(full, t.shape, strict=True):
+            v = d.try_evaluate(session.binding)
+            if v is not None and v != n:
+                raise StepShapeError(
+                    f"the data of the result has size {n} where its type says {d} = {v} "
+                    f"(tensor shape {tuple(t.shape)} for {st.type_str()}); the input data "
+                    "does not match the Session binding",
+                    primitive=label, stream=repr(st.name),
+                )
+
+
+def check_fn(prim: Primitive, fn: Any, stream: SType, *, stateful: bool) -> Fn:
+    """The fn must be an Fn of the right kind whose input type equals the stream's element type."""
+    if not isinstance(fn, Fn):
+        raise StepArgumentError(
+            "fn= must be a specialized function (an Fn from the task's fns, by its func_name)",
+            primitive=prim.label, expected="an Fn", found=_describe_value(fn),
+        )
+    if fn.stateful != stateful:
+        if stateful:
+            raise StepFnKindError(
+                f"fn {fn.func_name!r} is stateless (no init) but {prim.NAME} folds a state",
+                primitive=prim.label, stream=display(stream),
+                expected="a stateful fn (one with init)", found=f"stateless fn {fn.func_name!r}",
+                hint="use a stateful fn (with init) here, or Map for a stateless fn",
+            )
+        raise StepFnKindError(
+            f"fn {fn.func_name!r} is stateful (init {list(fn.init or [])}) but Map applies a "
+            "stateless fn to each element",
+            primitive=prim.label, stream=display(stream),
+            expected="a stateless fn (no init)", found=f"stateful fn {fn.func_name!r}",
+            hint="use Accum/Scan for a stateful fn, or a stateless fn with Map",
+        )
+    if fn.input_dtype != stream.dtype:
+        raise StepDtypeError(
+            f"fn {fn.func_name!r} takes {fn.input_dtype} but the stream's element type is "
+            f"{stream.dtype} (stream type {stream.type_str()})",
+            primitive=prim.label, stream=display(stream),
+            expected=str(fn.input_dtype), found=str(stream.dtype),
+        )
+    return fn
+
+
+def need_int(prim: Primitive, name: str, value: Any, *, low: int | None = None) -> int:
+    """Validate an integer parameter (b=, a=, L entries)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise StepArgumentError(
+            f"parameter {name}= must be an int", primitive=prim.label,
+            expected="an int", found=repr(value),
+        )
+    if low is not None and value < low:
+        raise StepArgumentError(
+            f"parameter {name}={value} is too small", primitive=prim.label,
+            expected=f">= {low}", found=str(value),
+        )
+    return value
+
+
+def shapes_equal(a: Sequence[Dim], b: Sequence[Dim]) -> bool:
+    return len(a) == len(b) and all(x == y for x, y in zip(a, b, strict=True))
+
+
+def type_of(s: SType) -> str:
+    return f"{s.type_str()}"
+
+
+def shape_text(shape: Sequence[Dim]) -> str:
+    return shape_str(tuple(shape))

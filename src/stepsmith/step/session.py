@@ -1,0 +1,85 @@
+"""The execution context: size binding, executor choice and affine mode.
+
+A context variable (not a global) so worker threads and nested sessions stay independent.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import itertools
+from collections.abc import Mapping
+from typing import Literal
+
+from stepsmith.step.errors import StepArgumentError
+
+Executor = Literal["fast", "oracle"]
+AffineMode = Literal["strict", "warn", "off"]
+
+_EXECUTORS = ("fast", "oracle")
+_AFFINE = ("strict", "warn", "off")
+
+
+class Session:
+    """`with Session(binding={"M": 5}, executor="fast", affine="strict"): ...`.
+
+    `binding` is copied; Partition adds its fresh dynamic symbols to it while running.
+    `warnings` collects affine violations in `affine="warn"` mode.
+    """
+
+    def __init__(
+        self,
+        binding: Mapping[str, int] | None = None,
+        executor: Executor = "fast",
+        affine: AffineMode = "strict",
+    ) -> None:
+        if executor not in _EXECUTORS:
+            raise StepArgumentError(
+                f"unknown executor {executor!r}", expected=" or ".join(_EXECUTORS),
+                found=repr(executor), primitive="Session",
+            )
+        if affine not in _AFFINE:
+            raise StepArgumentError(
+                f"unknown affine mode {affine!r}", expected=" or ".join(_AFFINE),
+                found=repr(affine), primitive="Session",
+            )
+        self.binding: dict[str, int] = {}
+        for k, v in dict(binding or {}).items():
+            if isinstance(v, bool) or not isinstance(v, int):
+                try:
+                    v = int(v)
+                except (TypeError, ValueError):
+                    raise StepArgumentError(
+                        f"binding value for {k!r} must be an int", found=repr(v),
+                        expected="an int", primitive="Session",
+                    ) from None
+            self.binding[str(k)] = v
+        self.executor: Executor = executor
+        self.affine: AffineMode = affine
+        self.warnings: list[str] = []
+        self._counter = itertools.count(1)
+        self._tokens: list[contextvars.Token[Session | None]] = []
+
+    def next_id(self) -> int:
+        """Sequence number for readable derived-stream names (`Accum#3(E2)`)."""
+        return next(self._counter)
+
+    def __enter__(self) -> Session:
+        self._tokens.append(_current.set(self))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _current.reset(self._tokens.pop())
+
+    def __repr__(self) -> str:
+        return f"Session(binding={self.binding}, executor={self.executor!r}, affine={self.affine!r})"
+
+
+_current: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
+    "stepsmith_step_session", default=None
+)
+_default = Session()
+
+
+def current_session() -> Session:
+    """The innermost active Session, or a process-wide default (empty binding, fast, strict)."""
+    return _current.get() or _default

@@ -1,0 +1,120 @@
+"""Shape bindings: which integer each size symbol takes in one verification run.
+
+Symbol discovery and binding (the design settled here):
+
+* **Symbols** of a task are every identifier used in any ``dims`` list or inside a dtype
+  (Buffer shapes, Multihot counts) of inputs, parameters, fns and outputs, every name used as a
+  ``ctx[X]`` key in ``global``, plus ``M, N, K, D`` (always bound, so programs and snippets may
+  use them even if the task does not).
+* **Default bindings** (``DEFAULT_BINDINGS``): ``paper`` M=5 N=7 K=9 D=16 seed 42 (the paper's
+  only binding, always first), ``small`` M=3 N=4 K=6 D=8 seed 7, and ``large`` M=8 N=12 K=10
+  D=32 seed 2024. Within each binding the four sizes are distinct, so a program that swaps two
+  dims fails; D stays even for half-split tasks.
+* **``global``** runs in a namespace with ``torch``, ``step``, every symbol as a ``step.Dim``,
+  ``<SYM>_value`` for every symbol the binding already fixes, and ``ctx`` (a dict whose keys may
+  be a ``Dim`` or its name). ``ctx[E] = E_value`` binds symbol ``E``; a plain ``X_value = 3``
+  also binds ``X`` when X is a task symbol. So ``global`` can derive sizes (``H_value = D_value
+  // 2; ctx[H] = H_value``).
+* **Precedence** per symbol: the task's ``bindings`` entry > ``ctx`` after ``global`` >
+  ``<SYM>_value`` set by ``global`` > the default binding. A symbol with no value is a
+  ``TaskFormatError`` naming where it is used.
+* **Task ``bindings`` field**: a list replaces the default list; entry *i* is merged over
+  default binding *i* (entries past the third over ``paper``) and may set ``label`` and
+  ``seed``. A mapping (``bindings: {D: 12}``) is merged over every default binding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_BINDINGS: tuple[tuple[str, dict[str, int], int], ...] = (
+    ("paper", {"M": 5, "N": 7, "K": 9, "D": 16}, 42),
+    ("small", {"M": 3, "N": 4, "K": 6, "D": 8}, 7),
+    ("large", {"M": 8, "N": 12, "K": 10, "D": 32}, 2024),
+)
+ALWAYS_BOUND = ("M", "N", "K", "D")
+
+
+@dataclass(frozen=True)
+class Binding:
+    """One run's sizes: ``values`` maps every task symbol to an int; ``seed`` drives data_gen."""
+
+    label: str
+    values: dict[str, int] = field(hash=False)
+    seed: int
+
+    def __str__(self) -> str:
+        sizes = ", ".join(f"{k}={v}" for k, v in self.values.items())
+        return f"{self.label} ({sizes}; seed {self.seed})"
+
+
+class Ctx(dict):
+    """The ``ctx`` dict of task globals; keys are normalised to symbol names (Dim or str)."""
+
+    @staticmethod
+    def _key(key: Any) -> str:
+        return key if isinstance(key, str) else str(key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(self._key(key), value)
+
+    def __getitem__(self, key: Any) -> Any:
+        return super().__getitem__(self._key(key))
+
+    def __contains__(self, key: object) -> bool:
+        return super().__contains__(self._key(key))
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return super().get(self._key(key), default)
+
+
+def symbol_objects(names: list[str]) -> dict[str, Any]:
+    """``step.Dim`` per symbol name (plain names if the STeP core cannot be imported)."""
+    try:
+        from stepsmith.step import Dim
+    except ImportError:  # the loader stays usable for validation without the STeP core
+        return {n: n for n in names}
+    return {n: Dim.sym(n) for n in names}
+
+
+def requested_bindings(spec_bindings: list[dict[str, Any]] | dict[str, Any] | None,
+                       ) -> list[tuple[str, dict[str, int], int, dict[str, int]]]:
+    """(label, base values, seed, explicit overrides) per binding, before ``global`` runs."""
+    if spec_bindings is None:
+        return [(lbl, dict(v), s, {}) for lbl, v, s in DEFAULT_BINDINGS]
+    if isinstance(spec_bindings, Mapping):
+        over = {k: int(v) for k, v in spec_bindings.items()}
+        return [(lbl, {**v, **over}, s, over) for lbl, v, s in DEFAULT_BINDINGS]
+    out = []
+    for i, entry in enumerate(spec_bindings):
+        base_label, base, base_seed = DEFAULT_BINDINGS[i] if i < len(DEFAULT_BINDINGS) else (
+            f"b{i}", DEFAULT_BINDINGS[0][1], DEFAULT_BINDINGS[0][2] + i)
+        entry = dict(entry)
+        label = str(entry.pop("label", base_label))
+        seed = int(entry.pop("seed", base_seed))
+        over = {k: int(v) for k, v in entry.items()}
+        out.append((label, {**base, **over}, seed, over))
+    return out
+
+
+def resolve_values(symbols: list[str], base: dict[str, int], overrides: dict[str, int],
+                   env: Mapping[str, Any]) -> tuple[dict[str, int], list[str]]:
+    """Final symbol values after ``global`` ran in ``env``; also the names left without a value."""
+    ctx = env.get("ctx", {})
+    values: dict[str, int] = {}
+    missing: list[str] = []
+    for name in dict.fromkeys([*ALWAYS_BOUND, *base, *symbols, *ctx.keys()]):
+        if name in overrides:
+            values[name] = overrides[name]
+        elif name in ctx:
+            v = ctx[name]
+            values[name] = int(v) if isinstance(v, int | float) and float(v).is_integer() else v
+        elif isinstance(env.get(f"{name}_value"), int) and not isinstance(env.get(f"{name}_value"), bool):
+            values[name] = env[f"{name}_value"]
+        elif name in base:
+            values[name] = base[name]
+        else:
+            missing.append(name)
+    return values, missing

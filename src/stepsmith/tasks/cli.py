@@ -1,0 +1,94 @@
+"""`stepsmith tasks list|show|check`: browse the packaged benchmark and demonstration tasks."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+tasks_app = typer.Typer(help="Benchmark and demonstration tasks (the structural IR).",
+                        no_args_is_help=True)
+
+
+def _selected(demos: bool, group: str | None) -> list:
+    from stepsmith.tasks.suite import benchmark_tasks, demo_tasks
+
+    tasks = demo_tasks() if demos else benchmark_tasks()
+    return [t for t in tasks if group is None or t.group == group]
+
+
+@tasks_app.command("list")
+def list_tasks(
+    demos: bool = typer.Option(False, "--demos", help="list the demonstration tasks instead"),
+    group: str | None = typer.Option(None, "--group", "-g", help="only this group"),
+) -> None:
+    """Table of tasks: group, primitives in the reference, Copy needed, shape primitives."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from stepsmith.tasks.analysis import program_stats
+
+    tasks = _selected(demos, group)
+    table = Table(title=f"stepsmith {'demonstration' if demos else 'benchmark'} tasks "
+                        f"({len(tasks)})")
+    table.add_column("name", no_wrap=True)
+    table.add_column("group", no_wrap=True)
+    table.add_column("#prims", justify="right", no_wrap=True, min_width=6)
+    table.add_column("Copy?", no_wrap=True, min_width=5)
+    table.add_column("shape primitives", overflow="fold")
+    for t in tasks:
+        stats = program_stats(t.impl or "")
+        table.add_row(t.name, t.group, str(stats.n_primitives), "yes" if stats.uses_copy else "no",
+                      ", ".join(stats.shape_primitives) or "-")
+    console = Console()
+    if not console.is_terminal:  # piped output: don't squeeze the table to 80 columns
+        console = Console(width=max(console.width, 130))
+    console.print(table)
+
+
+@tasks_app.command("show")
+def show(name: str = typer.Argument(..., help="task name (or a path to a YAML file)"),
+         no_impl: bool = typer.Option(False, "--no-impl", help="hide the reference impl")) -> None:
+    """Print a task's YAML file."""
+    from stepsmith.tasks.errors import TaskFormatError, TaskNotFoundError
+    from stepsmith.tasks.suite import get_task
+
+    try:
+        task = get_task(name)
+    except (TaskNotFoundError, TaskFormatError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+    text = task.text
+    if no_impl and "\nimpl:" in text:
+        text = text[: text.index("\nimpl:")] + "\n"
+    typer.echo(f"# {task.source_path}" if task.source_path else "# <text>")
+    typer.echo(text.rstrip("\n"))
+
+
+@tasks_app.command("check")
+def check(
+    names: Annotated[list[str] | None, typer.Argument(
+        help="task names or paths (default: every task)")] = None,
+    demos: bool = typer.Option(False, "--demos", help="check the demonstration tasks"),
+    executor: str = typer.Option("fast", help="fast or oracle"),
+) -> None:
+    """Run each task's reference impl at all its bindings against its data_transform."""
+    from stepsmith.tasks.run import check_reference
+    from stepsmith.tasks.suite import get_task
+
+    tasks = [get_task(n) for n in names] if names else _selected(demos, None)
+    failed = 0
+    for t in tasks:
+        results = check_reference(t, executor=executor)
+        bad = [p for r in results for p in r.problems]
+        failed += bool(bad)
+        typer.echo(f"{'ok  ' if not bad else 'FAIL'} {t.name} ({len(results)} bindings)")
+        for p in bad:
+            typer.echo(f"     {p}")
+    if failed:
+        raise typer.Exit(code=1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``tasks`` sub-command group to the stepsmith CLI."""
+    app.add_typer(tasks_app, name="tasks")

@@ -1,0 +1,82 @@
+"""`stepsmith verify TASK [--impl FILE] [--json] [--affine strict|warn]`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def _load(task_arg: str):  # -> Task
+    """A task from a YAML path or a benchmark/demo name, with a clear error otherwise."""
+    from stepsmith.tasks import load_task
+
+    p = Path(task_arg)
+    if p.is_file():
+        return load_task(p)
+    try:
+        from stepsmith.tasks.suite import get_task
+    except ImportError as e:  # pragma: no cover - suite module written concurrently
+        raise typer.BadParameter(f"no task file {task_arg!r} (and no task suite: {e})") from e
+    try:
+        return get_task(task_arg)
+    except (KeyError, LookupError, FileNotFoundError, ValueError) as e:
+        raise typer.BadParameter(
+            f"{task_arg!r} is neither a task YAML file nor a benchmark/demo task name ({e})"
+        ) from e
+
+
+def verify_command(
+    task: Annotated[str, typer.Argument(help="Task YAML file or benchmark task name.")],
+    impl: Annotated[
+        Path | None,
+        typer.Option("--impl", help="File with the program (impl body). Default: the task's impl."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
+    affine: Annotated[
+        str, typer.Option("--affine", help="strict (reject stream reuse) or warn.")
+    ] = "strict",
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Wall-clock limit per candidate, seconds.")
+    ] = 10.0,
+) -> None:
+    """Verify a STeP program against a task at all its bindings (sandboxed); exit 0 iff passed."""
+    from rich.console import Console
+
+    from stepsmith.verify import VerifierPool
+    from stepsmith.verify.report import render_verdict
+
+    console = Console(stderr=False)
+    if affine not in ("strict", "warn"):
+        raise typer.BadParameter(f"--affine must be 'strict' or 'warn', got {affine!r}")
+    try:
+        t = _load(task)
+    except typer.BadParameter:
+        raise
+    except Exception as e:  # TaskFormatError and friends: message names file/line/field
+        console.print(f"[red]cannot load task {task!r}:[/red] {e}")
+        raise typer.Exit(2) from None
+    if impl is not None:
+        try:
+            src = impl.read_text(encoding="utf-8")
+        except OSError as e:
+            console.print(f"[red]cannot read --impl {impl}:[/red] {e.strerror}")
+            raise typer.Exit(2) from None
+    else:
+        src = t.impl or ""
+        if not src.strip():
+            console.print(f"[red]task {t.name!r} has no impl; pass --impl FILE[/red]")
+            raise typer.Exit(2)
+    with VerifierPool(workers=1, timeout_s=timeout) as pool:
+        verdict = pool.verify(t, src, affine=affine)
+    if as_json:
+        print(verdict.model_dump_json(indent=2))
+    else:
+        render_verdict(verdict, console)
+    raise typer.Exit(0 if verdict.passed else 1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `verify` command to the stepsmith CLI."""
+    app.command("verify")(verify_command)

@@ -1,0 +1,384 @@
+"""Mutant generation for the verifier's self-audit.
+
+A verifier that accepts a wrong program silently inflates every pass rate downstream, so we
+audit it: take a correct reference program, make small plausible mistakes of the kinds LLMs
+make (drop a stage, off-by-one rank argument, swapped fns, a stream reused without `Copy`,
+returning the input, a size hard-coded to the paper binding's value) and check that every
+mutant that changes behaviour is rejected. Mutants are produced by editing the source text at
+AST positions, so comments and layout survive and each mutant is easy to read in a report.
+Generation is deterministic (source order) and de-duplicated; every mutant parses.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import re
+from dataclasses import dataclass
+
+from stepsmith.step.affine import (
+    AffineParseError,
+    _char_col,
+    _split_lines,
+    infer_inputs,
+    parse_program,
+)
+
+__all__ = ["MUTANT_KINDS", "PAPER_BINDING", "Mutant", "mutants"]
+
+MUTANT_KINDS: tuple[str, ...] = (
+    "drop_primitive",
+    "change_arg",
+    "swap_fns",
+    "reuse_without_copy",
+    "return_input",
+    "symbol_to_literal",
+)
+
+#: Used for `symbol_to_literal` when no binding is given (the paper ran only at this one).
+PAPER_BINDING: dict[str, int] = {"M": 5, "N": 7, "K": 9, "D": 16}
+
+_ARG_NAMES = ("b", "a", "n", "L", "S", "N")
+_NO_DROP = frozenset({"Copy", "Partition", "Merge"})
+_SYMBOL_RE = re.compile(r"^[A-Z][A-Z0-9]?$")
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """One deliberately wrong variant of a program."""
+
+    kind: str
+    description: str
+    source: str
+
+
+class _Text:
+    """Source text with AST-position-based replacement."""
+
+    def __init__(self, src: str) -> None:
+        self.src = src
+        self.lines = _split_lines(src)
+        self.starts = list(itertools.accumulate([0] + [len(line) for line in self.lines]))
+
+    def offset(self, lineno: int, col: int) -> int:
+        line = self.lines[lineno - 1] if 0 < lineno <= len(self.lines) else ""
+        return self.starts[lineno - 1] + _char_col(line, col)
+
+    def span(self, node: ast.AST) -> tuple[int, int]:
+        return (
+            self.offset(node.lineno, node.col_offset),  # type: ignore[attr-defined]
+            self.offset(node.end_lineno, node.end_col_offset),  # type: ignore[attr-defined]
+        )
+
+    def text(self, node: ast.AST) -> str:
+        start, end = self.span(node)
+        return self.src[start:end]
+
+    def replace(self, edits: list[tuple[ast.AST, str]]) -> str:
+        spans = sorted(((*self.span(n), t) for n, t in edits), reverse=True)
+        out = self.src
+        for start, end, text in spans:
+            out = out[:start] + text + out[end:]
+        return out
+
+
+def _prim(call: ast.Call) -> str | None:
+    """`step.P(...)` -> "P"."""
+    func = call.func
+    if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+        if func.value.id == "step":
+            return func.attr
+    return None
+
+
+def _applies(body: list[ast.stmt]) -> list[tuple[ast.Call, str]]:
+    """All `step.P(...).apply(...)` calls in source order, with P."""
+    found = []
+    for stmt in body:
+        for node in ast.walk(stmt):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "apply"
+                and isinstance(node.func.value, ast.Call)
+            ):
+                prim = _prim(node.func.value)
+                if prim is not None:
+                    found.append((node, prim))
+    found.sort(key=lambda item: (item[0].lineno, item[0].col_offset))
+    return found
+
+
+def _stream_args(call: ast.Call) -> list[ast.expr]:
+    """The stream expressions an apply consumes, flattening one level of tuple/list."""
+    out: list[ast.expr] = []
+    for arg in call.args:
+        if isinstance(arg, (ast.Tuple, ast.List)):
+            out.extend(arg.elts)
+        else:
+            out.append(arg)
+    return out
+
+
+def _line(node: ast.AST) -> int:
+    return getattr(node, "lineno", 0)
+
+
+class _Generator:
+    def __init__(self, src: str, params: list[str] | None, binding: dict[str, int] | None):
+        self.src = src
+        self.parsed = parse_program(src)
+        self.body = self.parsed.body
+        self.text = _Text(src)
+        if params is None:
+            params = self.parsed.params if self.parsed.params is not None else infer_inputs(src)
+        self.params = list(params)
+        self.binding = dict(binding) if binding else dict(PAPER_BINDING)
+        self.applies = _applies(self.body)
+        self.assigned = {
+            n.id
+            for s in self.body
+            for n in ast.walk(s)
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
+        }
+        self.out: list[Mutant] = []
+
+    def add(self, kind: str, description: str, edits: list[tuple[ast.AST, str]]) -> None:
+        self.out.append(Mutant(kind, description, self.text.replace(edits)))
+
+    # ----------------------------------------------------------------- kinds
+    def drop_primitive(self) -> None:
+        for call, prim in self.applies:
+            if prim in _NO_DROP:
+                continue
+            streams = _stream_args(call)
+            if not streams:
+                continue
+            first = self.text.text(streams[0])
+            self.add(
+                "drop_primitive",
+                f"line {_line(call)}: removed step.{prim}(...); its output is replaced by its "
+                f"input `{first}`",
+                [(call, first)],
+            )
+
+    def change_arg(self) -> None:
+        symbols = sorted(self.binding)
+        for call, prim in self.applies:
+            ctor = call.func.value  # type: ignore[attr-defined]
+            for kw in ctor.keywords:
+                if kw.arg not in _ARG_NAMES:
+                    continue
+                for node, new in self._arg_variants(kw.value, symbols):
+                    old = self.text.text(node)
+                    self.add(
+                        "change_arg",
+                        f"line {_line(call)}: step.{prim}({kw.arg}=...): `{old}` -> `{new}`",
+                        [(node, new)],
+                    )
+
+    def _arg_variants(self, value: ast.expr, symbols: list[str]) -> list[tuple[ast.AST, str]]:
+        if isinstance(value, ast.Constant) and type(value.value) is int:
+            v = value.value
+            return [(value, str(v + 1))] + ([(value, str(v - 1))] if v >= 1 else [])
+        if isinstance(value, (ast.List, ast.Tuple)):
+            out: list[tuple[ast.AST, str]] = []
+            for elt in value.elts:
+                out.extend(self._arg_variants(elt, symbols))
+            return out
+        if isinstance(value, ast.Name):
+            if value.id.endswith("_value"):
+                return [(value, f"{value.id} + 1"), (value, f"{value.id} - 1")]
+            if value.id in self.binding or _SYMBOL_RE.match(value.id):
+                return [(value, other) for other in symbols if other != value.id]
+            return []
+        return [(value, f"({self.text.text(value)}) + 1")]
+
+    def _fn_names(self) -> list[str]:
+        """Names of specialized fns: `fn=` arguments and their sibling list entries."""
+        names: set[str] = set()
+        for call, _ in self.applies:
+            for kw in call.func.value.keywords:  # type: ignore[attr-defined]
+                if kw.arg == "fn" and isinstance(kw.value, ast.Name):
+                    names.add(kw.value.id)
+        for stmt in self.body:
+            for node in ast.walk(stmt):
+                if isinstance(node, ast.Name) and node.id.startswith("fn_"):
+                    names.add(node.id)
+        for stmt in self.body:
+            for node in ast.walk(stmt):
+                if isinstance(node, (ast.List, ast.Tuple)) and isinstance(node.ctx, ast.Load):
+                    elts = [e.id for e in node.elts if isinstance(e, ast.Name)]
+                    if len(elts) == len(node.elts) and names.intersection(elts):
+                        names.update(elts)
+        names -= self.assigned
+        names -= set(self.params)
+        return sorted(names)
+
+    def swap_fns(self) -> None:
+        fns = self._fn_names()
+        occurrences = {
+            name: [
+                n
+                for s in self.body
+                for n in ast.walk(s)
+                if isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Load)
+            ]
+            for name in fns
+        }
+        for f, g in itertools.combinations(fns, 2):
+            edits = [(n, g) for n in occurrences[f]] + [(n, f) for n in occurrences[g]]
+            self.add("swap_fns", f"swapped the fns `{f}` and `{g}` everywhere", edits)
+
+    def reuse_without_copy(self) -> None:
+        made = 0
+        # only consumptions (inside `.apply(...)` arguments): returning a stream is not a use
+        loads = [
+            n
+            for call, _ in self.applies
+            for arg in [*call.args, *(kw.value for kw in call.keywords)]
+            for n in ast.walk(arg)
+            if isinstance(n, (ast.Name, ast.Subscript)) and isinstance(n.ctx, ast.Load)
+        ]
+        loads.sort(key=lambda n: (n.lineno, n.col_offset))
+        for stmt in self.body:
+            for node in ast.walk(stmt):
+                if not (isinstance(node, ast.Assign) and len(node.targets) == 1):
+                    continue
+                value = node.value
+                if not (
+                    isinstance(value, ast.Call)
+                    and isinstance(value.func, ast.Attribute)
+                    and value.func.attr == "apply"
+                    and isinstance(value.func.value, ast.Call)
+                    and _prim(value.func.value) == "Copy"
+                    and len(value.args) == 1
+                ):
+                    continue
+                src_text = self.text.text(value.args[0])
+                outputs = self._copy_outputs(node.targets[0])
+                for label, matches in outputs:
+                    use = next(
+                        (
+                            n
+                            for n in loads
+                            if (n.lineno, n.col_offset) > (node.end_lineno, node.end_col_offset)
+                            and matches(n)
+                        ),
+                        None,
+                    )
+                    if use is None:
+                        continue
+                    self.add(
+                        "reuse_without_copy",
+                        f"line {_line(use)}: used `{src_text}` instead of the Copy output "
+                        f"`{label}`, so `{src_text}` is consumed twice",
+                        [(use, src_text)],
+                    )
+                    made += 1
+        if made:
+            return
+        consumed = [
+            (arg, call)
+            for call, _ in self.applies
+            for arg in _stream_args(call)
+            if isinstance(arg, ast.Name)
+        ]
+        for (prev, _), (arg, call) in zip(consumed, consumed[1:], strict=False):
+            if prev.id == arg.id or made >= 3:
+                continue
+            self.add(
+                "reuse_without_copy",
+                f"line {_line(call)}: consumed `{prev.id}` again instead of `{arg.id}` (no Copy)",
+                [(arg, prev.id)],
+            )
+            made += 1
+
+    def _copy_outputs(self, target: ast.expr) -> list[tuple[str, object]]:
+        if isinstance(target, (ast.Tuple, ast.List)):
+            return [
+                (e.id, lambda n, name=e.id: isinstance(n, ast.Name) and n.id == name)
+                for e in target.elts
+                if isinstance(e, ast.Name)
+            ]
+        if isinstance(target, ast.Name):
+            base = target.id
+            out = []
+            for i in (0, 1):
+
+                def matches(n: ast.AST, i: int = i) -> bool:
+                    return (
+                        isinstance(n, ast.Subscript)
+                        and isinstance(n.value, ast.Name)
+                        and n.value.id == base
+                        and isinstance(n.slice, ast.Constant)
+                        and n.slice.value == i
+                    )
+
+                out.append((f"{base}[{i}]", matches))
+            return out
+        return []
+
+    def return_input(self) -> None:
+        returns = [s for s in self.body if isinstance(s, ast.Return) and s.value is not None]
+        if not returns:
+            return
+        ret = returns[-1]
+        value = ret.value
+        assert value is not None
+        target = value.elts[0] if isinstance(value, ast.Tuple) and value.elts else value
+        current = self.text.text(target)
+        shown = current if len(current) <= 40 else current[:37] + "..."
+        for name in self.params:
+            if name == current:
+                continue
+            self.add(
+                "return_input",
+                f"line {_line(ret)}: returns the input `{name}` unchanged instead of `{shown}`",
+                [(target, name)],
+            )
+
+    def symbol_to_literal(self) -> None:
+        streams = set(self.params) | self.assigned
+        for stmt in self.body:
+            nodes = [
+                n
+                for n in ast.walk(stmt)
+                if isinstance(n, ast.Name)
+                and isinstance(n.ctx, ast.Load)
+                and n.id in self.binding
+                and n.id not in streams
+            ]
+            for node in sorted(nodes, key=lambda n: (n.lineno, n.col_offset)):
+                value = self.binding[node.id]
+                self.add(
+                    "symbol_to_literal",
+                    f"line {_line(node)}: size symbol `{node.id}` hard-coded as {value}",
+                    [(node, str(value))],
+                )
+
+
+def mutants(
+    src: str, params: list[str] | None = None, binding: dict[str, int] | None = None
+) -> list[Mutant]:
+    """Deterministic, de-duplicated mutants of `src`, grouped by kind in `MUTANT_KINDS` order.
+
+    `params` are the input stream names (inferred when None); `binding` gives the literal used
+    by `symbol_to_literal` (default: the paper binding M=5, N=7, K=9, D=16). Raises
+    `AffineParseError` (a `SyntaxError`) when `src` does not parse.
+    """
+    gen = _Generator(src, params, binding)
+    for kind in MUTANT_KINDS:
+        getattr(gen, kind)()
+    seen = {src}
+    out: list[Mutant] = []
+    for mutant in gen.out:
+        if mutant.source in seen:
+            continue
+        try:
+            parse_program(mutant.source)
+        except AffineParseError:
+            continue
+        seen.add(mutant.source)
+        out.append(mutant)
+    return out

@@ -1,0 +1,296 @@
+"""A pool of warm, sandboxed verifier workers.
+
+Untrusted programs never run in the caller's process. Each worker is a `multiprocessing`
+process started from a fork server that has already imported torch and stepsmith (so starting
+or respawning one costs milliseconds, not a fresh interpreter's seconds). Workers cap their
+address space (`RLIMIT_AS`), use one torch thread, and cache loaded tasks and instantiated data.
+
+Limits: a soft `SIGALRM` at `timeout_s` stops a runaway Python loop inside the candidate (the
+verdict names the program line); if the worker is stuck in a long C call it is killed at
+`timeout_s + grace_s` and replaced. A worker that dies (killed by the OS, crash) is reported
+as `memory` (SIGKILL, the OOM killer's signal) or `runtime_error`, and replaced; the pool keeps
+serving.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing as mp
+import queue
+import signal
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from stepsmith.verify.payload import task_payload
+from stepsmith.verify.runner import AFFINE_MODES
+from stepsmith.verify.verdict import BindingResult, FailureKind, Verdict
+from stepsmith.verify.worker import Job, worker_main
+
+DEFAULT_TIMEOUT_S = 10.0
+DEFAULT_MEMORY_MB = 4096
+_PRELOAD = ["stepsmith.verify.worker"]
+
+
+class VerifierError(RuntimeError):
+    """The pool itself failed (workers cannot start); not a verdict about a program."""
+
+
+class _Worker:
+    """One worker process and the parent's end of its pipe."""
+
+    def __init__(self, ctx: Any, memory_limit_bytes: int | None) -> None:
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.proc = ctx.Process(
+            target=worker_main,
+            args=(child, memory_limit_bytes),
+            daemon=True,
+            name="stepsmith-verifier",
+        )
+        self.proc.start()
+        child.close()
+        self.ready = False
+
+    def wait_ready(self, timeout_s: float) -> None:
+        if self.ready:
+            return
+        if not self.conn.poll(timeout_s):
+            raise VerifierError(f"verifier worker did not start within {timeout_s:g} s")
+        try:
+            msg = self.conn.recv()
+        except (EOFError, OSError) as e:
+            self.proc.join(1)
+            raise VerifierError(
+                f"verifier worker exited during start-up (exit code {self.proc.exitcode})"
+            ) from e
+        if not (isinstance(msg, tuple) and msg and msg[0] == "ready"):
+            raise VerifierError(f"verifier worker sent {msg!r} instead of 'ready'")
+        self.ready = True
+
+    def alive(self) -> bool:
+        return self.proc.is_alive()
+
+    def kill(self) -> None:
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join(5)
+        self.conn.close()
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+        except (BrokenPipeError, OSError):
+            pass
+        self.proc.join(2)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(2)
+        self.conn.close()
+
+
+def _signal_name(code: int) -> str:
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
+
+
+class VerifierPool:
+    """Warm sandboxed workers. Thread-safe; use as a context manager or call `close()`."""
+
+    def __init__(
+        self,
+        workers: int = 2,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        memory_limit_mb: int | None = DEFAULT_MEMORY_MB,
+        grace_s: float = 2.0,
+        start_timeout_s: float = 180.0,
+        start_method: str = "forkserver",
+    ) -> None:
+        if workers < 1:
+            raise ValueError(f"VerifierPool needs at least 1 worker, got {workers}")
+        self.n_workers = workers
+        self.timeout_s = timeout_s
+        self.grace_s = grace_s
+        self.start_timeout_s = start_timeout_s
+        self._mem = memory_limit_mb * 1024 * 1024 if memory_limit_mb else None
+        self._ctx = mp.get_context(start_method)
+        if start_method == "forkserver":
+            self._ctx.set_forkserver_preload(_PRELOAD)
+        self._idle: queue.Queue[_Worker] = queue.Queue()
+        self._workers: list[_Worker] = []
+        self._lock = threading.Lock()
+        self._ids = itertools.count()
+        self._closed = False
+        self.respawns = 0
+        for _ in range(workers):
+            w = self._spawn()
+            self._idle.put(w)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def _spawn(self) -> _Worker:
+        w = _Worker(self._ctx, self._mem)
+        with self._lock:
+            self._workers.append(w)
+        return w
+
+    def _replace(self, w: _Worker) -> _Worker:
+        w.kill()
+        with self._lock:
+            if w in self._workers:
+                self._workers.remove(w)
+            self.respawns += 1
+        return self._spawn()
+
+    def warm_up(self) -> None:
+        """Block until every idle worker is ready (so timings exclude start-up)."""
+        ws = []
+        while True:
+            try:
+                ws.append(self._idle.get_nowait())
+            except queue.Empty:
+                break
+        try:
+            for w in ws:
+                w.wait_ready(self.start_timeout_s)
+        finally:
+            for w in ws:
+                self._idle.put(w)
+
+    def close(self) -> None:
+        """Stop all workers (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._lock:
+            ws = list(self._workers)
+            self._workers.clear()
+        for w in ws:
+            w.stop()
+
+    def __enter__(self) -> VerifierPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # best effort; daemon processes die with us anyway
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    # -- verification -----------------------------------------------------------------------
+
+    def verify(
+        self,
+        task: Any,
+        src: str,
+        *,
+        affine: str = "strict",
+        timeout_s: float | None = None,
+    ) -> Verdict:
+        """Verify one candidate in a worker; never raises for faults of the program."""
+        if self._closed:
+            raise VerifierError("VerifierPool is closed")
+        if affine not in AFFINE_MODES:
+            raise ValueError(f"affine must be one of {AFFINE_MODES}, got {affine!r}")
+        if not isinstance(src, str):
+            return Verdict.failure(
+                FailureKind.unparsable,
+                f"The program must be a string of Python code, found {type(src).__name__}.",
+            )
+        payload = task_payload(task)
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        job = Job(next(self._ids), payload, src, affine, timeout)
+        w = self._idle.get()
+        try:
+            try:
+                w.wait_ready(self.start_timeout_s)
+            except VerifierError:
+                w = self._replace(w)
+                w.wait_ready(self.start_timeout_s)
+            verdict, healthy = self._run(w, job)
+            if not healthy:
+                w = self._replace(w)
+            return verdict
+        finally:
+            self._idle.put(w)
+
+    def verify_many(
+        self,
+        items: Iterable[tuple[Any, str]],
+        *,
+        affine: str = "strict",
+        timeout_s: float | None = None,
+    ) -> list[Verdict]:
+        """Verify `(task, src)` pairs in parallel across workers; results in input order."""
+        items = list(items)
+        if not items:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self.n_workers, len(items))) as ex:
+            futs = [
+                ex.submit(self.verify, t, s, affine=affine, timeout_s=timeout_s) for t, s in items
+            ]
+            return [f.result() for f in futs]
+
+    def _run(self, w: _Worker, job: Job) -> tuple[Verdict, bool]:
+        """Send a job and collect its verdict; (verdict, worker still usable)."""
+        t0 = time.perf_counter()
+        done: list[BindingResult] = []
+        deadline = t0 + job.timeout_s + self.grace_s
+        try:
+            w.conn.send(job)
+            while True:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0 or not w.conn.poll(remaining):
+                    return self._hard_timeout(job, done, t0), False
+                msg = w.conn.recv()
+                if msg[0] == "binding" and msg[1] == job.job_id:
+                    done.append(BindingResult.model_validate(msg[2]))
+                elif msg[0] == "done" and msg[1] == job.job_id:
+                    v = Verdict.model_validate(msg[2])
+                    v.seconds = time.perf_counter() - t0
+                    return v, True
+        except (EOFError, OSError, BrokenPipeError):
+            return self._died(w, job, done, t0), False
+
+    def _hard_timeout(self, job: Job, done: Sequence[BindingResult], t0: float) -> Verdict:
+        ok = ", ".join(f"{b.label} {'passed' if b.passed else 'FAILED'}" for b in done)
+        after = f" Bindings finished before the limit: {ok}." if done else ""
+        return Verdict.failure(
+            FailureKind.timeout,
+            f"Timeout: the program did not finish within {job.timeout_s:g} s and was killed "
+            f"(stuck in a long tensor operation — check Repeat/Reshape sizes and loop "
+            f"bounds).{after}",
+            task=job.payload.name,
+            bindings=list(done),
+            seconds=time.perf_counter() - t0,
+        )
+
+    def _died(self, w: _Worker, job: Job, done: Sequence[BindingResult], t0: float) -> Verdict:
+        w.proc.join(2)
+        code = w.proc.exitcode
+        if code is not None and code < 0 and -code == signal.SIGKILL:
+            kind = FailureKind.memory
+            why = (
+                "the verifier process running the program was killed by the operating system "
+                "(SIGKILL), most likely because the program used too much memory"
+            )
+        elif code is not None and code < 0:
+            kind = FailureKind.runtime_error
+            why = f"the verifier process running the program crashed ({_signal_name(code)})"
+        else:
+            kind = FailureKind.runtime_error
+            why = f"the verifier process running the program exited unexpectedly (code {code})"
+        return Verdict.failure(
+            kind,
+            f"{why[0].upper()}{why[1:]}.",
+            task=job.payload.name,
+            bindings=list(done),
+            seconds=time.perf_counter() - t0,
+        )

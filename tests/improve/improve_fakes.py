@@ -1,0 +1,94 @@
+"""Test doubles: a scripted agent whose success depends on which demonstrations are in its prompt."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from stepsmith.improve.filtering import is_isomorphic
+
+
+@dataclass
+class FakeTask:
+    """The attributes of ``stepsmith.tasks.Task`` the loop uses."""
+
+    name: str
+    group: str
+    impl: str
+
+    @property
+    def text(self) -> str:  # the YAML the demo renderer strips name and impl from
+        return f"test_name: {self.name}\ninputs:\n- name: x\n  dtype: fp32\n  dims: [K]\nimpl: |-\n  return x\n"
+
+
+@dataclass
+class FakeAttempt:
+    impl: str | None
+    passed: bool
+    failure_kind: str | None
+    input_tokens: int
+    output_tokens: int
+    verdict: Any = None
+    cost_usd: float = 0.0
+    calls: int = 1
+    guardian_changed: bool = False
+    guardian_corrupted: bool = False
+    feedback: str = ""
+
+
+class Killed(BaseException):
+    """Simulates the process dying mid-run (not an ordinary model fault)."""
+
+
+@dataclass
+class Rule:
+    """Task solvable iff every group in ``needs`` has a demonstration in the prompt;
+    then the first ``successes`` of every n samples pass."""
+
+    needs: tuple[str, ...] = ()
+    successes: int = 1
+    never: bool = False
+
+
+@dataclass
+class ScriptedAgent:
+    rules: dict[str, Rule]
+    n: int
+    kill_after: int | None = None
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    leaks: list[str] = field(default_factory=list)
+
+    async def attempt(self, task: FakeTask, demonstrations: Sequence[Any], *,
+                      temperature: float | None, sample_index: int) -> FakeAttempt:
+        if self.kill_after is not None and len(self.calls) >= self.kill_after:
+            raise Killed(f"killed after {len(self.calls)} calls")
+        names = [d.task_name for d in demonstrations]
+        for d in demonstrations:
+            if d.task_name == task.name or is_isomorphic(d.impl, task.impl):
+                self.leaks.append(f"{task.name} saw {d.task_name}")
+        self.calls.append({"task": task.name, "demos": names, "temperature": temperature,
+                           "index": sample_index})
+        rule = self.rules[task.name]
+        groups = {d.group for d in demonstrations}
+        ok = (not rule.never and all(g in groups for g in rule.needs)
+              and sample_index % self.n < rule.successes)
+        tokens_in = 100 + 50 * len(demonstrations)
+        if ok:
+            # variants: renamed (isomorphic) and, for odd samples, a longer non-isomorphic one
+            impl = task.impl.replace("out", f"out{sample_index}")
+            if sample_index % 2:
+                impl = "tmp = step.Identity().apply(x)\n" + impl.replace("apply(x)", "apply(tmp)")
+            return FakeAttempt(impl, True, None, tokens_in, 20)
+        return FakeAttempt("return x", False, "value_mismatch", tokens_in, 10)
+
+
+def make_task(name: str, group: str, fn: str) -> FakeTask:
+    return FakeTask(name, group, f"out = step.Map(fn={fn}).apply(x)\nreturn out\n")
+
+
+def identity(d: Any) -> Any:
+    return d
+
+
+Factory = Callable[..., ScriptedAgent]

@@ -1,0 +1,153 @@
+"""Mutant self-audit of the verifier.
+
+For every benchmark task, mutate its reference program (`stepsmith.verify.mutants`). A mutant
+is *equivalent* if it behaves exactly like the reference when both run in process, unsandboxed,
+with the per-element oracle executor and the strict affine rule, on random data at every task
+binding plus extra seeds; equivalent mutants are excluded (and counted). Every other mutant
+changes behaviour and must be rejected by the sandboxed verifier — otherwise the verifier has a
+blind spot (too loose a tolerance, too few bindings, a fast-executor bug the oracle does not
+share, ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+suite = pytest.importorskip("stepsmith.tasks.suite")
+mutants_mod = pytest.importorskip("stepsmith.verify.mutants")
+
+try:
+    _TASKS = [t for t in suite.benchmark_tasks() if t.impl]
+except Exception:  # noqa: BLE001 - an unfinished suite must not break collection
+    _TASKS = []
+
+EXTRA_SEEDS = (1, 2)
+_STATS: dict[str, tuple[int, int, int, int]] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_totals():
+    """Print the audit's totals once (run with -s to see them)."""
+    yield
+    if _STATS:
+        total = sum(v[0] for v in _STATS.values())
+        equiv = sum(v[1] for v in _STATS.values())
+        wrong = sum(v[3] for v in _STATS.values())
+        print(f"\nself-audit: {len(_STATS)} tasks, {total} mutants, {equiv} equivalent "
+              f"(excluded), {total - equiv} behaviour-changing, {wrong} wrongly accepted")
+
+
+def _run_oracle(task: Any, src: str, binding: Any) -> list[Any] | BaseException:
+    """Outputs (dtype, shape, tensors) of `src`, or the exception it raised."""
+    from stepsmith import step
+    from stepsmith.verify.runner import (
+        SAFE_BUILTINS,
+        compile_candidate,
+        fresh_inputs,
+        input_names,
+        normalise_source,
+        static_checks,
+    )
+
+    src = normalise_source(src)
+    bad = static_checks(src)
+    if bad is not None:
+        return ValueError(bad.feedback)
+    compiled = compile_candidate(src, input_names(task))
+    if not hasattr(compiled, "code"):
+        return ValueError(compiled.feedback)
+    try:
+        inst = task.instantiate(binding)
+        ns = dict(inst.namespace)
+        ns["__builtins__"] = SAFE_BUILTINS
+        exec(compiled.code, ns)
+        with step.Session(binding=dict(binding.values), executor="oracle", affine="strict"):
+            res = ns["impl"](**fresh_inputs(inst))
+            outs = list(res) if isinstance(res, list | tuple) else [res]
+            return [
+                (str(o.dtype), tuple(str(d) for d in o.shape),
+                 o.data if isinstance(o.data, tuple) else (o.data,))
+                if isinstance(o, step.Stream) else ("not a stream", repr(o), ())
+                for o in outs
+            ]
+    except Exception as e:  # noqa: BLE001
+        return e
+
+
+def _same(a: list[Any] | BaseException, b: list[Any] | BaseException) -> bool:
+    from stepsmith.verify.tolerance import compare
+
+    if isinstance(a, BaseException) or isinstance(b, BaseException):
+        return False
+    if len(a) != len(b):
+        return False
+    for (da, sa, ta), (db, sb, tb) in zip(a, b, strict=True):
+        if da != db or sa != sb or len(ta) != len(tb):
+            return False
+        for x, y in zip(ta, tb, strict=True):
+            if tuple(x.shape) != tuple(y.shape) or not compare(x, y).ok:
+                return False
+    return True
+
+
+def _probe_bindings(task: Any) -> list[Any]:
+    out = []
+    for b in task.bindings():
+        out.append(b)
+        out.extend(dataclasses.replace(b, seed=b.seed + 7919 * s) for s in EXTRA_SEEDS)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", _TASKS, ids=[t.name for t in _TASKS])
+def test_every_behaviour_changing_mutant_is_rejected(task: Any, pool: Any) -> None:
+    paper = task.bindings()[0]
+    ms = mutants_mod.mutants(task.impl, task.input_names, dict(paper.values))
+    probes = _probe_bindings(task)
+    ref = {b.label + str(b.seed): _run_oracle(task, task.impl, b) for b in probes}
+    assert all(not isinstance(r, BaseException) for r in ref.values()), ref
+    live, equivalent = [], []
+    for m in ms:
+        if all(_same(ref[b.label + str(b.seed)], _run_oracle(task, m.source, b)) for b in probes):
+            equivalent.append(m)
+        else:
+            live.append(m)
+    verdicts = pool.verify_many([(task, m.source) for m in live + equivalent])
+    accepted = [
+        (m.kind, m.description) for m, v in zip(live, verdicts[: len(live)], strict=True)
+        if v.passed
+    ]
+    # consistency the other way: a mutant the oracle cannot tell apart must not be rejected
+    rejected_equiv = [
+        (m.description, v.kind) for m, v in zip(equivalent, verdicts[len(live):], strict=True)
+        if not v.passed
+    ]
+    _STATS[task.name] = (len(ms), len(equivalent), len(live), len(accepted))
+    print(f"\n{task.name}: {len(ms)} mutants, {len(equivalent)} equivalent (excluded), "
+          f"{len(live)} behaviour-changing, {len(accepted)} wrongly accepted")
+    assert not accepted, f"{task.name}: verifier accepted behaviour-changing mutants: {accepted}"
+    assert not rejected_equiv, f"{task.name}: verifier rejected equivalent mutants: {rejected_equiv}"
+
+
+def test_mutants_of_a_small_program_are_all_caught(pool: Any, rowsum_task: Any) -> None:
+    """Fast (non-slow) version of the audit on the hand-written task."""
+    from verify_fixtures import ROWSUM_REF
+
+    paper = rowsum_task.bindings()[0]
+    ms = mutants_mod.mutants(ROWSUM_REF, ["X"], dict(paper.values))
+    assert ms, "the mutant generator produced nothing for a 3-line program"
+    probes = _probe_bindings(rowsum_task)
+    ref = {b.label + str(b.seed): _run_oracle(rowsum_task, ROWSUM_REF, b) for b in probes}
+    live = [
+        m for m in ms
+        if not all(_same(ref[b.label + str(b.seed)], _run_oracle(rowsum_task, m.source, b))
+                   for b in probes)
+    ]
+    assert live
+    verdicts = pool.verify_many([(rowsum_task, m.source) for m in live])
+    assert all(not v.passed for v in verdicts), [
+        (m.description, v.kind) for m, v in zip(live, verdicts, strict=True) if v.passed
+    ]

@@ -1,0 +1,266 @@
+"""The sandboxed verifier end to end: verdict kinds, feedback, limits, pool behaviour."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+from verify_fixtures import ROWSUM_REF, ROWSUM_YAML
+
+from stepsmith.verify import FailureKind, Verdict, VerifierPool, verify, verify_in_process
+
+
+def test_reference_passes_at_every_binding(pool, rowsum_task) -> None:
+    v = pool.verify(rowsum_task, ROWSUM_REF)
+    assert v.passed, v.feedback
+    assert v.kind is None and v.reward == 1
+    labels = [b.label for b in rowsum_task.bindings()]
+    assert len(labels) >= 3
+    assert [b.label for b in v.bindings] == labels
+    assert all(b.passed and b.max_rel_error is not None and b.max_rel_error < 1e-10
+               for b in v.bindings)
+    assert v.task == "rowsum_squares"
+
+
+def test_task_may_be_given_as_path_or_yaml_text(pool, tmp_path) -> None:
+    p = tmp_path / "rowsum.yaml"
+    p.write_text(ROWSUM_YAML)
+    assert pool.verify(str(p), ROWSUM_REF).passed
+    assert pool.verify(ROWSUM_YAML, ROWSUM_REF).passed
+
+
+def test_wrong_values_name_output_binding_index_and_values(pool, rowsum_task) -> None:
+    src = ROWSUM_REF.replace("fn_sq", "fn_neg")
+    v = pool.verify(rowsum_task, src)
+    assert not v.passed and v.kind == FailureKind.value_mismatch
+    fb = v.feedback
+    assert "output 'O'" in fb
+    assert f"binding '{rowsum_task.bindings()[0].label}'" in fb
+    assert "expected" in fb and "found" in fb and "max abs error" in fb
+    assert "[M=" in fb  # the worst element's index is named by dimension
+    assert all(not b.passed for b in v.bindings)
+    assert v.bindings[0].max_abs_error > 0.1
+
+
+def test_literal_size_is_caught_by_symbolic_shapes_even_at_the_paper_binding(
+    pool, rowsum_task
+) -> None:
+    """`symbol_to_literal`-style bug: Reshape by 16 instead of D (D=16 at the paper binding).
+
+    The values are right at the paper binding, but the output's symbolic shape is not [N, M].
+    """
+    src = (
+        "E1 = step.Map(fn=fn_sq).apply(X)\n"
+        "E2 = step.Flatten(L=[1]).apply(E1)\n"
+        "E3 = step.Reshape(L=[0], S=16).apply(E2)\n"
+        "return step.Accum(fn=fn_sum, b=1).apply(E3)\n"
+    )
+    v = pool.verify(rowsum_task, src)
+    assert v.kind == FailureKind.output_mismatch, v.feedback
+    assert not v.bindings[0].passed
+    assert "expected Strm<fp32, rank 1, [N, M]>" in v.feedback and "16" in v.feedback
+
+
+def test_syntax_error(pool, rowsum_task) -> None:
+    v = pool.verify(rowsum_task, "E1 = step.Map(fn=fn_sq).apply(X\nreturn E1\n")
+    assert v.kind == FailureKind.parse_error and not v.passed
+    assert v.line == 1 and "line 1" in v.feedback
+    assert v.bindings == []
+
+
+def test_disallowed_import(pool, rowsum_task) -> None:
+    v = pool.verify(rowsum_task, "import os\nreturn step.Map(fn=fn_sq).apply(X)\n")
+    assert v.kind == FailureKind.disallowed
+    assert "import" in v.feedback and v.line == 1
+
+
+def test_dunder_escape_is_disallowed(pool, rowsum_task) -> None:
+    v = pool.verify(rowsum_task, "x = step.__class__\nreturn step.Map(fn=fn_sq).apply(X)\n")
+    assert v.kind == FailureKind.disallowed
+
+
+def test_affine_strict_rejects_and_warn_records(pool, rowsum_task) -> None:
+    src = (
+        "E1 = step.Map(fn=fn_sq).apply(X)\n"
+        "E2 = step.Map(fn=fn_neg).apply(X)\n"
+        "return step.Accum(fn=fn_sum, b=1).apply(E1)\n"
+    )
+    v = pool.verify(rowsum_task, src)
+    assert v.kind == FailureKind.affine and "'X'" in v.feedback and "Copy" in v.feedback
+    w = pool.verify(rowsum_task, src, affine="warn")
+    assert w.passed, w.feedback
+    assert any("X" in m for m in w.warnings)
+
+
+def test_copy_makes_reuse_legal(pool, rowsum_task) -> None:
+    src = (
+        "A, B = step.Copy().apply(X)\n"
+        "E1 = step.Map(fn=fn_sq).apply(A)\n"
+        "E2 = step.Map(fn=fn_neg).apply(B)\n"
+        "return step.Accum(fn=fn_sum, b=1).apply(E1)\n"
+    )
+    assert pool.verify(rowsum_task, src).passed
+
+
+def test_wrong_output_type_is_output_mismatch(pool, rowsum_task) -> None:
+    src = "E1 = step.Map(fn=fn_sq).apply(X)\nreturn step.Bufferize(a=1).apply(E1)\n"
+    v = pool.verify(rowsum_task, src)
+    assert v.kind == FailureKind.output_mismatch
+    assert "output 'O': expected Strm<fp32, rank 1, [N, M]>" in v.feedback
+    assert "found Strm<Buffer(fp32, [D]), rank 1, [N, M]>" in v.feedback
+
+
+def test_wrong_rank_is_output_mismatch(pool, rowsum_task) -> None:
+    v = pool.verify(rowsum_task, "return step.Map(fn=fn_sq).apply(X)\n")
+    assert v.kind == FailureKind.output_mismatch
+    assert "rank 2" in v.feedback and "rank 1" in v.feedback
+
+
+def test_wrong_number_of_outputs(pool, rowsum_task) -> None:
+    src = (
+        "A, B = step.Copy().apply(X)\n"
+        "E1 = step.Accum(fn=fn_sum, b=1).apply(step.Map(fn=fn_sq).apply(A))\n"
+        "return E1, B\n"
+    )
+    v = pool.verify(rowsum_task, src)
+    assert v.kind == FailureKind.output_mismatch
+    assert "expected 1 output stream ('O')" in v.feedback
+    v2 = pool.verify(rowsum_task, "E1 = step.Map(fn=fn_sq).apply(X)\n")
+    assert v2.kind == FailureKind.output_mismatch and "return" in v2.feedback
+
+
+def test_rank_error_points_at_the_line(pool, rowsum_task) -> None:
+    src = "E1 = step.Map(fn=fn_sq).apply(X)\nE2 = step.Accum(fn=fn_sum, b=5).apply(E1)\nreturn E2\n"
+    v = pool.verify(rowsum_task, src)
+    assert v.kind == FailureKind.shape_error, v.feedback
+    assert v.line == 2
+    assert "line 2: E2 = step.Accum(fn=fn_sum, b=5).apply(E1)" in v.feedback
+    assert "Accum" in v.feedback
+
+
+def test_dtype_error(pool, rowsum_task) -> None:
+    src = "return step.Accum(fn=fn_addbuf, b=1).apply(X)\n"
+    v = pool.verify(rowsum_task, src)
+    assert v.kind == FailureKind.dtype_error, v.feedback
+    assert "Buffer(fp32, [D])" in v.feedback and "fp32" in v.feedback
+
+
+def test_undefined_name_lists_fns(pool, rowsum_task) -> None:
+    v = pool.verify(rowsum_task, "return step.Accum(fn=fn_total, b=1).apply(X)\n")
+    assert v.kind == FailureKind.runtime_error
+    assert "fn_total" in v.feedback and "fn_sq" in v.feedback
+
+
+def test_runaway_loop_times_out_with_line_and_pool_keeps_serving(rowsum_task) -> None:
+    with VerifierPool(workers=1, timeout_s=1.0, grace_s=2.0) as p:
+        p.warm_up()
+        src = "for i in range(10**12):\n    j = i\nreturn step.Map(fn=fn_sq).apply(X)\n"
+        t = time.perf_counter()
+        v = p.verify(rowsum_task, src)
+        took = time.perf_counter() - t
+        assert v.kind == FailureKind.timeout, v.feedback
+        assert took < 4.0
+        assert v.line in (1, 2)
+        assert p.verify(rowsum_task, ROWSUM_REF).passed
+
+
+def test_huge_allocation_is_memory_and_pool_keeps_serving(rowsum_task) -> None:
+    with VerifierPool(workers=1, timeout_s=20.0, memory_limit_mb=1536) as p:
+        src = (
+            "E1 = step.Repeat(n=10**9).apply(X)\n"
+            "E2 = step.Map(fn=fn_sq).apply(E1)\n"
+            "return step.Accum(fn=fn_sum, b=2).apply(E2)\n"
+        )
+        v = p.verify(rowsum_task, src)
+        assert v.kind in (FailureKind.memory, FailureKind.timeout), v.feedback
+        assert not v.passed
+        assert p.verify(rowsum_task, ROWSUM_REF).passed
+
+
+def test_worker_killed_mid_candidate_is_reported_and_replaced(rowsum_task) -> None:
+    with VerifierPool(workers=1, timeout_s=30.0) as p:
+        p.warm_up()
+        pid = p._workers[0].proc.pid  # the worker this test's pool started
+
+        def kill_soon() -> None:
+            time.sleep(0.5)
+            os.kill(pid, signal.SIGKILL)
+
+        threading.Thread(target=kill_soon, daemon=True).start()
+        src = "for i in range(10**12):\n    j = i\nreturn step.Map(fn=fn_sq).apply(X)\n"
+        v = p.verify(rowsum_task, src)
+        assert v.kind == FailureKind.memory and "killed by the operating system" in v.feedback
+        assert p.respawns == 1
+        assert p.verify(rowsum_task, ROWSUM_REF).passed
+
+
+def test_verify_many_preserves_order(pool, rowsum_task) -> None:
+    bad = ROWSUM_REF.replace("fn_sq", "fn_neg")
+    items = [(rowsum_task, s) for s in [ROWSUM_REF, bad, "import os", ROWSUM_REF, bad]]
+    vs = pool.verify_many(items)
+    assert [v.passed for v in vs] == [True, False, False, True, False]
+    assert vs[2].kind == FailureKind.disallowed and vs[1].kind == FailureKind.value_mismatch
+
+
+def test_verdict_json_round_trip(pool, rowsum_task) -> None:
+    v = pool.verify(rowsum_task, ROWSUM_REF.replace("fn_sq", "fn_neg"))
+    data = json.loads(v.model_dump_json())
+    assert data["kind"] == "value_mismatch" and data["verifier_version"]
+    assert Verdict.model_validate(data) == v
+
+
+def test_module_level_verify_and_in_process_agree(rowsum_task) -> None:
+    bad = ROWSUM_REF.replace("fn_sq", "fn_neg")
+    for src in (ROWSUM_REF, bad):
+        a, b = verify(rowsum_task, src), verify_in_process(rowsum_task, src)
+        assert (a.passed, a.kind) == (b.passed, b.kind)
+
+
+def test_bad_arguments_are_clear_errors(pool, rowsum_task) -> None:
+    with pytest.raises(ValueError, match="affine must be one of"):
+        pool.verify(rowsum_task, ROWSUM_REF, affine="sometimes")
+    v = pool.verify(rowsum_task, None)  # type: ignore[arg-type]
+    assert v.kind == FailureKind.unparsable
+    e = pool.verify(rowsum_task, "   \n")
+    assert e.kind == FailureKind.parse_error and "empty" in e.feedback
+
+
+def test_verify_many_runs_candidates_in_parallel(rowsum_task) -> None:
+    loop = "for i in range(10**12):\n    j = i\nreturn step.Map(fn=fn_sq).apply(X)\n"
+    with VerifierPool(workers=2, timeout_s=1.5, grace_s=2.0) as p:
+        p.warm_up()
+        t = time.perf_counter()
+        vs = p.verify_many([(rowsum_task, loop), (rowsum_task, loop)])
+        took = time.perf_counter() - t
+    assert [v.kind for v in vs] == [FailureKind.timeout, FailureKind.timeout]
+    assert took < 2.8, f"two 1.5 s timeouts on 2 workers took {took:.2f} s: not parallel"
+
+
+def test_task_tolerance_field_overrides_the_default(pool) -> None:
+    """A tolerance written in the YAML loosens the bound; absent, the strict default applies."""
+    from verify_fixtures import ROWSUM_YAML
+
+    eps_yaml = ROWSUM_YAML.replace(
+        "      return [input[0] * input[0]]",
+        "      return [input[0] * input[0] * (1 + 1e-6)]",  # a 1e-6 relative deviation
+    )
+    assert not pool.verify(eps_yaml, ROWSUM_REF).passed
+    loose = eps_yaml + "tolerance:\n  rtol: 1.0e-5\n"
+    v = pool.verify(loose, ROWSUM_REF)
+    assert v.passed, v.feedback
+
+
+def test_in_process_oracle_executor_agrees(rowsum_task) -> None:
+    assert verify_in_process(rowsum_task, ROWSUM_REF, executor="oracle").passed
+    bad = verify_in_process(rowsum_task, ROWSUM_REF.replace("fn_sq", "fn_neg"), executor="oracle")
+    assert bad.kind == FailureKind.value_mismatch
+
+
+def test_indented_program_and_tabs_are_accepted(pool, rowsum_task) -> None:
+    src = "    E1 = step.Map(fn=fn_sq).apply(X)\n\tE2 = step.Accum(fn=fn_sum, b=1).apply(E1)\n"
+    src = src.replace("\t", "    ") + "    return E2\n"
+    assert pool.verify(rowsum_task, src).passed
