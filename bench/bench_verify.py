@@ -124,6 +124,26 @@ def main() -> None:
     if failed:
         print(f"references that did NOT pass: {len(failed)}: {', '.join(failed)}")
 
+    # load-independent view: CPU seconds of the same check in this process (1 torch thread)
+    import torch
+
+    from stepsmith.verify.payload import task_payload
+    from stepsmith.verify.runner import check_candidate
+
+    torch.set_num_threads(1)
+    keys = {t.name: task_payload(t).key for t in tasks}
+    for t in tasks:
+        check_candidate(t, t.impl, key=keys[t.name])
+    cpu: list[float] = []
+    for _ in range(args.rounds):
+        for t in tasks:
+            c0 = time.process_time()
+            check_candidate(t, t.impl, key=keys[t.name])
+            cpu.append(time.process_time() - c0)
+    med_cpu = statistics.median(cpu)
+    print(f"CPU time per candidate (same check in process, load-independent): median "
+          f"{med_cpu * 1000:.1f} ms -> {2 / med_cpu:.0f} candidates/s of CPU on 2 cores")
+
     sample = tasks[: args.fresh_sample]
     fresh: list[float] = []
     for t in sample:

@@ -15,6 +15,10 @@ app = typer.Typer(
 # Packages that contribute commands through `register(app)` in `<package>/cli.py`.
 _COMMAND_MODULES = (
     "stepsmith.step.cli",
+    "stepsmith.tasks.cli",
+    "stepsmith.verify.cli",
+    "stepsmith.llm.cli",
+    "stepsmith.evaluate.cli",
 )
 
 for _module_name in _COMMAND_MODULES:

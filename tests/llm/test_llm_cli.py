@@ -38,6 +38,7 @@ def test_ask_log_show_totals(server: FakeLLMServer, tmp_path: Path) -> None:
     shown = run("log", "show", str(rows[0]["id"]), "--db", db)
     assert "terse" in shown.stdout and "from stdin" in shown.stdout
     assert "message 0 · system" in shown.stdout
+    assert run("log", "--db", db, "show", str(rows[0]["id"])).stdout == shown.stdout
     totals = json.loads(run("log", "totals", "--by", "model", "--db", db, "--json").stdout)
     assert totals[0]["calls"] == 3 and totals[0]["cached_calls"] == 1
     assert totals[0]["unpriced_calls"] == 2  # an unknown self-hosted model: cost not invented

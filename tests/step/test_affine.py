@@ -83,6 +83,11 @@ CLEAN = {
         "    parts[i] = step.Map(fn=fns[i]).apply(parts[i])\n"
         "return step.Merge(fn=fn_add).apply((parts, sel2))\n"
     ),
+    "indexed_comprehension_over_partition": (
+        "parts = step.Partition(N=E_value).apply((x, sel))\n"
+        "outs = [step.Map(fn=fns[i]).apply(parts[i]) for i in range(E_value)]\n"
+        "return step.Merge(fn=fn_add).apply((outs, sel2))\n"
+    ),
     "unicode_comment": "E1 = step.Map(fn=fn_a).apply(E0)  # ∑ über alles\nreturn E1\n",
 }
 
@@ -260,6 +265,11 @@ REPAIRS = {
         "y_a, y_b = step.Copy().apply(y)\n"
         "return step.Merge(fn=fn_add).apply((outs, sel)), step.Zip().apply((y_a, y_b))\n",
     ),
+    "tab_indented_loop_body": (
+        "for f, p in zip(fns, parts):\n\ty = step.Zip().apply((p, p))\nreturn y\n",
+        "for f, p in zip(fns, parts):\n\tp_a, p_b = step.Copy().apply(p)\n"
+        "\ty = step.Zip().apply((p_a, p_b))\nreturn y\n",
+    ),
     "no_trailing_newline": (
         "return step.Zip().apply((x, x))",
         "x_a, x_b = step.Copy().apply(x)\nreturn step.Zip().apply((x_a, x_b))",
@@ -371,6 +381,44 @@ def test_loop_invariant_stream_is_consumed_once_per_iteration() -> None:
     (v,) = check_source(src)
     assert (v.name, v.count) == ("w", 3)
     assert "inside the loop at line 1, once per iteration (3 times in total" in v.message
+    # a known trip count: one copy per iteration, zipped into the loop
+    assert repair(src) == (
+        "w_a, w_t1 = step.Copy().apply(w)\n"
+        "w_b, w_c = step.Copy().apply(w_t1)\n"
+        "outs = [step.Zip().apply((p, w_i)) for p, w_i in zip([a, b, c], [w_a, w_b, w_c])]\n"
+    )
+
+
+def test_loop_invariant_in_a_for_loop_plus_a_use_after_it() -> None:
+    src = (
+        "for f, p in zip([fn_a, fn_b], parts):\n"
+        "    y = step.Map(fn=f).apply((p, w))  # per expert\n"
+        "z = step.Map(fn=fn_c).apply(w)\n"
+    )
+    (v,) = check_source(src)
+    assert (v.name, v.count) == ("w", 3)
+    assert repair(src) == (
+        "w_a, w_t1 = step.Copy().apply(w)\n"
+        "w_b, w_c = step.Copy().apply(w_t1)\n"
+        "for (f, p), w_i in zip(zip([fn_a, fn_b], parts), [w_a, w_b]):\n"
+        "    y = step.Map(fn=f).apply((p, w_i))  # per expert\n"
+        "z = step.Map(fn=fn_c).apply(w_c)\n"
+    )
+
+
+def test_two_loop_invariant_streams_in_one_comprehension_and_a_reused_display_item() -> None:
+    src = "ys = [step.Map(fn=fn_f).apply((q, u, w)) for q in [a, a]]\n"
+    assert sorted(v.name for v in check_source(src)) == ["a", "u", "w"]
+    out = repair(src)
+    assert check_source(out) == []
+    assert repair(out) == out
+    assert "for q, u_i, w_i in zip([a_a, a_b], [u_a, u_b], [w_a, w_b])]" in out
+
+
+def test_several_uses_per_iteration_are_reported_not_repaired() -> None:
+    src = "ys = [step.Map(fn=fn_f).apply((q, w, w)) for q in [a, b]]\n"
+    (v,) = check_source(src)
+    assert (v.name, v.count) == ("w", 4)
     assert repair(src) == src
 
 
@@ -480,6 +528,8 @@ def test_check_source_reports_parse_errors_with_the_line() -> None:
         check_source("y = step.Map(fn=fn_a).apply(x)\nz = (\n")
     with pytest.raises(SyntaxError):  # AffineParseError is a SyntaxError
         check_source("x = )")
+    with pytest.raises(AffineParseError, match=r"^line 2: '\(' was never closed"):
+        check_source("    y = step.Map(fn=fn_a).apply(x)\n    z = (\n")
 
 
 def test_nested_comprehension_each_element_once() -> None:

@@ -134,7 +134,7 @@ def _run(body: str, affine: str, seed: int) -> list[torch.Tensor]:
     return [o.data for o in outs]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(programs(), st.integers(0, 2**16))
 def test_repaired_program_runs_strict_and_computes_the_same(src: str, seed: int) -> None:
     fixed = repair(src, params=INPUTS)
@@ -153,3 +153,49 @@ def test_original_with_reuse_is_rejected_at_runtime_but_repaired_is_not() -> Non
     (got,) = _run(repair(src, params=INPUTS), "strict", 0)
     (exp,) = _run(src, "off", 0)
     torch.testing.assert_close(got, exp, rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------------- robustness
+
+_SEED_PROGRAMS = [
+    "E0_a, E0_b = step.Copy().apply(E0)\nE1 = step.Map(fn=fn_sq).apply(E0_a)\n"
+    "parts = step.Partition(N=E_value).apply((E1, sel))\n"
+    "outs = [step.Map(fn=f).apply((p, E0_b)) for f, p in zip([fn_a, fn_b], parts)]\n"
+    "return step.Merge(fn=fn_add).apply((outs, sel))\n",
+    "for i in range(3):\n    x = step.Zip().apply((x, w))\nreturn step.Map(fn=fn_a).apply(x)\n",
+]
+_TOKENS = ["(", ")", "[", "]", ",", " for ", " in ", "x", "E0", "\n", "    ", ":", "=", "#", "'"]
+
+
+@st.composite
+def garbled(draw: st.DrawFn) -> str:
+    """A seed program with a few random insertions, deletions and duplications."""
+    src = draw(st.sampled_from(_SEED_PROGRAMS))
+    for _ in range(draw(st.integers(1, 4))):
+        i = draw(st.integers(0, len(src)))
+        j = min(len(src), i + draw(st.integers(1, 12)))
+        op = draw(st.sampled_from(["insert", "delete", "duplicate"]))
+        if op == "insert":
+            src = src[:i] + draw(st.sampled_from(_TOKENS)) + src[i:]
+        elif op == "delete":
+            src = src[:i] + src[j:]
+        else:
+            src = src[:j] + src[i:j] + src[j:]
+    return src
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(garbled())
+def test_garbled_programs_never_crash_the_analysis(src: str) -> None:
+    from stepsmith.step.affine import AffineParseError
+
+    try:
+        before = check_source(src)
+    except AffineParseError:
+        before = None
+    out = repair(src)
+    assert repair(out) == out
+    if before is None:
+        assert out == src
+    else:
+        assert len(check_source(out)) <= len(before)

@@ -83,3 +83,31 @@ def test_parse_dtype_errors_are_clear(bad: str) -> None:
     with pytest.raises(step.StepDtypeError) as e:
         parse_dtype(bad)
     assert "dtype" in str(e.value) or "numeric type" in str(e.value)
+
+
+def test_rational_ratio_for_reshape_halves() -> None:
+    half = D.ratio(2)
+    assert str(half) == "D/2" and half * 2 == D and hash(half * 2) == hash(D)
+    assert half.evaluate({"D": 16}) == 8
+    assert step.dim("D/2") == half and step.dim(str(3 * half)) == 3 * half
+    with pytest.raises(step.StepShapeError, match="whole number"):
+        half.evaluate({"D": 7})
+    with pytest.raises(step.StepShapeError):
+        Dim.const(3).ratio(2)
+    assert parse_dtype("Buffer(fp32, [D/2])") == Buffer(Scalar(), (half,))
+
+
+def test_reshape_then_flatten_restores_the_symbolic_dim() -> None:
+    import torch
+
+    with step.Session(binding={"D": 6, "M": 2}):
+        x = step.Stream.input("X", "fp32", ["D", "M"], torch.randn(2, 6))
+        r = step.Reshape(L=[0], S=2).apply(x)
+        assert r.shape == (step.dim(2), D.ratio(2), M)
+        f = step.Flatten(L=[1]).apply(r)
+        assert f.shape == (D, M)
+        torch.testing.assert_close(f.data, x.data)
+    with step.Session(binding={"D": 5, "M": 2}):
+        x = step.Stream.input("X", "fp32", ["D", "M"], torch.randn(2, 5))
+        with pytest.raises(step.StepShapeError, match="not divisible"):
+            step.Reshape(L=[0], S=2).apply(x)

@@ -42,3 +42,18 @@ def test_primitive_reference_markdown() -> None:
     assert "Affine rule" in md and "innermost first" in md
     only = primitive_reference(["Accum"], preamble=False)
     assert only.startswith("## Accum") and "## Map" not in only
+
+
+def test_reference_examples_are_valid_task_yaml() -> None:
+    import re
+
+    import yaml
+
+    blocks = re.findall(r"```yaml\n(.*?)```", primitive_reference(), re.S)
+    assert len(blocks) == len(PRIMITIVES)
+    for blk in blocks:
+        doc = yaml.safe_load(blk)
+        assert doc["impl"] and doc["inputs"]
+        for f in doc.get("fns", []):
+            step.parse_dtype(f["input_dtype"])
+            step.parse_dtype(f["output_dtype"])

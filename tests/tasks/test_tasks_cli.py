@@ -49,3 +49,12 @@ def test_check_runs_references():
     result = CliRunner().invoke(_app(), ["tasks", "check", "demo_map_silu", "gemm_bias_relu"])
     assert result.exit_code == 0, result.output
     assert "ok   demo_map_silu (3 bindings)" in result.output
+
+
+def test_check_reports_malformed_files_without_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("test_name: x\ninputs: []\n")
+    result = CliRunner().invoke(_app(), ["tasks", "check", str(bad), "demo_zip_hypot"])
+    assert result.exit_code == 1
+    assert f"FAIL {bad}" in result.output and "bad.yaml:2" in result.output
+    assert "ok   demo_zip_hypot" in result.output and "Traceback" not in result.output

@@ -111,7 +111,8 @@ def test_missing_field_inside_fn(write_task):
 def test_unknown_field_is_reported(write_task):
     text = VALID.replace("    data_gen: torch.randn", "    data_gen: torch.randn\n    dtpye: fp32")
     err = _error(write_task, text)
-    assert "unknown field 'dtpye'" in str(err) and err.line == line_containing(text, "dtpye")
+    assert "unknown field 'dtpye' (did you mean 'dtype'?)" in str(err)
+    assert err.line == line_containing(text, "dtpye") and "allowed here: name, dtype, dims" in str(err)
 
 
 def test_init_length_must_match_output_fields(write_task):
@@ -215,3 +216,15 @@ def test_mutated_files_load_or_raise_task_format_error(kind, line, pos, char):
     except TaskFormatError as exc:
         assert exc.line is None or exc.line >= 1
         assert str(exc).startswith("<text>")
+
+
+def test_paths_directories_and_one_line_documents(tmp_path):
+    with pytest.raises(TaskFormatError, match="cannot read task file"):
+        load_task(str(tmp_path))  # a directory
+    with pytest.raises(TaskFormatError, match="cannot read task file"):
+        load_task(str(tmp_path / "missing.yaml"))
+    with pytest.raises(TaskFormatError, match="missing required field 'outputs'"):
+        load_task("{test_name: x, inputs: [{name: " + "A" * 300 + ", dtype: fp32, dims: [M], "
+                  "data_gen: torch.rand}]}")  # one long line is text, not a file name
+    with pytest.raises(TypeError, match="path or YAML text"):
+        load_task(None)  # type: ignore[arg-type]

@@ -109,6 +109,7 @@ REJECT = {
     "set_comprehension": ("s = {p for p in parts}\n", 1, "set comprehensions"),
     "attribute_on_stream": ("d = x.data\n", 1, "attribute access `.data` is not allowed"),
     "torch": ("t = torch.zeros(3)\n", 1, None),
+    "task_data": ("w = input_data['W']\n", 1, "`input_data` is not available"),
     "subscript_of_call_attr": ("y = [].__len__\n", 1, "double-underscore"),
     "loop_over_weird_iterable": ("for c in 'abc' * 3:\n    pass\n", 1, "loops may only iterate"),
     "bitshift": ("n = 1 << 40\n", 1, "only arithmetic operators"),
@@ -155,7 +156,14 @@ def test_import_message_is_the_documented_one() -> None:
 
 @pytest.mark.parametrize(
     ("src", "line"),
-    [("x = (\n", 1), ("a = 1\nb = step.Map(fn=\n", 2), ("a = 1\n  b = 2\n", 2), ("return )", 1)],
+    [
+        ("x = (\n", 1),
+        ("a = 1\nb = step.Map(fn=\n", 2),
+        ("a = 1\n  b = 2\n", 2),
+        ("return )", 1),
+        ("  a = 1\n b = 2\n", 2),  # indented body: the real error, not "unexpected indent"
+        ("    a = 1\n    b = (\n", 2),
+    ],
 )
 def test_syntax_errors_name_the_line(src: str, line: int) -> None:
     with pytest.raises(ProgramSyntaxError) as info:
@@ -200,3 +208,22 @@ def test_every_reference_program_of_the_suite_is_accepted() -> None:
         pytest.skip("task suite not available")
     for task in tasks:
         check_program(task.impl)
+
+
+def test_garbled_programs_get_one_of_the_two_documented_errors() -> None:
+    import random
+
+    from stepsmith.verify.allowlist import ProgramCheckError
+
+    base = ACCEPT["paper_example"]
+    rng = random.Random(3)
+    tokens = ["(", ")", ".__class__", "import os\n", ",", "\n", "  ", "lambda: 0", "'", "#"]
+    for _ in range(300):
+        src = base
+        for _ in range(rng.randint(1, 3)):
+            i = rng.randrange(len(src))
+            src = src[:i] + rng.choice(tokens) + src[i:]
+        try:
+            check_program(src)
+        except ProgramCheckError as exc:
+            assert exc.message and (exc.line is None or exc.line >= 1)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stepsmith.agents.render import (
+    compact_ir,
     dtype_text,
     dump_yaml,
     input_names,
@@ -368,10 +369,10 @@ def _example_yaml(example: _Example, spaces: int, with_ir: bool) -> list[str]:
         return [
             f"{pad}example:  # a solved task using it",
             f"{pad}  task:",
-            _indent(example.ir, spaces + 4),
+            _indent(compact_ir(example.ir), spaces + 4),
             _block("impl", example.impl or "", spaces + 2),
         ]
-    scaffold = python_scaffold(ir_document(example.ir), example.impl or "")
+    scaffold = python_scaffold(ir_document(example.ir), example.impl or "", compact=True)
     return [_block("example", scaffold, spaces)]
 
 

@@ -24,6 +24,8 @@ __all__ = [
     "input_names",
     "dump_yaml",
     "dtype_text",
+    "compact_ir",
+    "short_description",
 ]
 
 HIDDEN_FIELDS = ("test_name", "impl", "group", "bindings", "tolerance")
@@ -123,12 +125,67 @@ def _str_representer(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
 
 def _list_representer(dumper: yaml.SafeDumper, data: list) -> yaml.SequenceNode:
     """Short lists of scalars (dims, dtypes) in flow style: `dims: [N, M]`."""
-    flow = all(isinstance(x, str | int | float) and "\n" not in str(x) for x in data)
+    flow = all(
+        isinstance(x, str | int | float) and len(str(x)) < 40 and not set(str(x)) & set("\n'\"")
+        for x in data
+    )
     return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+class _CompactDumper(_BlockDumper):
+    """Like `_BlockDumper`, plus one-line mappings for stream entries (`{name, dtype, dims}`)."""
+
+
+def _dict_representer(dumper: yaml.SafeDumper, data: dict) -> yaml.MappingNode:
+    flow = "apply" not in data and "data_transform" not in data and all(
+        isinstance(v, str | int | float) and "\n" not in str(v)
+        or isinstance(v, list) and all(isinstance(x, str | int | float) for x in v)
+        for v in data.values()
+    )
+    return dumper.represent_mapping("tag:yaml.org,2002:map", data, flow_style=flow)
 
 
 _BlockDumper.add_representer(str, _str_representer)
 _BlockDumper.add_representer(list, _list_representer)
+_CompactDumper.add_representer(dict, _dict_representer)
+
+_DROPPED_IN_COMPACT = {"data_gen", "min", "max", "scale", "description"}
+
+
+def short_description(text: str, limit: int = 200) -> str:
+    """The first clause of a description, without a leading `primitive: X.` / `idiom: X.` tag."""
+    text = " ".join(str(text).split())
+    text = re.sub(r"^(primitive|idiom)\s*:\s*[^.]*\.\s*", "", text, flags=re.IGNORECASE)
+    match = re.search(r"(?<=[a-z0-9\)\]])(\.\s|:\s|;\s)", text)
+    if match is not None:
+        text = text[: match.start()]
+    return text[:limit].rstrip(" ,;:.")
+
+
+def compact_ir(ir: str) -> str:
+    """A shorter rendering of an IR for worked examples: no data generators, fn display names
+    or per-stream descriptions, and one line per stream entry. Falls back to `ir` unchanged."""
+    document = ir_document(ir)
+    if not document:
+        return ir
+    out: dict[str, Any] = {}
+    for key, value in document.items():
+        if key in ("inputs", "parameters", "outputs", "fns") and isinstance(value, list):
+            entries = []
+            for entry in value:
+                if not isinstance(entry, dict):
+                    entries.append(entry)
+                    continue
+                drop = _DROPPED_IN_COMPACT | ({"name"} if key == "fns" else set())
+                entries.append({k: v for k, v in entry.items() if k not in drop})
+            out[key] = entries
+        elif key == "description" and isinstance(value, str):
+            out[key] = short_description(value)
+        else:
+            out[key] = value
+    return yaml.dump(
+        out, Dumper=_CompactDumper, sort_keys=False, allow_unicode=True, width=100
+    ).rstrip()
 
 
 def dump_yaml(document: dict[str, Any]) -> str:
@@ -169,7 +226,7 @@ def dtype_text(dtype: Any) -> str:
     return str(dtype)
 
 
-def _stream_line(entry: dict[str, Any]) -> str:
+def _stream_line(entry: dict[str, Any], compact: bool = False) -> str:
     dims = entry.get("dims") or []
     dtype = entry.get("dtype")
     rank = max(len(dims) - 1, 0)
@@ -183,7 +240,7 @@ def _stream_line(entry: dict[str, Any]) -> str:
         parts.append("tuple: one tensor per field")
     else:
         parts.append(f"data tensor {_tensor_shape(dtype, dims)}")
-    if gen_text:
+    if gen_text and not compact:
         parts.append(f"data {gen_text}")
     return "; ".join(parts)
 
@@ -204,9 +261,15 @@ def _fn_def(fn: dict[str, Any]) -> str:
     return "\n".join([signature, comment, textwrap.indent(body.strip("\n"), "    ")])
 
 
-def python_scaffold(document: dict[str, Any], impl: str | None = None) -> str:
-    """The task as a Python test file; `impl` fills the function body (for demonstrations)."""
-    lines: list[str] = ["import torch", "from stepsmith import step", ""]
+def python_scaffold(
+    document: dict[str, Any], impl: str | None = None, *, compact: bool = False
+) -> str:
+    """The task as a Python test file; `impl` fills the function body (for demonstrations).
+
+    `compact` (worked examples in the reference) drops the imports, the data generators and the
+    long description, keeping the fns, the signature with shapes, the body and the reference.
+    """
+    lines: list[str] = [] if compact else ["import torch", "from stepsmith import step", ""]
     globals_text = document.get("global")
     if isinstance(globals_text, list):
         globals_text = "\n".join(str(g) for g in globals_text)
@@ -214,7 +277,7 @@ def python_scaffold(document: dict[str, Any], impl: str | None = None) -> str:
         lines += ["# Setup run before everything (its names are visible everywhere):"]
         lines += [str(globals_text).strip(), ""]
     symbols = _symbols(document)
-    if symbols:
+    if symbols and not compact:
         lines.append(
             f"# Size symbols {', '.join(symbols)} are step.Dim values; "
             f"{', '.join(s + '_value' for s in symbols)} are their integers."
@@ -231,10 +294,17 @@ def python_scaffold(document: dict[str, Any], impl: str | None = None) -> str:
             lines += [_fn_def(fn), ""]
     names = input_names(document)
     outputs = [o for o in document.get("outputs") or [] if isinstance(o, dict)]
-    doc = [str(document.get("description") or "Compute the outputs below.").strip(), "", "Args:"]
-    doc += ["    " + _stream_line(e) for e in document.get("inputs") or [] if isinstance(e, dict)]
+    description = str(document.get("description") or "Compute the outputs below.").strip()
+    if compact:
+        description = short_description(description)
+    doc = [description, "", "Args:"]
+    doc += [
+        "    " + _stream_line(e, compact)
+        for e in document.get("inputs") or []
+        if isinstance(e, dict)
+    ]
     doc += ["Returns:"]
-    doc += ["    " + _stream_line(o) for o in outputs]
+    doc += ["    " + _stream_line(o, compact) for o in outputs]
     if len(outputs) > 1:
         doc.append("    (return them as a tuple in this order)")
     lines += ["", f"def impl({', '.join(names)}):"]
@@ -244,11 +314,12 @@ def python_scaffold(document: dict[str, Any], impl: str | None = None) -> str:
     else:
         lines.append(textwrap.indent(impl.rstrip(), "    "))
     lines += ["", "", "def test_impl(input_data):"]
-    lines.append(
-        "    # input_data[name] holds each input's tensor in the layout above; "
-        "the program gets streams"
-    )
-    lines.append(f"    outputs = impl({', '.join(names)})")
+    if not compact:
+        lines.append(
+            "    # input_data[name] holds each input's tensor in the layout above; "
+            "the program gets streams"
+        )
+        lines.append(f"    outputs = impl({', '.join(names)})")
     for output in outputs:
         for index, snippet in enumerate(output.get("data_transform") or []):
             snippet_lines = [s for s in str(snippet).strip().split("\n") if s.strip()]
@@ -257,8 +328,11 @@ def python_scaffold(document: dict[str, Any], impl: str | None = None) -> str:
             field = f"_{index}" if len(output.get("data_transform") or []) > 1 else ""
             lines += ["    " + s for s in snippet_lines[:-1]]
             lines.append(f"    expected_{output.get('name')}{field} = {snippet_lines[-1].strip()}")
-    lines.append("    # each output stream's data must equal its expected tensor")
-    return "\n".join(lines)
+    if not compact:
+        lines.append("    # each output stream's data must equal its expected tensor")
+        return "\n".join(lines)
+    text = "\n".join(line for line in lines if not line.startswith("# Specialized functions"))
+    return re.sub(r"\n{3,}", "\n\n", text).strip("\n")
 
 
 def _symbols(document: dict[str, Any]) -> list[str]:

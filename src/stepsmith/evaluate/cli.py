@@ -154,11 +154,11 @@ def register(app: typer.Typer) -> None:
                     m=m, guardian=guardian or ("rule" if quick else "llm"), repair=repair,
                     max_cost=max_cost, max_iterations=max_iterations or (3 if quick else None),
                     demos_file=str(demos) if demos else None, ks=sorted({1, *(k or [])}),
-                    concurrency=concurrency,
+                    concurrency=concurrency, max_tokens=512 if quick else 1024,
                 )
                 if quick:
                     _console().print(f"[dim]quick demo on {cfg.model}: tasks {', '.join(cfg.tasks)}, n={cfg.n}, "
-                                  f"T={cfg.temperatures}, guardian {cfg.guardian}. "
+                                  f"T={cfg.temperatures}, guardian {cfg.guardian}, max {cfg.max_tokens} output tokens. "
                                   "Pass --model for the full protocol.[/dim]")
                 outcome = run_bench(cfg, store=store, progress=progress, report_dir=out, announce=announce)
         except (BenchError, KeyError, ValueError, OSError, LLMLayerError) as exc:

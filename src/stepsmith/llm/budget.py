@@ -27,10 +27,11 @@ class Budget:
     spent_cost_usd: float = 0.0
     spent_tokens: int = 0
     by_task: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(_zero))
-    _reserved_cost: float = 0.0
-    _reserved_tokens: int = 0
-    _seeded_runs: set[str] = field(default_factory=set)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _reserved_cost: float = field(default=0.0, init=False, repr=False)
+    _reserved_tokens: int = field(default=0, init=False, repr=False)
+    _seeded_runs: set[str] = field(default_factory=set, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False,
+                                  compare=False)
 
     def reserve(self, tokens: int, cost_usd: float) -> None:
         """Hold `tokens`/`cost_usd` for an in-flight call, or raise BudgetExceeded."""

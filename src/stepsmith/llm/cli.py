@@ -25,9 +25,12 @@ DbOpt = Annotated[
 ]
 
 
-def _store(db: Path | None):
+def _store(db: Path | None, ctx: typer.Context | None = None):
+    """The call log; `stepsmith log --db X show 1` and `stepsmith log show 1 --db X` both work."""
     from .store import CallStore
 
+    if db is None and ctx is not None and isinstance(ctx.obj, dict):
+        db = ctx.obj.get("db")
     return CallStore(db)
 
 
@@ -121,12 +124,13 @@ def log_recent(
 
 @log_app.command("show")
 def log_show(
+    ctx: typer.Context,
     call_id: Annotated[int, typer.Argument(help="call id from `stepsmith log`")],
     as_json: Annotated[bool, typer.Option("--json")] = False,
     db: DbOpt = None,
 ) -> None:
     """One call in full: parameters, every message, the response, usage and cost."""
-    row = _store(db).get(call_id)
+    row = _store(db, ctx).get(call_id)
     if row is None:
         raise _fail(ValueError(f"no call with id {call_id} in the log"))
     if as_json:
@@ -147,6 +151,7 @@ def log_show(
 
 @log_app.command("totals")
 def log_totals(
+    ctx: typer.Context,
     by: Annotated[str, typer.Option(help="run | model | task | run_model")] = "run",
     run_id: Annotated[str | None, typer.Option("--run", help="only this run")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -154,7 +159,7 @@ def log_totals(
 ) -> None:
     """Calls, tokens and USD per run / model / task (cache hits cost nothing)."""
     try:
-        rows = _store(db).totals(by, run_id=run_id)
+        rows = _store(db, ctx).totals(by, run_id=run_id)
     except ValueError as exc:
         raise _fail(exc) from None
     if as_json:
@@ -176,6 +181,7 @@ def log_totals(
 
 @log_app.command("export-batch")
 def log_export_batch(
+    ctx: typer.Context,
     output: Annotated[Path, typer.Argument(help="JSONL file to write")],
     run_id: Annotated[str | None, typer.Option("--run", help="only this run")] = None,
     db: DbOpt = None,
@@ -183,12 +189,13 @@ def log_export_batch(
     """Write the pending requests (replay-mode misses) as a JSONL batch (custom_id = cache key)."""
     from .batch import export_pending
 
-    n = export_pending(_store(db), output, run_id)
+    n = export_pending(_store(db, ctx), output, run_id)
     err.print(f"wrote {n} pending request(s) to {output}", highlight=False)
 
 
 @log_app.command("import-batch")
 def log_import_batch(
+    ctx: typer.Context,
     results: Annotated[Path, typer.Argument(help="JSONL of batch results")],
     cost_factor: Annotated[float, typer.Option(help="share of list price billed")] = 0.5,
     db: DbOpt = None,
@@ -198,7 +205,7 @@ def log_import_batch(
 
     if not results.is_file():
         raise _fail(ValueError(f"no such file: {results}"))
-    summary = import_results(_store(db), results, cost_factor=cost_factor)
+    summary = import_results(_store(db, ctx), results, cost_factor=cost_factor)
     for problem in summary["problems"]:
         err.print(f"[yellow]skipped[/yellow] {problem}", highlight=False)
     err.print(f"imported {summary['imported']}, already cached {summary['skipped']}, "

@@ -19,9 +19,12 @@ differently) it errs on the side of *not* reporting: the runtime tracker is the 
 
 `repair` edits the text line-wise: for a stream used k > 1 times it inserts k-1 chained
 `Copy` calls right after the stream's definition (at the top of the body for inputs, at the
-top of the loop body for a loop variable) and renames each use to its own copy. Everything else
-is byte-identical. If a violation cannot be repaired safely (uses inside a loop, aliases, whole
-lists used twice), it is left for the verifier to report.
+top of the loop body for a loop variable) and renames each use to its own copy. A use repeated
+by a loop of known trip count n gets n copies zipped into the loop
+(`for p in parts` -> `for p, w_i in zip(parts, [w_a, w_b, w_c])`). Everything else is
+byte-identical. What cannot be repaired safely (uses through aliases, several uses per
+iteration, loops of unknown length, whole lists used twice, loop-carried streams) is left for
+the verifier to report.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import ast
 import builtins
 import itertools
 import re
+import warnings
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -71,6 +75,21 @@ class ParsedProgram:
     header_line: int  # line of the `def` when the source was a wrapped function, else 0
 
 
+def _indented(src: str) -> bool:
+    """The first code line is indented: the text is a body copied from inside a `def`."""
+    for line in src.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            return line[:1] in (" ", "\t")
+    return False
+
+
+def _quiet_parse(src: str) -> ast.Module:
+    """`ast.parse` without SyntaxWarnings on stderr (`1if x`): untrusted text is routine here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SyntaxWarning)
+        return ast.parse(src)
+
+
 def parse_program(src: str) -> ParsedProgram:
     """Parse an impl body (plain, uniformly indented, or wrapped in a single `def`).
 
@@ -81,17 +100,21 @@ def parse_program(src: str) -> ParsedProgram:
             f"the program must be Python source text, found {type(src).__name__}"
         )
     try:
-        mod = ast.parse(src)
+        mod = _quiet_parse(src)
     except ValueError as exc:  # NUL bytes
         raise AffineParseError(f"the program cannot be parsed: {exc}") from None
     except SyntaxError as exc:
         try:
-            wrapped = ast.parse("if 1:\n" + src)
-        except SyntaxError:
-            text = " ".join((exc.text or "").split())
+            wrapped = _quiet_parse("if 1:\n" + src)
+        except (SyntaxError, ValueError) as second:
+            err, line = exc, exc.lineno
+            if _indented(src) and getattr(second, "lineno", None):
+                err, line = second, second.lineno - 1  # type: ignore[union-attr]
+            text = " ".join((getattr(err, "text", None) or "").split())
             text = text if len(text) <= 80 else text[:77] + "..."
-            where = f"line {exc.lineno}: " if exc.lineno else ""
-            raise AffineParseError(f"{where}{exc.msg}" + (f": `{text}`" if text else "")) from None
+            where = f"line {line}: " if line else ""
+            msg = getattr(err, "msg", str(err))
+            raise AffineParseError(f"{where}{msg}" + (f": `{text}`" if text else "")) from None
         body = wrapped.body[0].body  # type: ignore[attr-defined]
         for stmt in body:
             ast.increment_lineno(stmt, -1)
@@ -121,6 +144,7 @@ class _Obj:
     carried: bool = False
     uses: list[_Use] = field(default_factory=list)
     propagated: bool = False
+    loop_iter: ast.expr | None = None  # for "iter": the iterable expression of its loop
 
 
 @dataclass(eq=False)
@@ -136,6 +160,7 @@ class _Use:
     loop_line: int
     branches: tuple[tuple[int, int], ...]
     loops: tuple[_Loop, ...] = ()  # the loops that repeat this use (stream defined outside)
+    scope: ast.AST | None = None  # the node `node` must lie in for a rename (call or loop iter)
 
 
 @dataclass(eq=False)
@@ -268,7 +293,9 @@ class _Analyzer:
         self.objs.append(obj)
         return obj
 
-    def _use(self, ref: _Ref, call: ast.Call, via_name: str | None) -> None:
+    def _use(
+        self, ref: _Ref, call: ast.Call, via_name: str | None, scope: ast.AST | None = None
+    ) -> None:
         obj = ref.obj
         factor: int | None = 1
         loop_line = 0
@@ -302,6 +329,7 @@ class _Analyzer:
             loop_line,
             tuple(self.branches),
             tuple(repeating),
+            scope if scope is not None else call,
         )
         obj.uses.append(use)
         if obj.kind == "iter" and not obj.propagated:
@@ -318,20 +346,21 @@ class _Analyzer:
                 key = "each" if src.key is None else src.key
                 self._use(_Ref(src.obj, key, None), call, None)
             elif isinstance(src, _ListVal):
-                self._consume(src, call, loose=True)
+                # `for q in [a, b]`: the display is evaluated once, so a and b are renamable
+                self._consume(src, call, scope=it.loop_iter)
         finally:
             self.loops = saved
 
-    def _consume(self, value: object, call: ast.Call, loose: bool = False) -> None:
+    def _consume(self, value: object, call: ast.Call, scope: ast.AST | None = None) -> None:
         if isinstance(value, _Ref):
-            node = None if loose else value.node
+            node = value.node
             via = node.id if isinstance(node, ast.Name) else None
             if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name):
                 via = node.value.id
-            self._use(_Ref(value.obj, value.key, node), call, via)
+            self._use(_Ref(value.obj, value.key, node), call, via, scope)
         elif isinstance(value, _ListVal):
             for item in value.items:
-                self._consume(item, call, loose=loose)
+                self._consume(item, call, scope)
 
     # ----------------------------------------------------------------- expressions
     def _lookup(self, node: ast.Name) -> object:
@@ -568,6 +597,7 @@ class _Analyzer:
             obj = self._new_obj(name, "iter", line)
             obj.parent = value.src
             obj.in_comprehension = in_comp
+            obj.loop_iter = self.loops[-1].iter if self.loops else None
             return _Ref(obj, None, None)
         return value
 
@@ -752,10 +782,6 @@ class _Group:
     exact: bool
 
 
-def _display_name(obj: _Obj) -> str:
-    return obj.name
-
-
 def _origin(group: _Group) -> str:
     """Extra words for loop variables, so the LLM knows which list the element comes from."""
     src = group.obj.parent
@@ -773,7 +799,7 @@ def _violating_groups(objs: list[_Obj]) -> list[_Group]:
         if whole:
             n, exact = _count(obj.uses)
             if n >= 2:
-                out.append(_Group(obj, _display_name(obj), None, list(obj.uses), n, exact))
+                out.append(_Group(obj, obj.name, None, list(obj.uses), n, exact))
             continue
         by_key: dict[object, list[_Use]] = {}
         for use in obj.uses:
@@ -926,9 +952,7 @@ class _LoopSlot:
 
     k: int
     target: tuple[int, int, int]
-    target_text: str
     iter: tuple[int, int, int]
-    iter_text: str
     loop_id: int
     target_is_name: bool
 
@@ -980,7 +1004,7 @@ class _Repairer:
             node = use.node
             if node.lineno != node.end_lineno:
                 return None
-            if not _within(node, use.call):
+            if use.scope is None or not _within(node, use.scope):
                 return None
             if group.key is None:
                 if not (isinstance(node, ast.Name) and node.id == obj.name):
@@ -1023,17 +1047,9 @@ class _Repairer:
                 return None
             line = self.lines[node.lineno - 1]
             start, end = _char_col(line, node.col_offset), _char_col(line, node.end_col_offset)
-            spans.append((node.lineno - 1, start, end, line[start:end]))
-        (tr, ts, te, ttext), (ir, is_, ie, itext) = spans
-        return _LoopSlot(
-            use.factor,
-            (tr, ts, te),
-            ttext,
-            (ir, is_, ie),
-            itext,
-            lp.id,
-            isinstance(lp.target, ast.Name),
-        )
+            spans.append((node.lineno - 1, start, end))
+        target, iterable = spans
+        return _LoopSlot(use.factor, target, iterable, lp.id, isinstance(lp.target, ast.Name))
 
     def _insertion(
         self, anchor: tuple[tuple[int, int], ...], paths: list[tuple], uses: list[_Use]
@@ -1181,9 +1197,14 @@ def _repair_round(src: str, params: list[str] | None) -> str:
     if not repaired:
         return src
     for slot, adds in loop_adds.values():
-        target = slot.target_text if slot.target_is_name else f"({slot.target_text})"
-        edits.append((*slot.target, ", ".join([target, *(var for var, _ in adds)])))
-        edits.append((*slot.iter, f"zip({', '.join([slot.iter_text, *(c for _, c in adds)])})"))
+        # insertions only, so renames inside the iterable (`[a, b]` -> `[a_x, b_x]`) survive
+        (tr, ts, te), (ir, is_, ie) = slot.target, slot.iter
+        names = ", ".join(var for var, _ in adds)
+        if slot.target_is_name:
+            edits.append((tr, te, te, f", {names}"))
+        else:
+            edits += [(tr, ts, ts, "("), (tr, te, te, f"), {names}")]
+        edits += [(ir, is_, is_, "zip("), (ir, ie, ie, ", " + ", ".join(c for _, c in adds) + ")")]
     lines = list(rep.lines)
     for row, start, end, text in sorted(edits, reverse=True):
         lines[row] = lines[row][:start] + text + lines[row][end:]

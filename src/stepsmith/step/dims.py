@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 from stepsmith.step.errors import StepShapeError
 
@@ -18,9 +19,13 @@ _fresh_counter = itertools.count(1)
 
 @dataclass(frozen=True)
 class Dim:
-    """An immutable symbolic dimension `coeff * prod(sym**power)`."""
+    """An immutable symbolic dimension `coeff * prod(sym**power)`.
 
-    coeff: int = 1
+    `coeff` is an int, or a Fraction for the result of `ratio` (Reshape of `D` by 2 gives
+    `D/2`, whose value must be an integer at the binding; `(D/2) * 2 == D` structurally).
+    """
+
+    coeff: int | Fraction = 1
     factors: tuple[tuple[str, int], ...] = ()  # canonical: sorted by symbol name
     order: tuple[str, ...] = field(default=(), compare=False, hash=False)  # display order
 
@@ -58,8 +63,10 @@ class Dim:
         powers = dict(self.factors)
         for s, p in o.factors:
             powers[s] = powers.get(s, 0) + p
-        order = self.order + tuple(s for s in o.order if s not in self.order)
-        return Dim(self.coeff * o.coeff, tuple(sorted(powers.items())), order)
+        powers = {k: v for k, v in powers.items() if v}
+        order = tuple(s for s in self.order + tuple(x for x in o.order if x not in self.order)
+                      if s in powers)
+        return Dim(_norm(self.coeff * o.coeff), tuple(sorted(powers.items())), order)
 
     __rmul__ = __mul__
 
@@ -67,7 +74,7 @@ class Dim:
         o = _coerce(other)
         if o is None:
             return NotImplemented
-        if o.coeff == 0 or self.coeff % o.coeff != 0:
+        if o.coeff == 0 or (isinstance(self.coeff, int) and self.coeff % o.coeff != 0):
             raise StepShapeError(
                 f"dimension {self} is not exactly divisible by {o}",
                 expected=f"a multiple of {o}",
@@ -85,9 +92,28 @@ class Dim:
             if powers[s] == 0:
                 del powers[s]
         order = tuple(s for s in self.order if s in powers)
-        return Dim(self.coeff // o.coeff, tuple(sorted(powers.items())), order)
+        return Dim(_norm(Fraction(self.coeff) / o.coeff), tuple(sorted(powers.items())), order)
 
     __floordiv__ = __truediv__
+
+    def ratio(self, other: object) -> Dim:
+        """Division that may leave a fractional coefficient (`D.ratio(2)` is `D/2`); the
+        divisor's symbols must still divide. Its value is checked to be whole on evaluation."""
+        o = _coerce(other)
+        if o is None or o.coeff == 0:
+            raise StepShapeError(f"cannot divide dimension {self} by {other!r}")
+        try:
+            return self / o
+        except StepShapeError:
+            pass
+        base = self / Dim(1, o.factors, o.order) if o.factors else self
+        q = Dim(_norm(Fraction(base.coeff) / o.coeff), base.factors, base.order)
+        if q.is_const:
+            raise StepShapeError(
+                f"dimension {self} is not divisible by {o}", expected=f"a multiple of {o}",
+                found=str(self),
+            )
+        return q
 
     def __eq__(self, other: object) -> bool:
         o = _coerce(other)
@@ -115,7 +141,14 @@ class Dim:
             )
         for s, p in self.factors:
             value *= int(binding[s]) ** p
-        return value
+        if isinstance(value, Fraction):
+            if value.denominator != 1:
+                raise StepShapeError(
+                    f"dimension {self} is not a whole number at the binding {dict(binding)} "
+                    f"(it is {value})", expected="an integer size", found=str(value),
+                )
+            value = value.numerator
+        return int(value)
 
     def try_evaluate(self, binding: Mapping[str, int] | None = None) -> int | None:
         """Like evaluate but returns None when a symbol is unbound."""
@@ -127,7 +160,7 @@ class Dim:
     def __int__(self) -> int:
         if not self.is_const:
             raise StepShapeError(f"dimension {self} is symbolic; evaluate it with a binding")
-        return self.coeff
+        return self.evaluate({})
 
     def __index__(self) -> int:
         return int(self)
@@ -137,15 +170,23 @@ class Dim:
         powers = dict(self.factors)
         names = list(self.order) + [s for s in powers if s not in self.order]
         parts = []
-        if self.coeff != 1 or not names:
-            parts.append(str(self.coeff))
+        num = self.coeff.numerator if isinstance(self.coeff, Fraction) else self.coeff
+        den = self.coeff.denominator if isinstance(self.coeff, Fraction) else 1
+        if num != 1 or not names:
+            parts.append(str(num))
         for s in names:
             p = powers[s]
             parts.extend([s] * p)
-        return "*".join(parts)
+        return "*".join(parts) + (f"/{den}" if den != 1 else "")
 
     def __repr__(self) -> str:
         return f"Dim({self})"
+
+
+def _norm(c: int | Fraction) -> int | Fraction:
+    if isinstance(c, Fraction) and c.denominator == 1:
+        return c.numerator
+    return c
 
 
 def _coerce(x: object) -> Dim | None:
@@ -170,6 +211,12 @@ def dim(x: int | str | Dim) -> Dim:
         text = x.strip()
         if not text:
             raise StepShapeError("a dimension must not be an empty string")
+        if "/" in text:
+            num, *dens = text.split("/")
+            result = dim(num)
+            for den in dens:
+                result = result.ratio(dim(den))
+            return result
         result = Dim.const(1)
         for part in text.split("*"):
             part = part.strip()

@@ -26,20 +26,30 @@ PREAMBLE = """\
 """
 
 
+def _dtype_yaml(d: str | list[str]) -> str:
+    """A list dtype (tuple) stays a YAML list, as in the task files."""
+    if isinstance(d, str):
+        return f'"{d}"' if "(" in d else d
+    return "[" + ", ".join(_dtype_yaml(x) for x in d) + "]"
+
+
 def _example_md(ex: Example) -> str:
     lines = ["```yaml", "inputs:"]
     for name, dtype, dims in ex.inputs:
-        lines.append(f"  - {{name: {name}, dtype: \"{dtype}\", dims: [{', '.join(dims)}]}}")
+        lines.append(f"  - {{name: {name}, dtype: {_dtype_yaml(dtype)}, dims: [{', '.join(dims)}]}}")
     if ex.fns:
         lines.append("fns:")
         for f in ex.fns:
-            init = f"\n    init: {f.init}" if f.init is not None else ""
-            ind = f.input_dtype if isinstance(f.input_dtype, str) else "[" + ", ".join(
-                f.input_dtype) + "]"
-            outd = f.output_dtype if isinstance(f.output_dtype, str) else "[" + ", ".join(
-                f.output_dtype) + "]"
-            lines.append(f"  - func_name: {f.func_name}\n    input_dtype: \"{ind}\"\n"
-                         f"    output_dtype: \"{outd}\"{init}\n    apply: {f.apply}")
+            lines.append(f"  - func_name: {f.func_name}")
+            lines.append(f"    input_dtype: {_dtype_yaml(f.input_dtype)}")
+            lines.append(f"    output_dtype: {_dtype_yaml(f.output_dtype)}")
+            if f.init is not None:
+                lines.append(f"    init: [{', '.join(str(v) for v in f.init)}]")
+            if "\n" in f.apply:
+                lines.append("    apply: |-")
+                lines.extend("      " + ln for ln in f.apply.splitlines())
+            else:
+                lines.append(f"    apply: {f.apply}")
     lines.append("impl: |-")
     lines.extend("  " + ln for ln in ex.program.splitlines())
     lines.append("```")

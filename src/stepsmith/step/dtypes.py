@@ -231,7 +231,7 @@ class _Parser:
         while self.peek() in ("*", "/"):
             op = self.take()
             rhs = self.factor()
-            d = d * rhs if op == "*" else d / rhs
+            d = d * rhs if op == "*" else d.ratio(rhs)
         return d
 
     def factor(self) -> Dim:

@@ -227,11 +227,11 @@ return step.Map(fn=fn_rope).apply((x2, pos))""",
 
 
 def _moe_data(b: Mapping[str, int], g: torch.Generator, dt: torch.dtype) -> Tensors:
-    m, d, e = b["M"], b["D"], b["E"]
-    sel = (torch.rand(m, e, generator=g) < 0.45).to(dt)
-    sel[0] = 0.0  # a token routed nowhere: Merge emits init
-    sel[:, e - 1] = 0.0  # an expert that receives 0 chunks
-    out: Tensors = {"X": _randn(g, dt, m, d), "S": sel}
+    m, n, d, e = b["M"], b["N"], b["D"], b["E"]
+    sel = (torch.rand(m, n, e, generator=g) < 0.45).to(dt)
+    sel[0, 0] = 0.0  # a token routed nowhere: Merge emits init
+    sel[..., e - 1] = 0.0  # an expert that receives 0 chunks
+    out: Tensors = {"X": _randn(g, dt, m, n, d), "S": sel}
     for i in range(e):
         out[f"W{i}"] = _randn(g, dt, d, d) / d ** 0.5
     return out
@@ -240,14 +240,15 @@ def _moe_data(b: Mapping[str, int], g: torch.Generator, dt: torch.dtype) -> Tens
 def _moe_ref(t: Tensors, b: Mapping[str, int]) -> torch.Tensor:
     res = torch.zeros_like(t["X"])
     for i in range(b["E"]):
-        res = res + t["S"][:, i: i + 1] * torch.tanh(t["X"] @ t[f"W{i}"])
+        res = res + t["S"][..., i: i + 1] * torch.tanh(t["X"] @ t[f"W{i}"])
     return res
 
 
 MOE = Case(
     name="moe_3_experts",
-    description="3-expert MoE: Partition tokens by a multi-hot router, per-expert Map, Merge sum",
-    inputs=(("X", "Buffer(fp32, [D])", ("M",)), ("S", "Multihot(fp32, E)", ("M",))),
+    description="3-expert MoE over N*M tokens: Partition by a multi-hot router, per-expert Map, "
+                "Merge sum",
+    inputs=(("X", "Buffer(fp32, [D])", ("N", "M")), ("S", "Multihot(fp32, E)", ("N", "M"))),
     fns=tuple(FnSpec(f"fn_expert{i}", f"return [torch.tanh(input[0] @ W{i})]",
                      "Buffer(fp32, [D])", "Buffer(fp32, [D])") for i in range(3)) + (_ADD_D,),
     program="""\

@@ -22,12 +22,21 @@ Shape = tuple[int | None, ...]
 
 @dataclass(frozen=True)
 class FnCtx:
-    """Who is calling the fn, for error messages."""
+    """Who is calling the fn, for error messages (the stream's display name is computed only
+    when an error is reported: it searches the caller's frames for the variable name)."""
 
     primitive: str
-    stream: str
+    source: Any  # the stream being processed (a Stream/SType) or a preformatted name
     out_shapes: tuple[Shape, ...]  # expected per-field element shapes (None = unknown dim)
     dtype: torch.dtype
+
+    @property
+    def stream(self) -> str:
+        if isinstance(self.source, str):
+            return self.source
+        from stepsmith.step.stream import display
+
+        return display(self.source)
 
 
 def _as_tensor(x: Any, fn: Fn, i: int, ctx: FnCtx) -> torch.Tensor:
@@ -74,6 +83,14 @@ def _check_shapes(fn: Fn, outs: Sequence[torch.Tensor], ctx: FnCtx, batch: int) 
             )
 
 
+def _is_resource_error(e: BaseException) -> bool:
+    """Out-of-memory must surface as such (the verifier reports it), never as a fn error."""
+    if isinstance(e, MemoryError):
+        return True
+    text = str(e).lower()
+    return isinstance(e, RuntimeError) and ("memory" in text or "allocate" in text)
+
+
 def call_one(
     fn: Fn, inp: Sequence[torch.Tensor], state: Sequence[torch.Tensor] | None, ctx: FnCtx
 ) -> tuple[torch.Tensor, ...]:
@@ -83,6 +100,8 @@ def call_one(
     except StepError:
         raise
     except Exception as e:  # noqa: BLE001 - user body failure becomes an LLM-readable error
+        if _is_resource_error(e):
+            raise
         raise StepRuntimeError(
             f"fn {fn.func_name!r} raised {type(e).__name__}: {e}",
             primitive=ctx.primitive, stream=ctx.stream,
@@ -140,7 +159,9 @@ def call_batched(
             outs = torch.func.vmap(per_elem)(*(state or ()), *inputs)
         except StepError:
             raise
-        except Exception:  # noqa: BLE001 - vmap cannot run this body: per-element fallback
+        except Exception as e:  # noqa: BLE001 - vmap cannot run this body: per-element fallback
+            if _is_resource_error(e):
+                raise
             fn.vmap_ok = False
         else:
             outs = tuple(o if o.shape[:1] == (n,) else o.expand(n, *o.shape) for o in outs)
@@ -164,3 +185,56 @@ def init_state(fn: Fn, ctx: FnCtx, batch: tuple[int, ...]) -> list[torch.Tensor]
     assert fn.init is not None
     return [torch.full(batch + tuple(s), v if not math.isnan(v) else 0.0, dtype=ctx.dtype)  # type: ignore[arg-type]
             for v, s in zip(fn.init, shapes, strict=True)]
+
+
+def fold_batched(
+    fn: Fn, xs: Sequence[torch.Tensor], state: Sequence[torch.Tensor], ctx: FnCtx,
+    emit_all: bool,
+) -> tuple[torch.Tensor, ...]:
+    """Sequential fold over axis 1 of every `xs` tensor (B, K, *elem), batched over axis 0.
+
+    The whole K-step loop for one outer position runs inside ONE vmap call (vmap's entry cost
+    is paid once, not per step). Returns the final state (B, *out) or, with `emit_all`, every
+    state (B, K, *out). Falls back to step-wise per-element calls when vmap cannot run the body.
+    """
+    b, k = xs[0].shape[0], xs[0].shape[1]
+    if b > 0 and k > 0 and fn.vmap_ok:
+        n_state = len(state)
+
+        def one(*args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            st = list(args[:n_state])
+            steps = list(zip(*(x.unbind(0) for x in args[n_state:]), strict=True))
+            hist: list[tuple[torch.Tensor, ...]] = []
+            for elems in steps:
+                st = list(normalize(fn, fn.call(list(elems), st), ctx))
+                if emit_all:
+                    hist.append(tuple(st))
+            if emit_all:
+                return tuple(torch.stack([h[f] for h in hist]) for f in range(len(st)))
+            return tuple(st)
+
+        try:
+            outs = torch.func.vmap(one)(*state, *xs)
+        except StepError:
+            raise
+        except Exception as e:  # noqa: BLE001 - vmap cannot run this body: per-element fallback
+            if _is_resource_error(e):
+                raise
+            fn.vmap_ok = False
+        else:
+            lead = (b, k) if emit_all else (b,)
+            outs = tuple(o if o.shape[: len(lead)] == lead else o.expand(*lead, *o.shape)
+                         for o in outs)
+            _check_shapes(fn, outs, ctx, len(lead))
+            return outs
+    cur = list(state)
+    hist = []
+    for i in range(k):
+        cur = list(call_batched(fn, [x[:, i] for x in xs], cur, ctx))
+        if emit_all:
+            hist.append(cur)
+    if not emit_all:
+        return tuple(cur)
+    if k == 0:
+        return tuple(s.reshape(b, 0, *s.shape[1:]) for s in cur)
+    return tuple(torch.stack([h[f] for h in hist], dim=1) for f in range(len(cur)))

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from stepsmith.step.errors import StepArgumentError, StepRankError
-from stepsmith.step.execfn import call_batched, call_one, init_state
+from stepsmith.step.execfn import call_one, fold_batched, init_state
 from stepsmith.step.fn import Fn
 from stepsmith.step.registry import (
     Env,
@@ -85,17 +85,10 @@ class _Fold(Primitive):
         r1 = len(s.shape)
         xs = [t.reshape(bo, ki, *t.shape[r1:]) for t in s.fields]
         state = init_state(fn, ctx, (bo,))
-        history: list[tuple[torch.Tensor, ...]] = []
-        for i in range(ki):
-            state = list(call_batched(fn, [x[:, i] for x in xs], state, ctx))
-            if self.emit_all:
-                history.append(tuple(state))
+        res = fold_batched(fn, xs, state, ctx, self.emit_all)
         if not self.emit_all:
-            return [tuple(st.reshape(*outer, *st.shape[1:]) for st in state)]
-        if ki == 0:
-            return [tuple(st.reshape(*outer, *inner, *st.shape[1:]) for st in state)]
-        return [tuple(torch.stack([h[f] for h in history], dim=1).reshape(
-            *outer, *inner, *history[0][f].shape[1:]) for f in range(fn.n_out))]
+            return [tuple(st.reshape(*outer, *st.shape[1:]) for st in res)]
+        return [tuple(st.reshape(*outer, *inner, *st.shape[2:]) for st in res)]
 
     def oracle(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
         s = ins[0]

@@ -6,6 +6,7 @@ of chunks); the oracle walks the selector in stream order exactly as the spec de
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -63,7 +64,7 @@ def _count_matches(prim: Primitive, n: int | Dim, e: Dim, sel: SType, what: str)
 def _positions(sel: Stream) -> torch.Tensor:
     """Selector as a (P, E) matrix, P = selector positions in stream order."""
     t = sel.fields[0]
-    return t.reshape(-1, t.shape[-1]) if t.numel() else t.reshape(-1, t.shape[-1])
+    return t.reshape(math.prod(t.shape[:-1]), t.shape[-1])
 
 
 @primitive(
@@ -322,6 +323,4 @@ class Merge(Primitive):
 
 
 def _chunk_indices(chunk: tuple[int, ...]) -> list[tuple[int, ...]]:
-    import itertools
-
     return list(itertools.product(*(range(d) for d in chunk)))

@@ -254,44 +254,50 @@ class Reshape(Primitive):
             )
         d = s.shape[i]
         try:
-            outer = d / self.c
+            outer = d.ratio(self.c)  # D/2 stays symbolic: (D/2)*2 == D
         except StepShapeError:
-            outer = self._quotient(s, d)
-        shape = tuple(s.shape[:i]) + (self.c, outer) + tuple(s.shape[i + 1:])
-        return [(s.dtype, shape)]
-
-    def _quotient(self, s: SType, d: Dim) -> Dim:
-        """`D/2` is not a monomial: bind a derived symbol `(D/2)` when the binding divides."""
+            raise StepShapeError(
+                f"dim {i} ({d}) is not divisible by S={self.c}", primitive=self.label,
+                stream=display(s), expected=f"a dim divisible by {self.c}", found=str(d),
+            ) from None
         from stepsmith.step.session import current_session
 
         binding = current_session().binding
         dv, cv = d.try_evaluate(binding), self.c.try_evaluate(binding)
-        if dv is not None and cv is not None and cv > 0 and dv % cv == 0:
-            q = Dim.sym(f"({d}/{self.c})")
-            binding[f"({d}/{self.c})"] = dv // cv
-            return q
-        found = f"{d} = {dv}" if dv is not None else str(d)
-        raise StepShapeError(
-            f"dim {self.L[0]} ({d}) is not divisible by S={self.c}",  # type: ignore[index]
-            primitive=self.label, stream=display(s),
-            expected=f"a multiple of {self.c}" + (f" = {cv}" if cv is not None else ""),
-            found=found,
-        )
+        if dv is not None and cv is not None and dv % cv != 0:
+            raise StepShapeError(
+                f"dim {i} ({d} = {dv}) is not divisible by S={self.c} = {cv} at this binding",
+                primitive=self.label, stream=display(s), expected=f"a multiple of {cv}",
+                found=f"{d} = {dv}",
+            )
+        shape = tuple(s.shape[:i]) + (self.c, outer) + tuple(s.shape[i + 1:])
+        return [(s.dtype, shape)]
 
     def impl(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
         s = ins[0]
         i = self.L[0]  # type: ignore[index]
         ax = len(s.shape) - 1 - i
         c = env.size(self.c, "S")
+        _check_divisible(self, s, ax, c)
         return [tuple(t.unflatten(ax, (t.shape[ax] // c, c)) for t in s.fields)]
 
     def oracle(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
         s = ins[0]
         i = self.L[0]  # type: ignore[index]
         c = env.size(self.c, "S")
+        _check_divisible(self, s, len(s.shape) - 1 - i, c)
         sizes = _stream_sizes(s)
         out = sizes[:i] + [c, sizes[i] // c] + sizes[i + 1:]
         return [_index_map(s, out, lambda o: o[:i] + (o[i + 1] * c + o[i],) + o[i + 2:])]
+
+
+def _check_divisible(prim: Primitive, s: Stream, ax: int, c: int) -> None:
+    n = int(s.fields[0].shape[ax])
+    if c <= 0 or n % c != 0:
+        raise StepShapeError(
+            f"the dim being split has size {n}, not divisible by S={c}", primitive=prim.label,
+            stream=display(s), expected=f"a multiple of {c}", found=str(n),
+        )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -100,8 +100,8 @@ class Env:
 
     def ctx(self, fn: Fn, stream: SType | None = None) -> FnCtx:
         shapes = tuple(elem_shape(f, self.session.binding) for f in fields_of(fn.output_dtype))
-        s = display(stream if stream is not None else self.ins[0]) if self.ins else "?"
-        return FnCtx(primitive=self.label, stream=s, out_shapes=shapes, dtype=self.dtype)
+        src = stream if stream is not None else (self.ins[0] if self.ins else "?")
+        return FnCtx(primitive=self.label, source=src, out_shapes=shapes, dtype=self.dtype)
 
     def size(self, d: Dim, what: str) -> int:
         v = d.try_evaluate(self.session.binding)
@@ -191,13 +191,16 @@ class Primitive:
         seen: set[int] = set()
         for s in ins:
             before = s.consumer
-            if id(s) in seen:
-                before = consumer + " (the same call)"
+            twice = id(s) in seen
             seen.add(id(s))
-            if before is None:
+            if before is None and not twice:
                 continue
-            msg = (f"stream {display(s)} is consumed a second time: it was already consumed by "
-                   f"{before} and is now consumed by {consumer}")
+            if twice:
+                msg = (f"stream {display(s)} is passed twice to the same call {consumer}; "
+                       "each input is consumed")
+            else:
+                msg = (f"stream {display(s)} is consumed a second time: it was already consumed "
+                       f"by {before} and is now consumed by {consumer}")
             hint = (f"a stream can be consumed only once; split it first with "
                     f"`a, b = step.Copy().apply({_var_or_name(s)})` and use one copy in each place")
             if session.affine == "strict":
@@ -295,11 +298,16 @@ def check_fn(prim: Primitive, fn: Any, stream: SType, *, stateful: bool) -> Fn:
             hint="use Accum/Scan for a stateful fn, or a stateless fn with Map",
         )
     if fn.input_dtype != stream.dtype:
+        n_fn, n_s = len(fields_of(fn.input_dtype)), len(fields_of(stream.dtype))
+        hint = None
+        if n_fn != n_s:
+            hint = (f"the fn takes {n_fn} input field(s) but the element has {n_s}; "
+                    "`.apply((a, b))` zips streams into one tuple element (one field per stream)")
         raise StepDtypeError(
             f"fn {fn.func_name!r} takes {fn.input_dtype} but the stream's element type is "
             f"{stream.dtype} (stream type {stream.type_str()})",
             primitive=prim.label, stream=display(stream),
-            expected=str(fn.input_dtype), found=str(stream.dtype),
+            expected=str(fn.input_dtype), found=str(stream.dtype), hint=hint,
         )
     return fn
 

@@ -72,12 +72,21 @@ def check(
     demos: bool = typer.Option(False, "--demos", help="check the demonstration tasks"),
     executor: str = typer.Option("fast", help="fast or oracle"),
 ) -> None:
-    """Run each task's reference impl at all its bindings against its data_transform."""
+    """Validate task files and run each reference impl at all bindings against its data_transform."""
+    from stepsmith.tasks.errors import TaskFormatError, TaskNotFoundError
     from stepsmith.tasks.run import check_reference
     from stepsmith.tasks.suite import get_task
 
-    tasks = [get_task(n) for n in names] if names else _selected(demos, None)
     failed = 0
+    tasks = []
+    for n in names or []:
+        try:
+            tasks.append(get_task(n))
+        except (TaskNotFoundError, TaskFormatError) as exc:  # report every bad file, then fail
+            typer.echo(f"FAIL {n}\n     {exc}")
+            failed += 1
+    if not names:
+        tasks = _selected(demos, None)
     for t in tasks:
         results = check_reference(t, executor=executor)
         bad = [p for r in results for p in r.problems]

@@ -18,7 +18,7 @@ from .errors import TaskReferenceError
 from .snippets import eval_snippet
 
 if TYPE_CHECKING:
-    from .loader import StreamInfo, Task
+    from .task import StreamInfo, Task
 
 
 @dataclass
@@ -106,8 +106,8 @@ def build_instance(task: Task, binding: Binding, dtype: torch.dtype) -> Instance
     """See ``Task.instantiate``."""
     from stepsmith import step
 
-    base = {k: v for k, v in binding.values.items()}
-    env, values = task._env_for(base, base)
+    base = dict(binding.values)
+    env, values = task._env_for(base, base)  # the binding's values are final: they win
     g = torch.Generator().manual_seed(int(binding.seed))
     input_data: dict[str, torch.Tensor] = {}
     specs = [*zip(task.input_infos, task.spec.inputs, strict=True),
@@ -122,11 +122,10 @@ def build_instance(task: Task, binding: Binding, dtype: torch.dtype) -> Instance
     env.update(symbols)
 
     expected: list[ExpectedOutput] = []
-    for info in task.output_infos:
-        out_fields = dt.fields(info.dtype)
+    for info, out_spec in zip(task.output_infos, task.spec.outputs, strict=True):
         vals = []
-        for j, (snippet, f) in enumerate(zip(task.spec.outputs[task.output_infos.index(info)]
-                                             .data_transform, out_fields, strict=True)):
+        for j, (snippet, f) in enumerate(zip(out_spec.data_transform, dt.fields(info.dtype),
+                                             strict=True)):
             ns = dict(env)
             ns["input_data"] = {k: v.clone() for k, v in input_data.items()}
             value = eval_snippet(snippet, ns, (*info.path, "data_transform", j), task.locator)
@@ -140,10 +139,14 @@ def build_instance(task: Task, binding: Binding, dtype: torch.dtype) -> Instance
     fn_env["input_data"] = input_data
     namespace: dict[str, Any] = {"step": step, **symbols, **{f"{k}_value": v for k, v in values.items()}}
     for f, info in zip(task.spec.fns, task.fn_infos, strict=True):
-        namespace[f.func_name] = step.Fn.from_source(
-            name=f.name, apply_src=f.apply, input_dtype=dt.to_step(info.input_dtype, symbols),
-            output_dtype=dt.to_step(info.output_dtype, symbols), init=f.init,
-            func_name=f.func_name, namespace=fn_env)
+        try:
+            namespace[f.func_name] = step.Fn.from_source(
+                name=f.name, apply_src=f.apply, input_dtype=dt.to_step(info.input_dtype, symbols),
+                output_dtype=dt.to_step(info.output_dtype, symbols), init=f.init,
+                func_name=f.func_name, namespace=fn_env)
+        except step.StepError as exc:
+            raise task.locator.error(info.path, f"cannot build fn {f.name!r}: {exc}",
+                                     cls=TaskReferenceError) from exc
     for k, v in env.items():  # plain-int globals such as E_value stay visible to programs
         if k.endswith("_value") and isinstance(v, int) and k not in namespace:
             namespace[k] = v

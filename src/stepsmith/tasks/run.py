@@ -17,8 +17,8 @@ import torch
 
 from .bindings import Binding
 from .instance import ExpectedOutput, Instance
-from .loader import Task
 from .schema import Tolerance
+from .task import Task
 
 
 def compile_program(task: Task, impl_src: str, namespace: dict[str, Any]) -> Any:

@@ -15,6 +15,7 @@ sandbox's job (timeouts and memory limits), not this module's.
 from __future__ import annotations
 
 import ast
+import warnings
 
 __all__ = [
     "ALLOWED_BUILTINS",
@@ -82,6 +83,8 @@ FORBIDDEN_NAMES: frozenset[str] = frozenset(
         "iter",
         "next",
         "torch",
+        "input_data",  # task data and context: a program computes from its input streams
+        "ctx",
         "os",
         "sys",
         "builtins",
@@ -101,6 +104,7 @@ def _small_exponent(node: ast.expr) -> bool:
     if isinstance(node, ast.Constant):
         return isinstance(node.value, (int, float)) and abs(node.value) <= _MAX_EXPONENT
     return isinstance(node, (ast.Name, ast.Subscript))
+
 
 # Statement/expression kinds with a fixed explanation of why they are rejected.
 _REJECTED: dict[type, str] = {
@@ -166,20 +170,37 @@ def allowed_primitives() -> frozenset[str]:
     return names or frozenset(FALLBACK_PRIMITIVES)
 
 
+def _indented(src: str) -> bool:
+    """The first code line is indented: the text is a body copied from inside a `def`."""
+    for line in src.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            return line[:1] in (" ", "\t")
+    return False
+
+
+def _quiet_parse(src: str) -> ast.Module:
+    """`ast.parse` without SyntaxWarnings on stderr: odd untrusted text is routine here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SyntaxWarning)
+        return ast.parse(src)
+
+
 def _parse(src: str) -> ast.Module:
     """Parse a body; a uniformly indented body is accepted (positions stay source-relative)."""
     try:
-        return ast.parse(src)
+        return _parse_once(src)
     except SyntaxError as first:
         try:
-            mod = ast.parse("if 1:\n" + src)
-        except SyntaxError:
-            line = first.lineno
-            text = (first.text or "").strip()
+            mod = _parse_once("if 1:\n" + src)
+        except SyntaxError as second:
+            err, line = first, first.lineno
+            if _indented(src) and second.lineno:  # an indented body: the
+                err, line = second, second.lineno - 1  # wrapped parse finds the real error
+            text = " ".join((err.text or "").split())
             where = f"line {line}: " if line else ""
             shown = f" in `{text[:80]}`" if text else ""
             raise ProgramSyntaxError(
-                f"{where}syntax error{shown}: {first.msg}; the answer must be the Python body "
+                f"{where}syntax error{shown}: {err.msg}; the answer must be the Python body "
                 "of the impl function (STeP calls, assignments and a return)",
                 line,
             ) from None
@@ -187,6 +208,12 @@ def _parse(src: str) -> ast.Module:
         for stmt in body:
             ast.increment_lineno(stmt, -1)
         return ast.Module(body=body, type_ignores=[])
+
+
+def _parse_once(src: str) -> ast.Module:
+    """One parse attempt; failures other than SyntaxError become `ProgramSyntaxError`."""
+    try:
+        return _quiet_parse(src)
     except RecursionError:
         raise ProgramSyntaxError(
             "the program is nested too deeply to parse; write it as a sequence of assignments",

@@ -339,18 +339,26 @@ class _Generator:
             )
 
     def symbol_to_literal(self) -> None:
+        """`D` or `D_value` -> the binding's number: right at one binding, wrong at others."""
         streams = set(self.params) | self.assigned
+
+        def symbol_of(name: str) -> str | None:
+            if name in streams:
+                return None
+            if name in self.binding:
+                return name
+            if name.endswith("_value") and name[: -len("_value")] in self.binding:
+                return name[: -len("_value")]
+            return None
+
         for stmt in self.body:
             nodes = [
                 n
                 for n in ast.walk(stmt)
-                if isinstance(n, ast.Name)
-                and isinstance(n.ctx, ast.Load)
-                and n.id in self.binding
-                and n.id not in streams
+                if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and symbol_of(n.id)
             ]
             for node in sorted(nodes, key=lambda n: (n.lineno, n.col_offset)):
-                value = self.binding[node.id]
+                value = self.binding[symbol_of(node.id)]  # type: ignore[index]
                 self.add(
                     "symbol_to_literal",
                     f"line {_line(node)}: size symbol `{node.id}` hard-coded as {value}",

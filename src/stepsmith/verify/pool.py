@@ -27,7 +27,7 @@ from typing import Any
 from stepsmith.verify.payload import task_payload
 from stepsmith.verify.runner import AFFINE_MODES
 from stepsmith.verify.verdict import BindingResult, FailureKind, Verdict
-from stepsmith.verify.worker import Job, worker_main
+from stepsmith.verify.worker import PREPARE_LIMIT_S, Job, worker_main
 
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_MEMORY_MB = 4096
@@ -242,7 +242,8 @@ class VerifierPool:
         """Send a job and collect its verdict; (verdict, worker still usable)."""
         t0 = time.perf_counter()
         done: list[BindingResult] = []
-        deadline = t0 + job.timeout_s + self.grace_s
+        # until the worker says the candidate's clock started, allow for data preparation
+        deadline = t0 + PREPARE_LIMIT_S + self.grace_s
         try:
             w.conn.send(job)
             while True:
@@ -250,7 +251,9 @@ class VerifierPool:
                 if remaining <= 0 or not w.conn.poll(remaining):
                     return self._hard_timeout(job, done, t0), False
                 msg = w.conn.recv()
-                if msg[0] == "binding" and msg[1] == job.job_id:
+                if msg[0] == "started" and msg[1] == job.job_id:
+                    deadline = time.perf_counter() + job.timeout_s + self.grace_s
+                elif msg[0] == "binding" and msg[1] == job.job_id:
                     done.append(BindingResult.model_validate(msg[2]))
                 elif msg[0] == "done" and msg[1] == job.job_id:
                     v = Verdict.model_validate(msg[2])

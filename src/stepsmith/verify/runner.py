@@ -70,7 +70,7 @@ def _with_line(lines: list[str], line: int | None, e: BaseException) -> str:
 def normalise_source(src: str) -> str:
     """Dedent and untab a program body (LLMs often indent it as inside a def)."""
     src = src.expandtabs(4).replace("\r\n", "\n")
-    return textwrap.dedent(src).strip("\n") + "\n"
+    return textwrap.dedent(src).rstrip() + "\n"
 
 
 def static_checks(src: str) -> Verdict | None:
@@ -346,6 +346,18 @@ def check_outputs(
                 what.append(f"rank {len(out.shape) - 1} instead of {len(exp.shape) - 1}")
             elif tuple(out.shape) != tuple(exp.shape):
                 what.append("shape differs (shapes are innermost first)")
+            other = next(
+                (
+                    o.name
+                    for o in expected
+                    if o is not exp and o.dtype == out.dtype and tuple(o.shape) == tuple(out.shape)
+                ),
+                None,
+            )
+            if other is not None:
+                what.append(
+                    f"it has the type of output '{other}': return the outputs in the order {names}"
+                )
             return (
                 OutputCheck(
                     FailureKind.output_mismatch,
@@ -519,6 +531,8 @@ def check_candidate(
                 f"generated at {where}: {type(e).__name__}: {e}"
             )
             results.append(br)
+            if on_binding is not None:
+                on_binding(br)
             first = first or (br.kind, br.error, None)
             break
         try:
@@ -554,11 +568,18 @@ def check_candidate(
         if br.kind in (FailureKind.timeout, FailureKind.memory):
             break  # the remaining bindings would only burn the time/memory budget again
 
+    if not results:
+        return done(
+            Verdict.failure(
+                FailureKind.runtime_error,
+                "Verifier/task error, not caused by the program: the task has no bindings to "
+                "verify at.",
+            )
+        )
     passed = first is None and all(r.passed for r in results)
     if passed:
         return done(Verdict(passed=True, bindings=results, warnings=warnings))
-    assert first is not None
-    kind, err, line = first
+    kind, err, line = first or (FailureKind.runtime_error, "unknown failure", None)
     feedback = _feedback(kind, err, line, lines, results)
     return done(
         Verdict.failure(kind, feedback, line=line, bindings=results, warnings=warnings)

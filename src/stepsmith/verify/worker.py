@@ -18,7 +18,7 @@ from typing import Any
 import torch  # noqa: F401 - imported once here so every candidate finds it warm
 
 from stepsmith.verify.payload import TaskPayload, load_payload
-from stepsmith.verify.runner import CandidateTimeout, check_candidate
+from stepsmith.verify.runner import CandidateTimeout, check_candidate, get_instance
 from stepsmith.verify.verdict import FailureKind, Verdict
 
 try:  # warm the language and the loader too (written concurrently; tolerate absence)
@@ -26,6 +26,9 @@ try:  # warm the language and the loader too (written concurrently; tolerate abs
     import stepsmith.tasks  # noqa: F401
 except ImportError:  # pragma: no cover
     pass
+
+
+PREPARE_LIMIT_S = 120.0  # loading + instantiating a task (not the candidate's time)
 
 
 @dataclass(frozen=True)
@@ -45,8 +48,8 @@ def limit_memory(limit_bytes: int | None) -> None:
     if not limit_bytes:
         return
     _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    new_hard = hard if hard == resource.RLIM_INFINITY or hard >= limit_bytes else hard
-    resource.setrlimit(resource.RLIMIT_AS, (min(limit_bytes, new_hard), new_hard))
+    soft = limit_bytes if hard == resource.RLIM_INFINITY else min(limit_bytes, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 _current_limit_s = [0.0]
@@ -59,12 +62,38 @@ def _on_alarm(_signum: int, _frame: Any) -> None:
     )
 
 
+def _prefetch(job: Job) -> Any:
+    """Load the task and instantiate every binding (cached) before the candidate's clock runs."""
+    task = load_payload(job.payload)
+    for binding in task.bindings():
+        try:
+            get_instance(task, binding, job.payload.key, torch.float64)
+        except Exception:  # noqa: BLE001 - check_candidate reports it per binding
+            break
+    return task
+
+
 def run_job(job: Job, send: Any) -> Verdict:
-    """Run one job under the soft alarm; stream per-binding results through `send`."""
-    _current_limit_s[0] = job.timeout_s
-    signal.setitimer(signal.ITIMER_REAL, max(job.timeout_s, 0.001))
+    """Prepare the task data, then run the candidate under the soft alarm.
+
+    Sends ("started", id) when the candidate's clock starts, and one ("binding", id, result)
+    per binding, so the parent's hard deadline excludes data preparation.
+    """
+    _current_limit_s[0] = PREPARE_LIMIT_S
+    signal.setitimer(signal.ITIMER_REAL, PREPARE_LIMIT_S)
     try:
-        task = load_payload(job.payload)
+        try:
+            task = _prefetch(job)
+        except CandidateTimeout:
+            return Verdict.failure(
+                FailureKind.timeout,
+                f"Verifier/task error, not caused by the program: preparing the task data took "
+                f"more than {PREPARE_LIMIT_S:g} s.",
+                task=job.payload.name,
+            )
+        send(("started", job.job_id))
+        _current_limit_s[0] = job.timeout_s
+        signal.setitimer(signal.ITIMER_REAL, max(job.timeout_s, 0.001))
         return check_candidate(
             task,
             job.src,
@@ -77,11 +106,42 @@ def run_job(job: Job, send: Any) -> Verdict:
         return Verdict.failure(
             FailureKind.timeout,
             f"Timeout: the verifier's limit of {job.timeout_s:g} s was exceeded before the "
-            "program ran (while loading the task data or checking the program).",
+            "program ran (while checking the program).",
             task=job.payload.name,
         )
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+_WARMUP_YAML = """\
+test_name: verifier_warmup
+inputs:
+  - {name: X, dtype: fp32, dims: [D, M], data_gen: torch.randn}
+  - {name: B, dtype: "Buffer(fp32, [D])", dims: [M], data_gen: torch.randn}
+fns:
+  - {name: Sq, func_name: fn_sq, input_dtype: fp32, output_dtype: fp32, apply: "return [input[0] * input[0]]"}
+  - {name: Sum, func_name: fn_sum, init: [0], input_dtype: fp32, output_dtype: fp32, apply: "return [state[0] + input[0]]"}
+  - {name: AddB, func_name: fn_addb, init: [zeros], input_dtype: "Buffer(fp32, [D])", output_dtype: "Buffer(fp32, [D])", apply: "return [state[0] + input[0]]"}
+outputs:
+  - {name: O, dtype: fp32, dims: [M], data_transform: ["(input_data['X'] ** 2).sum(-1)"]}
+  - {name: P, dtype: "Buffer(fp32, [D])", dims: [1], data_transform: ["input_data['B'].sum(0, keepdim=True)"]}
+impl: |-
+  a, b = step.Copy().apply(X)
+  s = step.Accum(fn=fn_sum, b=1).apply(step.Map(fn=fn_sq).apply(a))
+  p = step.Accum(fn=fn_addb, b=1).apply(step.Promote(b=1).apply(B))
+  return s, p
+"""
+
+
+def warm_up() -> None:
+    """Pay first-use costs (vmap, allow-list, affine analysis) before serving candidates."""
+    try:
+        from stepsmith.tasks import load_task
+
+        task = load_task(_WARMUP_YAML)
+        check_candidate(task, task.impl or "")
+    except Exception:  # noqa: BLE001 - warm-up is best effort
+        pass
 
 
 def worker_main(conn: Any, memory_limit_bytes: int | None) -> None:
@@ -94,6 +154,7 @@ def worker_main(conn: Any, memory_limit_bytes: int | None) -> None:
     limit_memory(memory_limit_bytes)
     signal.signal(signal.SIGALRM, _on_alarm)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
+    warm_up()
     conn.send(("ready", os.getpid()))
     while True:
         try:
@@ -113,7 +174,7 @@ def worker_main(conn: Any, memory_limit_bytes: int | None) -> None:
         except Exception as e:  # noqa: BLE001 - report, never die silently
             verdict = Verdict.failure(
                 FailureKind.runtime_error,
-                f"Verifier error while checking the program: {type(e).__name__}: {e}",
+                f"Verifier/task error, not caused by the program: {type(e).__name__}: {e}",
                 task=job.payload.name,
             )
         try:

@@ -73,3 +73,10 @@ def test_bad_inputs_are_clear(tmp_path) -> None:
     assert r3.exit_code == 2 and "cannot read --impl" in r3.output
     r4 = CliRunner().invoke(_app(), ["verify", str(task), "--affine", "maybe"])
     assert r4.exit_code == 2 and "strict" in r4.output
+
+
+def test_benchmark_task_name_uses_its_own_impl() -> None:
+    r = CliRunner().invoke(_app(), ["verify", "bmm_outer_product", "--json"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    assert data["passed"] and data["task"] == "bmm_outer_product"

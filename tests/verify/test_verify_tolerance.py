@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stepsmith.verify.tolerance import DEFAULT_ATOL, DEFAULT_RTOL, compare, format_index
 
@@ -97,3 +99,28 @@ def test_empty_and_format_index() -> None:
     assert compare(torch.ones(0), torch.ones(0)).ok
     assert format_index((2, 0, 5), ["M", "N", "D"]) == "[M=2, N=0, D=5]"
     assert format_index((2, 0), ["M"]) == "[2, 0]"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shape=st.lists(st.integers(1, 5), min_size=1, max_size=3),
+    seed=st.integers(0, 2**31 - 1),
+    magnitude=st.sampled_from([1e-3, 1.0, 1e3]),
+    frac=st.floats(0.0, 0.9),
+)
+def test_property_below_bound_passes_above_fails_at_the_right_index(
+    shape: list[int], seed: int, magnitude: float, frac: float
+) -> None:
+    g = torch.Generator().manual_seed(seed)
+    e = torch.randn(shape, dtype=torch.float64, generator=g) * magnitude
+    c0 = compare(e, e)
+    # anything strictly inside the bound passes ...
+    noise = (torch.rand(shape, dtype=torch.float64, generator=g) * 2 - 1) * frac * c0.bound
+    assert compare(e + noise, e).ok
+    # ... and one element pushed past it fails, reported at that index
+    flat = int(torch.randint(0, e.numel(), (1,), generator=g))
+    bad = e.clone().reshape(-1)
+    bad[flat] += 3 * c0.bound
+    c = compare(bad.reshape(shape), e)
+    assert not c.ok and c.n_bad == 1
+    assert c.index == tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), e.shape))
