@@ -32,7 +32,7 @@ else
   echo "install_local: building llama-cpp-python 0.3.36 from source (CMAKE_ARGS=$CMAKE_ARGS)"
   start=$(date +%s)
   # --no-cache-dir: pip's wheel cache ignores CMAKE_ARGS and could hand back a native build
-  python3 -m pip install --quiet --no-cache-dir --force-reinstall --no-deps 'llama-cpp-python==0.3.36'
+  python3 -m pip install --quiet --no-cache-dir --no-binary llama-cpp-python --force-reinstall --no-deps 'llama-cpp-python==0.3.36'
   python3 -m pip install --quiet -e '.[local]'
   echo "install_local: built in $(( $(date +%s) - start ))s"
   good_build || { echo "install_local: llama-cpp-python build is unusable" >&2; exit 1; }

@@ -195,3 +195,23 @@ def test_duplicate_task_names_rejected(store: ExperienceStore) -> None:
     t = tasks()
     with pytest.raises(ValueError, match="unique"):
         run(store, ScriptedAgent(rules(), n=N), task_list=t + [t[0]])
+
+
+def test_dead_backend_aborts_early_and_resumes(store: ExperienceStore) -> None:
+    from stepsmith.improve.loop import RunAborted
+
+    class Dead(ScriptedAgent):
+        async def attempt(self, task, demonstrations, *, temperature, sample_index):
+            self.calls.append({"task": task.name})
+            from improve_fakes import FakeAttempt
+
+            return FakeAttempt(None, False, "llm_error", 0, 0, feedback="connection refused")
+
+    dead = Dead(rules(), n=N)
+    with pytest.raises(RunAborted, match=r"8 samples in a row failed with llm_error.*connection refused.*--resume r1"):
+        run(store, dead)
+    assert len(dead.calls) == 8
+    healthy = ScriptedAgent(rules(), n=N)
+    result = run(store, healthy)
+    assert result.reason == "no_progress" and result.solved == {"A": 0, "B": 0, "C": 1, "D": 3}
+    assert sum(1 for c in healthy.calls if c["index"] < N) == 5 * N * len(TEMPS)  # all retried

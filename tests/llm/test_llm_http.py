@@ -181,3 +181,47 @@ def test_concurrent_http_calls(server: FakeLLMServer) -> None:
     elapsed = time.perf_counter() - t0
     assert all(c.text == "echo: hello" for c in out) and len(server.requests) == 8
     assert 0.4 <= elapsed < 1.5  # two waves of four, not eight in a row
+
+
+def test_config_file_supplies_url_and_key_and_the_key_is_redacted(
+        server: FakeLLMServer, isolated_home: Path) -> None:
+    isolated_home.mkdir(parents=True)
+    (isolated_home / "config.toml").write_text(
+        f'[openai-compatible]\nbase_url = "{server.url}/v1"\napi_key = "cfg-key-0123456789"\n')
+    server.push(Reply(status=403, body={"error": {"message": "key cfg-key-0123456789 denied"}}))
+    with pytest.raises(LLMError) as info:
+        LLMClient("openai-compatible:m", max_retries=0).sample_sync(MSG)
+    assert server.requests[0]["headers"]["authorization"] == "Bearer cfg-key-0123456789"
+    assert "cfg-key-0123456789" not in str(info.value) and "HTTP 403" in str(info.value)
+
+
+def test_ctrl_c_stops_many_inflight_requests_promptly(server: FakeLLMServer,
+                                                      tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    script = (
+        "import asyncio, sys\n"
+        "from stepsmith.llm import LLMClient, CallStore\n"
+        f"c = LLMClient('openai-compatible:m@{server.url}/v1', concurrency=4,"
+        f" store=CallStore(r'{tmp_path / 'db'}'))\n"
+        "reqs = [{'messages': [{'role': 'user', 'content': 'x'}], 'sample_index': i}"
+        " for i in range(16)]\n"
+        "print('start', flush=True)\n"
+        "asyncio.run(c.sample_many(reqs))\n"
+    )
+    server.push(*[Reply(delay_s=20.0)] * 16)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "start"
+    deadline = time.monotonic() + 10
+    while len(server.requests) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(server.requests) == 4  # bounded concurrency: four in flight
+    t0 = time.perf_counter()
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=10)
+    assert time.perf_counter() - t0 < 3.0
+    assert proc.returncode != 0 and "KeyboardInterrupt" in proc.stderr.read()
+    assert len(server.requests) == 4  # nothing new was started after Ctrl-C

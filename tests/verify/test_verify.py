@@ -225,10 +225,14 @@ def test_verdict_json_round_trip(pool, rowsum_task) -> None:
 
 
 def test_module_level_verify_and_in_process_agree(rowsum_task) -> None:
+    from stepsmith.verify import verify_many
+
     bad = ROWSUM_REF.replace("fn_sq", "fn_neg")
-    for src in (ROWSUM_REF, bad):
+    many = verify_many([(rowsum_task, ROWSUM_REF), (rowsum_task, bad)])
+    for src, m in zip((ROWSUM_REF, bad), many, strict=True):
         a, b = verify(rowsum_task, src), verify_in_process(rowsum_task, src)
-        assert (a.passed, a.kind) == (b.passed, b.kind)
+        assert (a.passed, a.kind) == (b.passed, b.kind) == (m.passed, m.kind)
+    assert many[0].passed and not many[1].passed
 
 
 def test_bad_arguments_are_clear_errors(pool, rowsum_task) -> None:
@@ -320,3 +324,28 @@ def test_hard_kill_when_the_soft_alarm_cannot_fire(rowsum_task) -> None:
         assert v.kind == FailureKind.timeout and "was killed" in v.feedback
         assert p.respawns == 1
         assert p.verify(rowsum_task, ROWSUM_REF, timeout_s=30).passed
+
+
+def test_unguarded_caller_script_is_not_rerun_by_workers(tmp_path) -> None:
+    """Workers must not re-execute the caller's __main__ (no `if __name__` guard needed)."""
+    import subprocess
+    import sys
+
+    from verify_fixtures import ROWSUM_YAML
+
+    (tmp_path / "task.yaml").write_text(ROWSUM_YAML)
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import pathlib\n"
+        "from stepsmith.verify import VerifierPool\n"
+        "print('script body ran', flush=True)\n"
+        "here = pathlib.Path(__file__).parent\n"
+        "with VerifierPool(workers=2) as p:\n"
+        "    v = p.verify(str(here / 'task.yaml'), 'return step.Accum(fn=fn_sum, b=1)"
+        ".apply(step.Map(fn=fn_sq).apply(X))')\n"
+        "print('passed', v.passed, flush=True)\n"
+    )
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count("script body ran") == 1
+    assert "passed True" in r.stdout

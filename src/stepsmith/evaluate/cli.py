@@ -77,19 +77,25 @@ def _split(values: list[str] | None) -> list[str]:
 
 
 def _summary_table(summaries: list) -> Table:
-    table = Table(title="stepsmith run summary")
-    table.add_column("run", no_wrap=True, min_width=20)
-    for col in ("method", "model", "status", "tasks", "Pass@n", "Pass@1", "avg in tok/task",
-                "avg out tok/task", "cost $", "wall s"):
-        table.add_column(col)
+    """Runs as columns, metrics as rows: readable in an 80-column terminal."""
+    table = Table(title="stepsmith run summary", title_justify="left")
+    table.add_column("", no_wrap=True)
     for s in summaries:
-        lo, hi = s.pass_at_n_ci
-        table.add_row(
-            s.run_id, s.method, s.model, s.status, str(len(s.tasks)),
-            f"{s.pass_at_n:.3f} [{lo:.2f},{hi:.2f}]", f"{s.pass_at['1']:.3f}",
-            f"{s.avg_input_tokens:,.0f}", f"{s.avg_output_tokens:,.0f}", f"{s.cost_usd:.4f}",
-            f"{s.wall_seconds:.1f}",
-        )
+        table.add_column(s.run_id, no_wrap=True, justify="right")
+    rows = [
+        ("method", lambda s: s.method),
+        ("model", lambda s: s.model if len(s.model) <= 28 else "…" + s.model[-27:]),
+        ("status", lambda s: s.status + (f" ({s.reason})" if s.reason else "")),
+        ("solved", lambda s: f"{sum(t.solved for t in s.tasks)}/{len(s.tasks)} tasks"),
+        ("Pass@n [95% CI]", lambda s: f"{s.pass_at_n:.3f} [{s.pass_at_n_ci[0]:.2f}, {s.pass_at_n_ci[1]:.2f}]"),
+        ("Pass@1", lambda s: f"{s.pass_at['1']:.3f}"),
+        ("avg input tok/task", lambda s: f"{s.avg_input_tokens:,.0f}"),
+        ("avg output tok/task", lambda s: f"{s.avg_output_tokens:,.0f}"),
+        ("cost $", lambda s: f"{s.cost_usd:.4f}"),
+        ("wall time s", lambda s: f"{s.wall_seconds:,.0f}"),
+    ]
+    for label, get in rows:
+        table.add_row(label, *(get(s) for s in summaries))
     return table
 
 
@@ -125,6 +131,7 @@ def register(app: typer.Typer) -> None:
             run_bench,
         )
         from stepsmith.evaluate.summary import summarize
+        from stepsmith.improve.loop import RunAborted
         from stepsmith.llm import LLMLayerError
 
         store = _store(db)
@@ -161,7 +168,7 @@ def register(app: typer.Typer) -> None:
                                   f"T={cfg.temperatures}, guardian {cfg.guardian}, max {cfg.max_tokens} output tokens. "
                                   "Pass --model for the full protocol.[/dim]")
                 outcome = run_bench(cfg, store=store, progress=progress, report_dir=out, announce=announce)
-        except (BenchError, KeyError, ValueError, OSError, LLMLayerError) as exc:
+        except (BenchError, KeyError, ValueError, OSError, LLMLayerError, RunAborted) as exc:
             progress.close()
             _fail(str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc))
             return

@@ -43,6 +43,10 @@ FEEDBACK_LIMIT = 4000  # characters of verifier feedback kept per sample
 TRANSIENT_KINDS = frozenset({"llm_error", "verifier_error"})
 
 
+class RunAborted(RuntimeError):
+    """The model backend keeps failing (not the model's answers): stop instead of recording junk."""
+
+
 class AgentLike(Protocol):
     """What the loop needs from ``stepsmith.agents.Agent``."""
 
@@ -71,6 +75,7 @@ class LoopConfig:
     max_iterations: int | None = None
     concurrency: int = 4
     model: str = ""
+    max_consecutive_llm_errors: int = 8  # a dead backend aborts the run (resumable) early
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -157,6 +162,7 @@ class SelfImprover:
         self.demo_converter = demo_converter
         self.requested = 0
         self.replayed = 0
+        self._llm_errors_in_a_row = 0
 
     async def sample_step(
         self, t: int, level: int, tasks: Sequence[Any], demos: Sequence[DemoRecord]
@@ -187,21 +193,17 @@ class SelfImprover:
             name: [self.demo_converter(d) for d in ds] for name, ds in shown.items()
         }
 
+        stop = asyncio.Event()  # set by the first failure so queued samples are never requested
+
         async def one(task: Any, temperature: float | None, index: int, ds: list[DemoRecord]) -> None:
             async with sem:
-                start = time.perf_counter()
-                attempt = await self.agent.attempt(
-                    task, converted[task.name], temperature=temperature, sample_index=index
-                )
-                rec = _record_from_attempt(
-                    self.run_id, t, level, task, temperature, index, attempt,
-                    time.perf_counter() - start, [d.task_name for d in ds],
-                )
-                self.store.record_sample(rec)
-                self.requested += 1
-                results[task.name].append(rec)
-                if self.progress:
-                    self.progress.advance(rec, replayed=False)
+                if stop.is_set():
+                    return
+                try:
+                    await self._one(task, temperature, index, ds, converted[task.name], t, level, results)
+                except BaseException:
+                    stop.set()
+                    raise
 
         try:
             await _run_all([one(*item) for item in todo])
@@ -211,6 +213,36 @@ class SelfImprover:
         for recs in results.values():
             recs.sort(key=lambda r: (temp_key(r.temperature), r.sample_index))
         return results
+
+    async def _one(self, task: Any, temperature: float | None, index: int, ds: list[DemoRecord],
+                   shown: list[Any], t: int, level: int, results: dict[str, list[SampleRecord]]) -> None:
+        """Request one sample, record it the moment it finishes, report progress."""
+        start = time.perf_counter()
+        attempt = await self.agent.attempt(task, shown, temperature=temperature, sample_index=index)
+        rec = _record_from_attempt(
+            self.run_id, t, level, task, temperature, index, attempt,
+            time.perf_counter() - start, [d.task_name for d in ds],
+        )
+        self.store.record_sample(rec)
+        self.requested += 1
+        results[task.name].append(rec)
+        if self.progress:
+            self.progress.advance(rec, replayed=False)
+        self._check_backend(rec)
+
+    def _check_backend(self, rec: SampleRecord) -> None:
+        """Abort after many consecutive llm_error samples: the backend, not the model, is failing."""
+        if rec.failure_kind != "llm_error":
+            self._llm_errors_in_a_row = 0
+            return
+        self._llm_errors_in_a_row += 1
+        limit = self.config.max_consecutive_llm_errors
+        if limit and self._llm_errors_in_a_row >= limit:
+            raise RunAborted(
+                f"{self._llm_errors_in_a_row} samples in a row failed with llm_error (the model backend, "
+                f"not its answers); last error: {rec.feedback[:500]}. Fix the backend, then continue "
+                f"with `stepsmith bench --resume {self.run_id}` (these samples will be requested again)."
+            )
 
     def _new_demos(self, t: int, tasks: dict[str, Any], results: dict[str, list[SampleRecord]],
                    solved: list[str]) -> list[DemoRecord]:

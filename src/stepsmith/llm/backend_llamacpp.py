@@ -48,6 +48,10 @@ def load_llama(path: Path) -> tuple[Any, threading.Lock, float]:
     with _MODELS_LOCK:
         if key in _MODELS:
             return _MODELS[key]
+        # llama.cpp's OpenMP threads spin while waiting; on a busy 2-core machine (verifier
+        # workers running beside generation) that collapsed generation from ~10 to 0.2 tok/s
+        # in our measurements. Passive waiting keeps it stable. Must be set before the import.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         try:
             import llama_cpp
         except ImportError as exc:
@@ -155,3 +159,34 @@ class LlamaCppBackend:
             output_tokens=int(usage.get("completion_tokens", 0)),
             finish_reason=normalize_finish_reason(choice.get("finish_reason")),
         )
+
+
+def measure(name_or_path: str, max_tokens: int = 128, repeats: int = 2) -> dict[str, float]:
+    """Load time, first-call warm-up, generation and prompt-evaluation speed on this machine."""
+    path = resolve_model(name_or_path)
+    fresh = str(path.resolve()) not in _MODELS
+    llm, lock, load_s = load_llama(path)
+    msgs = [{"role": "user", "content": "Write a detailed Python tutorial about list comprehensions."}]
+    with lock:
+        t0 = time.perf_counter()
+        llm.create_chat_completion(msgs, temperature=0.0, max_tokens=1)
+        warmup_s = time.perf_counter() - t0
+        speeds = []
+        for _ in range(repeats):
+            llm.reset()
+            t0 = time.perf_counter()
+            r = llm.create_chat_completion(msgs, temperature=0.0, max_tokens=max_tokens)
+            speeds.append(r["usage"]["completion_tokens"] / (time.perf_counter() - t0))
+        long_prompt = [{"role": "user", "content": "def f(x):\n    return x * 2\n" * 60 + "Explain."}]
+        llm.reset()
+        t0 = time.perf_counter()
+        r = llm.create_chat_completion(long_prompt, temperature=0.0, max_tokens=1)
+        prompt_speed = r["usage"]["prompt_tokens"] / (time.perf_counter() - t0)
+    return {
+        "load_s": load_s if fresh else float("nan"),
+        "first_call_s": warmup_s,
+        "generation_tok_s": max(speeds),
+        "prompt_tok_s": prompt_speed,
+        "threads": float(N_THREADS),
+        "loadavg_1m": os.getloadavg()[0],
+    }

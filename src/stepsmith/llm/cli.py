@@ -266,6 +266,27 @@ def models_path(name: Annotated[str, typer.Argument()] = "qwen2.5-coder-0.5b") -
         raise _fail(exc) from None
 
 
+@models_app.command("bench")
+def models_bench(
+    name: Annotated[str, typer.Argument(help="known model name or .gguf path")] =
+    "qwen2.5-coder-0.5b",
+    max_tokens: Annotated[int, typer.Option(help="tokens to generate per run")] = 128,
+) -> None:
+    """Measure load time and tokens/s of a local model on this machine."""
+    from .backend_llamacpp import measure
+
+    try:
+        result = measure(name, max_tokens=max_tokens)
+    except LLMLayerError as exc:
+        raise _fail(exc) from None
+    out.print(
+        f"{name}: load {result['load_s']:.2f}s, first call {result['first_call_s']:.2f}s, "
+        f"generation {result['generation_tok_s']:.1f} tok/s, prompt {result['prompt_tok_s']:.0f} "
+        f"tok/s ({result['threads']:.0f} threads, load average {result['loadavg_1m']:.1f})",
+        highlight=False,
+    )
+
+
 def register(app: typer.Typer) -> None:
     """Add `ask`, `log` and `models` to the stepsmith command line."""
     app.command("ask")(ask)

@@ -40,7 +40,6 @@ __all__ = [
     "AffineParseError",
     "AffineViolation",
     "ParsedProgram",
-    "analyze",
     "check_source",
     "infer_inputs",
     "parse_program",
@@ -879,11 +878,6 @@ def _analyze(src: str, params: list[str] | None) -> _Analyzer:
             "the program is nested too deeply to analyse; write it as a sequence of assignments"
         ) from None
     return analyzer
-
-
-def analyze(src: str, params: list[str] | None = None) -> _Analyzer:
-    """Run the analysis and return the analyzer (for tools such as mutant generation)."""
-    return _analyze(src, params)
 
 
 def infer_inputs(src: str) -> list[str]:

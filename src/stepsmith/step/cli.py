@@ -30,6 +30,7 @@ def demo(
 
     from stepsmith.step.examples import CASES, DEMO_CASES, PAPER_BINDING, prepare
 
+    torch.set_num_threads(1)  # tiny tensors: thread hand-offs would dominate the timings
     console = Console()
     names = list(CASES) if all_cases else list(DEMO_CASES)
     table = Table(title="STeP demo at the paper binding M=5, N=7, K=9, D=16")

@@ -130,32 +130,36 @@ class Dim:
     def evaluate(self, binding: Mapping[str, int] | None = None) -> int:
         """The integer value under `binding`; raises StepShapeError naming unbound symbols."""
         binding = binding or {}
-        value = self.coeff
-        missing = [s for s in self.symbols if s not in binding]
-        if missing:
+        value = self.try_evaluate(binding)
+        if value is None:
+            missing = [s for s in self.symbols if s not in binding]
             raise StepShapeError(
                 f"dimension {self} cannot be evaluated: symbol(s) {', '.join(missing)} have no "
                 f"value in the binding {dict(binding)}",
                 expected="a value for every symbol",
                 found=f"unbound {', '.join(missing)}",
             )
-        for s, p in self.factors:
-            value *= int(binding[s]) ** p
+        return value
+
+    def try_evaluate(self, binding: Mapping[str, int] | None = None) -> int | None:
+        """Like evaluate but returns None when a symbol is unbound (hot path: no allocation)."""
+        value = self.coeff
+        if self.factors:
+            if not binding:
+                return None
+            for s, p in self.factors:
+                x = binding.get(s)
+                if x is None:
+                    return None
+                value *= x if p == 1 else x ** p
         if isinstance(value, Fraction):
             if value.denominator != 1:
                 raise StepShapeError(
-                    f"dimension {self} is not a whole number at the binding {dict(binding)} "
+                    f"dimension {self} is not a whole number at the binding {dict(binding or {})} "
                     f"(it is {value})", expected="an integer size", found=str(value),
                 )
-            value = value.numerator
+            return value.numerator
         return int(value)
-
-    def try_evaluate(self, binding: Mapping[str, int] | None = None) -> int | None:
-        """Like evaluate but returns None when a symbol is unbound."""
-        binding = binding or {}
-        if any(s not in binding for s in self.symbols):
-            return None
-        return self.evaluate(binding)
 
     def __int__(self) -> int:
         if not self.is_const:

@@ -138,8 +138,9 @@ return step.Streamify().apply(o)""",
 
 ATTENTION = Case(
     name="attention_online_softmax",
-    description="softmax(S)·V along N with one fused online-softmax Accum (max, sum, output)",
-    inputs=(("S", "fp32", ("N", "M")), ("V", "Buffer(fp32, [D])", ("N", "M"))),
+    description="softmax(S)·V for M batches of K queries over N keys: V stashed over the "
+                "queries, then one fused online-softmax Accum (max, sum, output)",
+    inputs=(("S", "fp32", ("N", "K", "M")), ("V", "Buffer(fp32, [D])", ("N", "M"))),
     fns=(
         FnSpec("fn_online", """\
 m_new = torch.maximum(state[0], input[0])
@@ -152,11 +153,14 @@ return [m_new, state[1] * scale + p, state[2] * scale + p * input[1]]""",
                ["fp32", "fp32", "Buffer(fp32, [D])"], "Buffer(fp32, [D])"),
     ),
     program="""\
-st = step.Accum(fn=fn_online, b=1).apply((step.Zip().apply((S, V))))
+v = step.Bufferize(a=1).apply(V)
+v = step.Repeat(n=K).apply(v)
+v = step.Bufferize(a=1).apply(step.Streamify().apply(v))
+st = step.Accum(fn=fn_online, b=1).apply(step.Zip().apply((S, v)))
 return step.Map(fn=fn_finish).apply(st)""",
-    make_data=lambda b, g, dt: {"S": _randn(g, dt, b["M"], b["N"]),
+    make_data=lambda b, g, dt: {"S": _randn(g, dt, b["M"], b["K"], b["N"]),
                                 "V": _randn(g, dt, b["M"], b["N"], b["D"])},
-    reference=lambda t, b: torch.einsum("mn,mnd->md", torch.softmax(t["S"], -1), t["V"]),
+    reference=lambda t, b: torch.einsum("mkn,mnd->mkd", torch.softmax(t["S"], -1), t["V"]),
 )
 
 LAYERNORM = Case(

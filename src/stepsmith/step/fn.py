@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from stepsmith.step.dtypes import Buffer, ElemType, Multihot, fields_of, parse_dtype
+from stepsmith.step.dims import Dim
+from stepsmith.step.dtypes import ElemType, fields_of, parse_dtype
 from stepsmith.step.errors import StepArgumentError, StepDtypeError, StepError
 
 InitValue = int | float | str
@@ -97,14 +98,6 @@ class Fn:
             return self.body(inp)
         return self.body(inp, state)
 
-    def init_tensors(
-        self, shapes: Sequence[tuple[int, ...]], dtype: torch.dtype, batch: tuple[int, ...] = ()
-    ) -> list[torch.Tensor]:
-        """Initial state tensors (per output field), broadcast over `batch`."""
-        assert self.init is not None
-        return [torch.full(batch + tuple(s), v, dtype=dtype) for v, s in
-                zip(self.init, shapes, strict=True)]
-
     def signature(self) -> str:
         kind = f"stateful, init {list(self.init)}" if self.stateful else "stateless"
         return f"fn {self.func_name!r}: {self.input_dtype} -> {self.output_dtype} ({kind})"
@@ -164,8 +157,9 @@ class Fn:
             raise
         except Exception as e:  # noqa: BLE001
             raise StepArgumentError(f"fn {name!r}: cannot compile apply body: {e}") from None
+        dims = {k: v for k, v in glb.items() if isinstance(v, Dim)}  # only Dim-valued names
         fn = cls(name, input_dtype, output_dtype, loc["_body"], init=init, func_name=fname,
-                 symbols=namespace)
+                 symbols=dims)
         fn.source = src
         return fn
 
@@ -179,11 +173,3 @@ def _takes_one_arg(body: Callable[..., Any]) -> bool:
         return False
     return not has_var and len(params) == 1
 
-
-def field_kind(t: object) -> str:
-    """Human name of a field type for messages."""
-    if isinstance(t, Buffer):
-        return "Buffer"
-    if isinstance(t, Multihot):
-        return "Multihot"
-    return "Scalar"

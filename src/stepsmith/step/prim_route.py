@@ -156,8 +156,8 @@ class Partition(Primitive):
         fields, pos = self._prepare(ins)
         res = []
         for i, (_, shape) in enumerate(outs):
-            mask = pos[:, i] != 0
-            part = tuple(f[mask] for f in fields)
+            idx = torch.nonzero(pos[:, i]).flatten()  # ascending: stream order is kept
+            part = tuple(f.index_select(0, idx) for f in fields)
             env.session.binding[shape[-1].symbols[0]] = int(part[0].shape[0])
             res.append(part)
         return res

@@ -40,6 +40,10 @@ from stepsmith.step.stream import Stream, SType, display
 Idx = tuple[int, ...]
 
 
+def _show(x: Any) -> str:
+    return str(list(x)) if isinstance(x, list | tuple) else repr(x)
+
+
 def _no_extra(prim: Primitive, kw: dict[str, Any], usage: str) -> None:
     if kw:
         raise StepArgumentError(f"unknown parameter(s) {sorted(kw)}", primitive=prim.label,
@@ -51,8 +55,14 @@ def _as_dim(prim: Primitive, name: str, value: Any) -> Dim:
         return value
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return Dim.const(value)
-    if isinstance(value, str):
-        return dim(value)
+    if isinstance(value, str) and value.strip():
+        try:
+            return dim(value)
+        except StepShapeError as e:
+            raise StepArgumentError(
+                f"parameter {name}={value!r} is not a dimension: {e.detail}",
+                primitive=prim.label, expected="an int > 0 or a Dim like N", found=repr(value),
+            ) from None
     raise StepArgumentError(
         f"parameter {name}= must be a positive int or a dimension (Dim)",
         primitive=prim.label, expected="an int > 0 or a Dim like N", found=repr(value),
@@ -169,7 +179,7 @@ class Flatten(Primitive):
             )
 
     def params(self) -> str:
-        return f"L={list(self.L)}"  # type: ignore[arg-type]
+        return f"L={_show(self.L)}"
 
     def typing(self, ins: Sequence[SType]) -> list[OutType]:
         s = ins[0]
@@ -241,7 +251,7 @@ class Reshape(Primitive):
         self.c = _as_dim(self, "S", S)
 
     def params(self) -> str:
-        return f"L={list(self.L)}, S={self.S}"  # type: ignore[arg-type]
+        return f"L={_show(self.L)}, S={self.S}"
 
     def typing(self, ins: Sequence[SType]) -> list[OutType]:
         s = ins[0]

@@ -53,24 +53,19 @@ def run_program(task: Task, impl_src: str, binding: Binding | None = None, execu
 
 
 def compare_tensor(found: torch.Tensor, ref: torch.Tensor, tol: Tolerance) -> str | None:
-    """None if equal within tolerance, else a short description of the worst mismatch."""
+    """None if equal within tolerance, else a short description of the worst mismatch.
+
+    Delegates to the verifier's comparison so that reference checks and verdicts agree.
+    """
+    from stepsmith.verify.tolerance import compare  # lazy: verify imports tasks
+
     if tuple(found.shape) != tuple(ref.shape):
         return f"data shape {tuple(found.shape)} but expected {tuple(ref.shape)}"
-    f, r = found.detach().to(torch.float64), ref.detach().to(torch.float64)
-    finite = torch.isfinite(r)
-    if not torch.equal(torch.isnan(f), torch.isnan(r)) or not torch.equal(
-            f[torch.isinf(r)], r[torch.isinf(r)]) or not torch.isfinite(f[finite]).all():
-        return "non-finite values (inf/nan) differ from the reference"
-    if not finite.any():
+    c = compare(found, ref, rtol=tol.rtol, atol=tol.atol)
+    if c.ok:
         return None
-    scale = max(1.0, float(r[finite].abs().max()))
-    diff = (f - r).abs().where(finite, torch.zeros_like(r))
-    bad = diff > tol.atol + tol.rtol * scale
-    if not bad.any():
-        return None
-    idx = tuple(int(i) for i in torch.nonzero(bad)[0])
-    return (f"{int(bad.sum())} of {bad.numel()} values differ; max |error| {float(diff.max()):.3g} "
-            f"(first at index {idx}: got {float(f[idx]):.6g}, expected {float(r[idx]):.6g})")
+    return (f"{c.n_bad} of {c.n_total} values differ; max |error| {c.max_abs_error:.3g} "
+            f"(worst at index {c.index}: got {c.found_value:.6g}, expected {c.expected_value:.6g})")
 
 
 def compare_outputs(outputs: Sequence[Any], expected: Sequence[ExpectedOutput], tol: Tolerance,

@@ -87,13 +87,19 @@ class OutputSpec(_Model):
         return [v] if isinstance(v, str) else v
 
 
+# The verifier's default tolerance (rationale in `stepsmith.verify.tolerance`); defined here, at
+# the lower layer, so the task schema and the verifier cannot disagree.
+DEFAULT_RTOL = 1e-8
+DEFAULT_ATOL = 1e-10
+
+
 class Tolerance(_Model):
     """Comparison tolerance, the verifier's policy: element i passes iff
     ``|out_i - ref_i| <= atol + rtol * max(1, max_j |ref_j|)`` (one magnitude per output field).
-    Defaults match ``stepsmith.verify.tolerance``; values written in the file override them."""
+    Values written in the file override the defaults."""
 
-    rtol: float = Field(1e-5, ge=0)
-    atol: float = Field(1e-6, ge=0)
+    rtol: float = Field(DEFAULT_RTOL, ge=0)
+    atol: float = Field(DEFAULT_ATOL, ge=0)
 
 
 class TaskSpec(_Model):

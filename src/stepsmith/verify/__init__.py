@@ -27,6 +27,7 @@ __all__ = [
     "default_pool",
     "verify",
     "verify_in_process",
+    "verify_many",
 ]
 
 _default_pool: VerifierPool | None = None
@@ -58,6 +59,17 @@ def verify(
 ) -> Verdict:
     """Verify a candidate `impl` for `task` (a `Task`, a YAML path or a benchmark name)."""
     return (pool or default_pool()).verify(task, impl_source, affine=affine, timeout_s=timeout_s)
+
+
+def verify_many(
+    items: list[tuple[Any, str]],
+    *,
+    affine: str = "strict",
+    pool: VerifierPool | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> list[Verdict]:
+    """Verify `(task, impl_source)` pairs in parallel across the pool; results in input order."""
+    return (pool or default_pool()).verify_many(items, affine=affine, timeout_s=timeout_s)
 
 
 def verify_in_process(

@@ -18,10 +18,12 @@ import itertools
 import multiprocessing as mp
 import queue
 import signal
+import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 from stepsmith.verify.payload import task_payload
@@ -38,6 +40,31 @@ class VerifierError(RuntimeError):
     """The pool itself failed (workers cannot start); not a verdict about a program."""
 
 
+_START_LOCK = threading.Lock()
+
+
+@contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Keep workers from re-running the caller's `__main__` script.
+
+    `multiprocessing` (spawn/forkserver) re-imports the parent's main module in every child.
+    Workers need nothing from it, and re-running it breaks callers whose script has no
+    `if __name__ == "__main__":` guard (or is read from stdin). Hide it while starting.
+    """
+    main = sys.modules.get("__main__")
+    with _START_LOCK:
+        if main is None:
+            yield
+            return
+        saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+        try:
+            main.__dict__.pop("__file__", None)
+            main.__spec__ = None
+            yield
+        finally:
+            main.__dict__.update(saved)
+
+
 class _Worker:
     """One worker process and the parent's end of its pipe."""
 
@@ -49,7 +76,8 @@ class _Worker:
             daemon=True,
             name="stepsmith-verifier",
         )
-        self.proc.start()
+        with _main_module_hidden():
+            self.proc.start()
         child.close()
         self.ready = False
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import re
 import textwrap
 import time
 import traceback
@@ -184,7 +185,13 @@ def _exc_text(exc: BaseException, namespace: dict[str, Any] | None) -> str:
         fns = sorted(k for k, v in namespace.items() if type(v).__name__ == "Fn")
         msg += f" (defined fns: {', '.join(fns) or 'none'}; inputs are the function parameters)"
     if isinstance(exc, MemoryError | RuntimeError) and classify_memory(exc):
-        msg += " — the program allocates more memory than the verifier allows; check Repeat/Reshape sizes"
+        m = re.search(r"tried to allocate (\d+) bytes", msg)
+        what = f"tried to allocate {int(m.group(1)) / 1e9:.3g} GB" if m else "ran out of memory"
+        return (
+            f"MemoryError: the program {what}, more than the verifier's memory limit allows; "
+            "check Repeat counts and Reshape sizes (a correct program needs only a few MB at "
+            "these bindings)"
+        )
     return f"{name}: {msg}"
 
 
@@ -297,6 +304,7 @@ def check_outputs(
 ) -> tuple[OutputCheck | None, float | None, float | None]:
     """Compare the program's return value with the expected outputs of one binding."""
     from stepsmith import step
+    from stepsmith.verify.hints import value_hint
     from stepsmith.verify.tolerance import compare, fmt_value, format_index
 
     names = ", ".join(f"'{e.name}'" for e in expected)
@@ -406,6 +414,9 @@ def check_outputs(
                     f"{fmt_value(c.found_value)}; max abs error {fmt_value(c.max_abs_error)}, "
                     f"max error relative to max |expected| {fmt_value(c.max_rel_error)}."
                 )
+                hint = value_hint(f, e, c.bound)
+                if hint:
+                    msg += " " + hint
                 return (
                     OutputCheck(FailureKind.value_mismatch, msg, c.max_abs_error, c.max_rel_error),
                     worst_abs,

@@ -32,8 +32,9 @@ from dataclasses import dataclass
 
 import torch
 
-DEFAULT_RTOL = 1e-8
-DEFAULT_ATOL = 1e-10
+from stepsmith.tasks.schema import DEFAULT_ATOL, DEFAULT_RTOL
+
+__all__ = ["DEFAULT_ATOL", "DEFAULT_RTOL", "Comparison", "compare", "format_index", "fmt_value"]
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """The sandboxed worker process: limits itself, imports torch + stepsmith once, serves jobs.
 
 Protocol over a duplex `multiprocessing` pipe (parent → worker: a `Job` or None to stop;
-worker → parent: ("ready", pid), ("binding", job_id, BindingResult dict) after each binding,
-("done", job_id, Verdict dict)). A soft `SIGALRM` timeout raises `CandidateTimeout` inside the
+worker → parent: ("ready", pid) once, then per job ("started", job_id) when the task data is
+ready and the candidate's clock starts, ("binding", job_id, BindingResult dict) after each
+binding, ("done", job_id, Verdict dict)). A soft `SIGALRM` timeout raises `CandidateTimeout` inside the
 candidate, which gives a verdict with the offending program line and keeps the worker alive; the
 parent hard-kills the worker only if that does not work (a long C call) or the worker dies.
 """
@@ -21,9 +22,11 @@ from stepsmith.verify.payload import TaskPayload, load_payload
 from stepsmith.verify.runner import CandidateTimeout, check_candidate, get_instance
 from stepsmith.verify.verdict import FailureKind, Verdict
 
-try:  # warm the language and the loader too (written concurrently; tolerate absence)
+try:  # warm the language, loader and static checks too (imported once in the fork server)
     import stepsmith.step  # noqa: F401
+    import stepsmith.step.affine  # noqa: F401
     import stepsmith.tasks  # noqa: F401
+    import stepsmith.verify.allowlist  # noqa: F401
 except ImportError:  # pragma: no cover
     pass
 
