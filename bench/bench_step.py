@@ -3,7 +3,8 @@
 Run: python bench/bench_step.py [--repeats 7] [--oracle-large] [--threads 1]
 
 Programs (shared with `stepsmith demo` and the tests, `stepsmith.step.examples`): batched
-matmul in three dataflow orders, online-softmax attention, LayerNorm from small fns, NeoX RoPE
+matmul in three dataflow orders, online-softmax attention (M batches x K queries over N keys,
+V stashed over the queries), LayerNorm from small fns, NeoX RoPE
 with a position Scan, a 3-expert MoE (Partition -> Map -> Merge). Sizes: the paper binding
 (M=5, N=7, K=9, D=16), M=N=K=32 D=64, M=N=K=64 D=128 (oracle skipped there by default: it
 takes minutes). Every run's output is checked against PyTorch.

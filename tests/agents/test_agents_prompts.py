@@ -167,3 +167,16 @@ def test_no_ir_prompt_renders_demonstrations_as_python(load) -> None:
     user = compose_messages(load("reuse0"), demos, with_ir=False)[1]["content"]
     assert "def impl(A):\n" in user and "    A_a, A_b = step.Copy().apply(A)" in user
     assert "demonstrations:" not in user and "dims: [K, M]" not in user
+
+
+def test_every_benchmark_task_composes_without_its_name_or_solution() -> None:
+    for task in benchmark_tasks():
+        for with_ir in (True, False):
+            messages = compose_messages(task, [], with_ir=with_ir)
+            text = "\n".join(m["content"] for m in messages)
+            assert task.name not in text, task.name
+            assert task.impl.strip() not in text, task.name
+        user = compose_messages(task, [])[1]["content"]
+        shown = yaml.safe_load(user[user.index("task:") : user.index("\n\nAnswer")])["task"]
+        assert [i["name"] for i in shown["inputs"]] == [i.name for i in task.spec.inputs], task.name
+        assert "impl" not in shown and "test_name" not in shown

@@ -58,6 +58,7 @@ def test_affine_strict_warn_off() -> None:
     msg = str(e.value)
     assert "'E0'" in msg and "Map(fn=fn_exp)" in msg and "Accum(fn=fn_sum, b=1)" in msg
     assert "step.Copy().apply(E0)" in msg
+    assert e.value.stream == "'E0'" and e.value.primitive == "Accum(fn=fn_sum, b=1)"
     with step.Session(binding=BINDING, affine="warn") as s:
         x = km("X")
         step.Map(fn=EXP).apply(x)
@@ -180,3 +181,19 @@ def test_fn_from_source_errors() -> None:
         fn("fn_x", "return [state[0]]", "fp32", "fp32", init=[0, 1])
     with pytest.raises(step.StepArgumentError, match="unknown init"):
         fn("fn_x", "return [state[0]]", "fp32", "fp32", init=["twelve"])
+
+
+def test_session_validation_and_default() -> None:
+    with pytest.raises(step.StepArgumentError, match="executor"):
+        step.Session(executor="gpu")  # type: ignore[arg-type]
+    with pytest.raises(step.StepArgumentError, match="affine"):
+        step.Session(affine="lenient")  # type: ignore[arg-type]
+    with pytest.raises(step.StepArgumentError, match="int"):
+        step.Session(binding={"M": "five"})
+    outer = step.current_session()
+    with step.Session(binding={"M": 2}, executor="oracle") as s:
+        assert step.current_session() is s
+        with step.Session() as inner:
+            assert step.current_session() is inner
+        assert step.current_session() is s
+    assert step.current_session() is outer

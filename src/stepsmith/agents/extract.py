@@ -26,7 +26,7 @@ _STEP_IMPORT = re.compile(
 _MAX_SCAN_LINES = 120  # bound the prose-trimming search on very long answers
 _ANSWER_HINT = (
     "Answer with the program body in one fenced block:\n"
-    "```yaml\nimpl: |-\n  E1 = step.Map(fn=fn_f).apply(E0)\n  return E1\n```"
+    "```yaml\nimpl: |-\n  <the program body, ending with return>\n```"
 )
 
 

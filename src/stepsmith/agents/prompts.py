@@ -141,20 +141,20 @@ not consume it; an unused stream is fine. Partition and Merge both read the sele
 selector stream must be Copied."""
 
 _ANSWER_IR = """\
-Reply with the program body (not the whole task) in one fenced YAML code block:
+Reply with the program body (not the whole task) in one fenced YAML code block, one statement
+per line, using the task's own input names and fns and ending with `return`:
 ```yaml
 impl: |-
-  E1 = step.Map(fn=fn_f).apply(E0)
-  return E1
+  ...
 ```"""
 
 _ANSWER_PY = """\
 Reply with the complete function `def impl(...)` (signature as in the scaffold, body written
-with STeP primitives) in one fenced Python code block:
+with STeP primitives using the scaffold's fns, ending with `return`) in one fenced Python code
+block:
 ```python
-def impl(E0):
-    E1 = step.Map(fn=fn_f).apply(E0)
-    return E1
+def impl(...):
+    ...
 ```"""
 
 

@@ -107,8 +107,6 @@ class LlamaCppBackend:
 
         eos = llm.token_eos()
 
-        self.tokens_sampled = 0
-
         def check_cancel(_ids: Any, scores: Any) -> Any:
             # called from a C callback, where exceptions cannot propagate: on cancellation we
             # force end-of-sequence instead, which ends the generation at this token
@@ -131,6 +129,7 @@ class LlamaCppBackend:
         with lock:
             if cancel.is_set():
                 raise _Cancelled()
+            self.tokens_sampled = 0
             try:
                 result = llm.create_chat_completion(**kwargs)
             except ValueError as exc:  # e.g. prompt longer than the context window

@@ -54,6 +54,11 @@ def _as_dim(prim: Primitive, name: str, value: Any) -> Dim:
     if isinstance(value, Dim):
         return value
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        if value >= 2**40:
+            raise StepArgumentError(
+                f"parameter {name}={value} is far too large for a stream dimension",
+                primitive=prim.label, expected="a size below 2**40", found=str(value),
+            )
         return Dim.const(value)
     if isinstance(value, str) and value.strip():
         try:

@@ -204,9 +204,11 @@ class Primitive:
             hint = (f"a stream can be consumed only once; split it first with "
                     f"`a, b = step.Copy().apply({_var_or_name(s)})` and use one copy in each place")
             if session.affine == "strict":
-                raise StepAffineError(msg, primitive=self.label, hint=hint,
+                err = StepAffineError(msg, primitive=self.label, hint=hint,
                                       expected="each stream consumed at most once",
                                       found="a second consumer")
+                err.stream = display(s)  # attribute only: the message already names it
+                raise err
             session.warnings.append(f"{msg}. Hint: {hint}")
 
     def __repr__(self) -> str:

@@ -185,7 +185,10 @@ def user_var_name(stream: SType) -> str | None:
 
 def display(stream: SType) -> str:
     """`'E3'` or `'x' (= Accum#3(E2))` — readable in LLM feedback."""
-    var = user_var_name(stream)
+    try:
+        var = user_var_name(stream)
+    except Exception:  # noqa: BLE001 - naming is best effort, never a new failure
+        var = None
     if var is None or var == stream.name:
         return repr(stream.name)
     return f"'{var}' (= {stream.name})"

@@ -169,6 +169,8 @@ def classify(exc: BaseException) -> FailureKind:
         return FailureKind.shape_error
     if isinstance(exc, cls("StepDtypeError")):
         return FailureKind.dtype_error
+    if isinstance(exc, cls("StepRuntimeError")):
+        return FailureKind.runtime_error
     if isinstance(exc, cls("StepError")):
         return FailureKind.type_error
     if isinstance(exc, TypeError):
