@@ -14,7 +14,9 @@ R1_FIX = (
     "E2 = step.Map(fn=fn_mul).apply((A_b, E1))\nreturn E2"
 )
 
-R2_BAD = "P = step.Map(fn=fn_mul).apply((A, B))\nS = step.Map(fn=fn_add3).apply((P, A, B))\nreturn S"
+R2_BAD = (
+    "P = step.Map(fn=fn_mul).apply((A, B))\nS = step.Map(fn=fn_add3).apply((P, A, B))\nreturn S"
+)
 R2_FIX = (
     "A_a, A_b = step.Copy().apply(A)\nB_a, B_b = step.Copy().apply(B)\n"
     "P = step.Map(fn=fn_mul).apply((A_a, B_a))\nS = step.Map(fn=fn_add3).apply((P, A_b, B_b))\nreturn S"
@@ -63,5 +65,3 @@ class CountingVerifier:
 
         self.calls.append(src)
         return verify_in_process(task, src)
-
-

@@ -20,7 +20,11 @@ def fixer(first: str, fixed: str, trigger: str):
     """Answers `first`, and `fixed` once the conversation contains verifier feedback `trigger`."""
 
     def fn(messages, temperature, sample_index):
-        if messages[-1]["role"] == "user" and trigger in messages[-1]["content"] and len(messages) > 2:
+        if (
+            messages[-1]["role"] == "user"
+            and trigger in messages[-1]["content"]
+            and len(messages) > 2
+        ):
             return yaml_answer(fixed)
         return first if first.startswith("PROSE:") else yaml_answer(first)
 
@@ -116,7 +120,10 @@ def test_verifier_crash_is_recorded_not_raised(load, scripted) -> None:
         def verify(self, task, src):
             raise RuntimeError("worker pool closed")
 
-    attempt = run(Agent(scripted(lambda m, t, i: yaml_answer(R0)), Exploding(), method="single"), load("reuse0"))
+    attempt = run(
+        Agent(scripted(lambda m, t, i: yaml_answer(R0)), Exploding(), method="single"),
+        load("reuse0"),
+    )
     assert not attempt.passed and attempt.failure_kind == "verifier_error"
     assert "worker pool closed" in attempt.feedback
 

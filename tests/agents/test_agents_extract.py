@@ -17,7 +17,7 @@ GOOD_ANSWERS = {
     ),
     "python_block_bare": "```python\nE1 = step.Map(fn=fn_exp).apply(E0)\nE2 = step.Accum(fn=fn_sum, b=1).apply(E1)\nreturn E2\n```",
     "def_wrapper": (
-        "```python\nfrom stepsmith import step\n\ndef impl(E0):\n    \"\"\"Sum of exp.\"\"\"\n"
+        '```python\nfrom stepsmith import step\n\ndef impl(E0):\n    """Sum of exp."""\n'
         "    E1 = step.Map(fn=fn_exp).apply(E0)\n    E2 = step.Accum(fn=fn_sum, b=1).apply(E1)\n    return E2\n```"
     ),
     "def_wrapper_with_usage_line": (
@@ -76,7 +76,9 @@ def test_extracts_the_program(name: str) -> None:
 
 
 def test_keeps_comments_and_inner_blank_lines() -> None:
-    answer = "```yaml\nimpl: |-\n  # exp first\n  E1 = step.Map(fn=fn_exp).apply(E0)\n\n  return E1\n```"
+    answer = (
+        "```yaml\nimpl: |-\n  # exp first\n  E1 = step.Map(fn=fn_exp).apply(E0)\n\n  return E1\n```"
+    )
     assert extract_impl(answer) == "# exp first\nE1 = step.Map(fn=fn_exp).apply(E0)\n\nreturn E1"
 
 
@@ -90,7 +92,10 @@ def test_multiline_call_inside_def() -> None:
         "```python\ndef impl(x, sel):\n    parts = step.Partition(N=E_value).apply(\n        (x, sel)\n    )\n"
         "    return parts[0]\n```"
     )
-    assert extract_impl(answer) == "parts = step.Partition(N=E_value).apply(\n    (x, sel)\n)\nreturn parts[0]"
+    assert (
+        extract_impl(answer)
+        == "parts = step.Partition(N=E_value).apply(\n    (x, sel)\n)\nreturn parts[0]"
+    )
 
 
 BAD_ANSWERS = {

@@ -11,8 +11,18 @@ from stepsmith.agents import Agent
 pytestmark = pytest.mark.slow
 
 KNOWN_KINDS = {
-    "unparsable", "parse_error", "disallowed", "type_error", "shape_error", "dtype_error",
-    "affine", "runtime_error", "timeout", "memory", "output_mismatch", "value_mismatch",
+    "unparsable",
+    "parse_error",
+    "disallowed",
+    "type_error",
+    "shape_error",
+    "dtype_error",
+    "affine",
+    "runtime_error",
+    "timeout",
+    "memory",
+    "output_mismatch",
+    "value_mismatch",
 }
 
 
@@ -23,8 +33,13 @@ def test_local_model_sample_goes_through_the_whole_pipeline(tmp_path) -> None:
     from stepsmith.verify import VerifierPool
 
     task = get_task("demo_map_silu")  # the easiest operator: one Map
-    client = LLMClient(DEFAULT_MODEL, store=CallStore(tmp_path / "calls.db"), run_id="slow",
-                       timeout_s=1800, max_retries=0)
+    client = LLMClient(
+        DEFAULT_MODEL,
+        store=CallStore(tmp_path / "calls.db"),
+        run_id="slow",
+        timeout_s=1800,
+        max_retries=0,
+    )
     with VerifierPool(workers=1) as pool:
         agent = Agent(client, pool, method="agent", guardian="rule", repair=1, max_tokens=256)
         attempt = asyncio.run(agent.attempt(task, [], temperature=0.4, sample_index=0))

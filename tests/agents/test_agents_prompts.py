@@ -15,6 +15,7 @@ from stepsmith.agents import (
     base_prompt,
     compose_messages,
     prompts,
+    reference,
     task_ir,
 )
 from stepsmith.agents.similarity import isomorphic
@@ -36,13 +37,23 @@ def demo_of(task, impl: str | None = None, **overrides) -> Demonstration:
 @pytest.mark.parametrize("with_ir", [True, False])
 def test_base_prompt_is_yaml_with_every_registry_primitive(with_ir: bool) -> None:
     document = yaml.safe_load(base_prompt(with_ir))
-    assert list(document) == ["role", "language", "primitives", "idioms", "affine_rule", "answer_format"]
+    assert list(document) == [
+        "role",
+        "language",
+        "primitives",
+        "idioms",
+        "affine_rule",
+        "answer_format",
+    ]
     assert [p["name"] for p in document["primitives"]] == list(step.REGISTRY)
     for entry in document["primitives"]:
         definition = step.REGISTRY[entry["name"]]
         assert entry["description"] == definition.description.strip()
         assert "example" in entry, f"{entry['name']} has no worked example"
-    assert [i["name"] for i in document["idioms"]] == ["dimension placeholder", "stashing a dimension"]
+    assert [i["name"] for i in document["idioms"]] == [
+        "dimension placeholder",
+        "stashing a dimension",
+    ]
     assert "Copy" in document["affine_rule"]
     assert ("impl: |-" in document["answer_format"]) == with_ir
 
@@ -140,14 +151,14 @@ def test_leakage_guard_rejects_an_isomorphic_program_from_another_task(load) -> 
 
 def test_demo_set_containing_a_benchmark_task_is_refused(monkeypatch, load) -> None:
     leaked = benchmark_tasks()[0]
-    monkeypatch.setattr(prompts, "_demo_tasks", lambda: [leaked])
+    monkeypatch.setattr(reference, "_demo_tasks", lambda: [leaked])
     with pytest.raises(LeakageError, match="benchmark task"):
         base_prompt(True)
 
 
 def test_worked_examples_come_from_the_demonstration_set(monkeypatch, load) -> None:
     demo_set = [load("reuse0"), load("reuse1")]
-    monkeypatch.setattr(prompts, "_demo_tasks", lambda: demo_set)
+    monkeypatch.setattr(reference, "_demo_tasks", lambda: demo_set)
     document = yaml.safe_load(base_prompt(True))
     by_name = {p["name"]: p for p in document["primitives"]}
     assert by_name["Map"]["example"]["impl"] == demo_set[0].impl  # first task using Map

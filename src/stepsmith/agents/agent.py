@@ -172,7 +172,10 @@ class Agent:
             if turn < self.repair:
                 messages = messages + [
                     {"role": "assistant", "content": answer},
-                    {"role": "user", "content": self._repair_message(failure, feedback, impl, unguarded)},
+                    {
+                        "role": "user",
+                        "content": self._repair_message(failure, feedback, impl, unguarded),
+                    },
                 ]
         passed = bool(verdict is not None and getattr(verdict, "passed", False) and failure is None)
         return Attempt(
@@ -265,7 +268,11 @@ class Agent:
         if feedback:
             lines.append("Verifier feedback:\n" + feedback.strip())
         if self.with_ir:
-            lines.append("Fix the program and answer again with `impl: |-` in a ```yaml code block.")
+            lines.append(
+                "Fix the program and answer again with `impl: |-` in a ```yaml code block."
+            )
         else:
-            lines.append("Fix the program and answer again with the complete `def impl(...)` in a ```python code block.")
+            lines.append(
+                "Fix the program and answer again with the complete `def impl(...)` in a ```python code block."
+            )
         return "\n\n".join(lines)

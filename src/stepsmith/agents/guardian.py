@@ -164,7 +164,9 @@ async def run_guardian(
             try:
                 result.impl = extract_impl(completion.text)
             except Unparsable as exc:
-                result.note = f"guardian answer unparsable ({exc.reason}); kept the proposer's program"
+                result.note = (
+                    f"guardian answer unparsable ({exc.reason}); kept the proposer's program"
+                )
     if mode in ("rule", "llm+rule"):
         result.impl = rule_repair(result.impl, params)
     result.changed = not same_program(impl, result.impl)

@@ -20,10 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from stepsmith.agents import reference
+from stepsmith.agents.reference import IDIOMS, Example, LeakageError, reference_examples
 from stepsmith.agents.render import (
     compact_ir,
-    dtype_text,
-    dump_yaml,
     input_names,
     ir_document,
     python_scaffold,
@@ -42,10 +42,6 @@ __all__ = [
     "reference_examples",
     "clear_caches",
 ]
-
-
-class LeakageError(ValueError):
-    """A prompt would show a task its own solution (or a benchmark task as a worked example)."""
 
 
 @dataclass(frozen=True)
@@ -119,26 +115,13 @@ _LANGUAGE = """\
   `output_dtype`. Use only the task's inputs, fns, size symbols and the primitives below; no
   imports, no torch calls, no loops over data."""
 
-_PLACEHOLDER = """\
-Accum, Scan and Bufferize can take at most `rank` dims: the outermost dim can never be reduced.
-To reduce or buffer every real dim, first Promote a size-1 dim outside them (the placeholder),
-apply the primitive over all real dims, then remove the size-1 dim with Flatten when it is in
-the way."""
-
-_STASHING = """\
-To repeat data along a dim that is not innermost (e.g. reuse one row for every n), Bufferize the
-inner dims into one element, add the new dim with Repeat(n=...) or RepeatRef, then Streamify the
-buffer back into stream dims."""
-
 AFFINE_RULE = """\
 Every stream may be consumed by at most ONE primitive (a FIFO is drained by its reader). To use
-a stream k times, split it with k-1 chained Copies and use each copy once:
-  E0_a, E0_b = step.Copy().apply(E0)                 # E0 used twice
-  E0_a, E0_t = step.Copy().apply(E0)                 # E0 used three times:
-  E0_b, E0_c = step.Copy().apply(E0_t)               #   two chained Copies
-Uses are counted over the whole program, including list comprehensions. Returning a stream does
-not consume it; an unused stream is fine. Partition and Merge both read the selector, so the
-selector stream must be Copied."""
+a stream twice, first split it with `s_a, s_b = step.Copy().apply(s)` and give each consumer
+its own copy; for three uses chain two Copies (Copy one of the two copies again); in general
+k uses need k-1 chained Copies. Uses are counted over the whole program, including list
+comprehensions. Returning a stream does not consume it; an unused stream is fine. Partition and
+Merge both read the selector, so the selector stream must be Copied."""
 
 _ANSWER_IR = """\
 Reply with the program body (not the whole task) in one fenced YAML code block, one statement
@@ -158,197 +141,10 @@ def impl(...):
 ```"""
 
 
-# --------------------------------------------------------------------------------------------
-# Registry and demonstration-set access (written concurrently by other helpers: import lazily)
-# --------------------------------------------------------------------------------------------
-
-
-def _registry() -> dict[str, Any]:
-    from stepsmith import step
-
-    return dict(step.REGISTRY)
-
-
-def _demo_tasks() -> list[Any]:
-    from stepsmith.tasks.suite import demo_tasks
-
-    return list(demo_tasks())
-
-
-def _benchmark_tasks() -> list[Any]:
-    from stepsmith.tasks.suite import benchmark_tasks
-
-    return list(benchmark_tasks())
-
-
-@dataclass(frozen=True)
-class _Example:
-    """A worked example in the reference: a demonstration-set task (or registry example text)."""
-
-    topic: str  # primitive or idiom name
-    task_name: str | None
-    ir: str | None
-    impl: str | None
-    fallback: str | None = None  # registry example (YAML) when no demo task teaches the topic
-    fallback_py: str | None = None  # the same example as Python, for the no-IR baseline
-
-
-def _uses(impl: str | None, primitive: str) -> bool:
-    return bool(impl) and re.search(rf"\bstep\.{re.escape(primitive)}\s*\(", impl) is not None
-
-
-def _distinct_primitives(impl: str | None) -> int:
-    return len(set(re.findall(r"\bstep\.(\w+)\s*\(", impl or "")))
-
-
-def _teaches(task: Any, topic: str, *, loose: bool = False) -> bool:
-    """Does a demo task declare that it teaches `topic` (group demo-<topic>, name, description)?
-
-    `loose` (idioms) also accepts the topic anywhere in the group or name ("demo-idiom-stash").
-    """
-    t = topic.lower()
-    group = str(getattr(task, "group", "") or "").lower()
-    name = str(getattr(task, "name", "") or "").lower()
-    description = str(getattr(task, "description", "") or "").lower()
-    if loose and (t in group or t in name):
-        return True
-    return (
-        group in (f"demo-{t}", f"demo_{t}", t)
-        or name in (t, f"demo_{t}", f"demo-{t}")
-        or name.startswith((f"demo_{t}_", f"{t}_"))
-        or re.search(rf"primitive:\s*{re.escape(t)}\b", description) is not None
-        or re.search(rf"idiom:\s*{re.escape(t)}\b", description) is not None
-    )
-
-
-_IDIOMS = {"placeholder": _PLACEHOLDER, "stashing": _STASHING}
-_IDIOM_ALIASES = {"placeholder": ("placeholder",), "stashing": ("stash", "stashing")}
-
-
-def _registry_example_text(definition: Any) -> str | None:
-    """The registry's own small worked program, rendered like a task (used when no demo task fits)."""
-    example = getattr(definition, "example", None)
-    if example is None:
-        return None
-    if isinstance(example, str):
-        return example.strip() or None
-    program = getattr(example, "program", None)
-    if not isinstance(program, str) or not program.strip():
-        return None
-    document: dict[str, Any] = {}
-    explanation = getattr(example, "explanation", None)
-    if explanation:
-        document["description"] = str(explanation).strip()
-    inputs = []
-    for entry in getattr(example, "inputs", ()) or ():
-        try:
-            name, dtype, dims = entry
-        except (TypeError, ValueError):
-            continue
-        inputs.append({"name": name, "dtype": dtype, "dims": list(dims)})
-    if inputs:
-        document["inputs"] = inputs
-    fns = []
-    for fn in getattr(example, "fns", ()) or ():
-        item: dict[str, Any] = {"func_name": fn.func_name}
-        if getattr(fn, "init", None) is not None:
-            item["init"] = list(fn.init)
-        item.update(input_dtype=fn.input_dtype, output_dtype=fn.output_dtype, apply=fn.apply)
-        fns.append(item)
-    if fns:
-        document["fns"] = fns
-    reference = getattr(example, "reference", None)
-    if reference:
-        document["output_equals"] = str(reference).strip()
-    document["impl"] = program.strip()
-    return dump_yaml(document)
-
-
-def _registry_example_python(definition: Any) -> str | None:
-    """The registry example as a commented Python function (no structural IR)."""
-    example = getattr(definition, "example", None)
-    program = getattr(example, "program", None)
-    if not isinstance(program, str) or not program.strip():
-        return None
-    lines = []
-    if getattr(example, "explanation", None):
-        lines.append(f"# {' '.join(str(example.explanation).split())}")
-    names = []
-    for entry in getattr(example, "inputs", ()) or ():
-        try:
-            name, dtype, dims = entry
-        except (TypeError, ValueError):
-            continue
-        names.append(str(name))
-        lines.append(f"# {name}: stream of {dtype}, shape [{', '.join(map(str, dims))}] (innermost first)")
-    for fn in getattr(example, "fns", ()) or ():
-        init = getattr(fn, "init", None)
-        head = f"def {fn.func_name}(state, input):" if init is not None else f"def {fn.func_name}(input):"
-        kind = f"stateful, init {list(init)}" if init is not None else "stateless"
-        typing = f"input {dtype_text(fn.input_dtype)} -> output {dtype_text(fn.output_dtype)}"
-        lines += [head, f"    # {kind}; {typing}"]
-        lines.append(textwrap.indent(str(fn.apply).strip(), "    "))
-    lines.append(f"def impl({', '.join(names)}):")
-    lines.append(textwrap.indent(program.strip(), "    "))
-    if getattr(example, "reference", None):
-        lines.append(f"# the output equals: {example.reference}")
-    return "\n".join(lines)
-
-
-def _guard_demo_set(demos: list[Any]) -> None:
-    """The base prompt must never contain a benchmark task (by name or isomorphic program)."""
-    bench = _benchmark_tasks()
-    names = {t.name for t in bench}
-    for demo in demos:
-        if demo.name in names:
-            raise LeakageError(
-                f"demonstration-set task '{demo.name}' is also a benchmark task; the base prompt "
-                "may only use tasks from the demonstration set"
-            )
-        for b in bench:
-            if isomorphic(getattr(demo, "impl", None), getattr(b, "impl", None)):
-                raise LeakageError(
-                    f"demonstration-set task '{demo.name}' has the same program (AST-isomorphic) as "
-                    f"benchmark task '{b.name}'; it would leak that task's solution into every prompt"
-                )
-
-
-@functools.lru_cache(maxsize=32)
-def reference_examples(exclude: tuple[str, ...] = ()) -> tuple[_Example, ...]:
-    """One worked example per primitive and per idiom, chosen from the demonstration set.
-
-    Tasks named in `exclude` are skipped (a demo task being solved must not see itself).
-    """
-    demos = [t for t in _demo_tasks() if t.name not in exclude]
-    _guard_demo_set(demos)
-    used: set[str] = set()
-    examples: list[_Example] = []
-    topics = [(name, definition) for name, definition in _registry().items()]
-    topics += [(idiom, None) for idiom in _IDIOMS]
-    for topic, definition in topics:
-        aliases = _IDIOM_ALIASES.get(topic, (topic,))
-        declared = [
-            t for t in demos if any(_teaches(t, a, loose=definition is None) for a in aliases)
-        ]
-        using = sorted(
-            (t for t in demos if definition is not None and _uses(t.impl, topic)),
-            key=lambda t: (_distinct_primitives(t.impl), t.name),
-        )
-        chosen = next((t for t in declared + using if t.name not in used), None)
-        fallback = _registry_example_text(definition) if definition is not None else None
-        if chosen is None and declared and fallback is None:
-            chosen = declared[0]  # a task declared for this topic, even if shown already
-        if chosen is not None:
-            used.add(chosen.name)
-            examples.append(_Example(topic, chosen.name, task_ir(chosen), chosen.impl))
-        else:  # the registry's own small example is more focused than repeating a task
-            python = _registry_example_python(definition) if definition is not None else None
-            examples.append(_Example(topic, None, None, None, fallback, python))
-    return tuple(examples)
-
-
 def _indent(text: str, spaces: int) -> str:
-    return textwrap.indent(text, " " * spaces, lambda _line: True).replace(" " * spaces + "\n", "\n")
+    return textwrap.indent(text, " " * spaces, lambda _line: True).replace(
+        " " * spaces + "\n", "\n"
+    )
 
 
 def _block(key: str, text: str, spaces: int) -> str:
@@ -357,13 +153,16 @@ def _block(key: str, text: str, spaces: int) -> str:
     return f"{pad}{key}: |-\n{_indent(text.rstrip(), spaces + 2)}"
 
 
-def _example_yaml(example: _Example, spaces: int, with_ir: bool) -> list[str]:
+def _example_yaml(example: Example, spaces: int, with_ir: bool) -> list[str]:
     pad = " " * spaces
     if example.ir is None:
         if not with_ir and example.fallback_py:
             return [_block("example", example.fallback_py, spaces)]
         if example.fallback:
-            return [f"{pad}example:  # a small worked program", _indent(example.fallback, spaces + 2)]
+            return [
+                f"{pad}example:  # a small worked program",
+                _indent(example.fallback, spaces + 2),
+            ]
         return []
     if with_ir:
         return [
@@ -376,7 +175,7 @@ def _example_yaml(example: _Example, spaces: int, with_ir: bool) -> list[str]:
     return [_block("example", scaffold, spaces)]
 
 
-def _primitive_yaml(name: str, definition: Any, example: _Example | None, with_ir: bool) -> str:
+def _primitive_yaml(name: str, definition: Any, example: Example | None, with_ir: bool) -> str:
     signature = str(getattr(definition, "signature", "") or "").strip()
     description = str(getattr(definition, "description", "") or "").strip()
     lines = [f"  - name: {name}"]
@@ -401,11 +200,16 @@ def _language_without_ir() -> str:
     """The language notes, worded for tasks given as Python scaffolds instead of YAML IR."""
     return (
         _LANGUAGE.replace("The task's `data_transform` computes", "The scaffold's test computes")
-        .replace("Specialized functions (`fns`) come with the task", "Specialized functions come with the task")
+        .replace(
+            "Specialized functions (`fns`) come with the task",
+            "Specialized functions come with the task",
+        )
         .replace("without `init` is stateless", "taking (input) is stateless")
         .replace("with `init` it is stateful", "taking (state, input) is stateful")
-        .replace("equal the fn's `input_dtype`; its output type is the fn's\n  `output_dtype`",
-                 "equal the fn's input type; its output type is the fn's\n  output type")
+        .replace(
+            "equal the fn's `input_dtype`; its output type is the fn's\n  `output_dtype`",
+            "equal the fn's input type; its output type is the fn's\n  output type",
+        )
     )
 
 
@@ -413,7 +217,7 @@ def _language_without_ir() -> str:
 def base_prompt(with_ir: bool = True, exclude: tuple[str, ...] = ()) -> str:
     """The system message: role, language, each primitive with a worked example, idioms, rule."""
     examples = {e.topic: e for e in reference_examples(exclude)}
-    registry = _registry()
+    registry = reference._registry()
     parts = [
         "# STeP programming reference",
         _block("role", _ROLE, 0),
@@ -423,8 +227,10 @@ def base_prompt(with_ir: bool = True, exclude: tuple[str, ...] = ()) -> str:
     for name, definition in registry.items():
         parts.append(_primitive_yaml(name, definition, examples.get(name), with_ir))
     parts.append("idioms:")
-    for idiom, text in _IDIOMS.items():
-        parts.append(f"  - name: {'dimension placeholder' if idiom == 'placeholder' else 'stashing a dimension'}")
+    for idiom, text in IDIOMS.items():
+        parts.append(
+            f"  - name: {'dimension placeholder' if idiom == 'placeholder' else 'stashing a dimension'}"
+        )
         parts.append(_block("description", text, 4))
         example = examples.get(idiom)
         if example is not None:
@@ -444,8 +250,10 @@ def render_demonstrations(demonstrations: Sequence[Demonstration], with_ir: bool
     if not demonstrations:
         return ""
     if with_ir:
-        lines = ["# Solved tasks: verified programs for other tasks. Learn from their style.",
-                 "demonstrations:"]
+        lines = [
+            "# Solved tasks: verified programs for other tasks. Learn from their style.",
+            "demonstrations:",
+        ]
         for demo in demonstrations:
             lines.append("  - task:")
             lines.append(_indent(demo.task_ir.strip(), 6))
@@ -453,8 +261,12 @@ def render_demonstrations(demonstrations: Sequence[Demonstration], with_ir: bool
         return "\n".join(lines) + "\n"
     lines = ["# Solved tasks: verified programs for other tasks. Learn from their style."]
     for number, demo in enumerate(demonstrations, start=1):
-        lines += [f"## Solved task {number}", "```python",
-                  python_scaffold(ir_document(demo.task_ir), demo.impl), "```"]
+        lines += [
+            f"## Solved task {number}",
+            "```python",
+            python_scaffold(ir_document(demo.task_ir), demo.impl),
+            "```",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -497,14 +309,16 @@ def _self_exclusion(task: Any) -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=512)
-def _self_exclusion_for(name: str | None, reference: str | None) -> tuple[str, ...]:
+def _self_exclusion_for(name: str | None, own_impl: str | None) -> tuple[str, ...]:
     try:
-        demos = _demo_tasks()
+        demos = reference._demo_tasks()
     except ImportError:  # no demonstration set installed: nothing to exclude
         return ()
     return tuple(
         sorted(
-            d.name for d in demos if d.name == name or isomorphic(getattr(d, "impl", None), reference)
+            d.name
+            for d in demos
+            if d.name == name or isomorphic(getattr(d, "impl", None), own_impl)
         )
     )
 

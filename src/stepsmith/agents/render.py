@@ -137,10 +137,16 @@ class _CompactDumper(_BlockDumper):
 
 
 def _dict_representer(dumper: yaml.SafeDumper, data: dict) -> yaml.MappingNode:
-    flow = "apply" not in data and "data_transform" not in data and all(
-        isinstance(v, str | int | float) and "\n" not in str(v)
-        or isinstance(v, list) and all(isinstance(x, str | int | float) for x in v)
-        for v in data.values()
+    flow = (
+        "apply" not in data
+        and "data_transform" not in data
+        and all(
+            isinstance(v, str | int | float)
+            and "\n" not in str(v)
+            or isinstance(v, list)
+            and all(isinstance(x, str | int | float) for x in v)
+            for v in data.values()
+        )
     )
     return dumper.represent_mapping("tag:yaml.org,2002:map", data, flow_style=flow)
 
@@ -204,7 +210,9 @@ _MULTIHOT = re.compile(r"^\s*Multihot\(\s*(\w+)\s*,\s*(\w+)\s*\)\s*$")
 
 def input_names(document: dict[str, Any]) -> list[str]:
     """Names of the input streams (the impl's parameters), in order."""
-    return [str(entry.get("name")) for entry in document.get("inputs") or [] if isinstance(entry, dict)]
+    return [
+        str(entry.get("name")) for entry in document.get("inputs") or [] if isinstance(entry, dict)
+    ]
 
 
 def _tensor_shape(dtype: Any, dims: list[Any]) -> str:

@@ -21,6 +21,13 @@ from .models import KNOWN_MODELS, ensure_model
 
 N_THREADS = int(os.environ.get("STEPSMITH_LLAMACPP_THREADS", "2"))
 N_CTX = int(os.environ.get("STEPSMITH_LLAMACPP_N_CTX", "16384"))
+# Reusing evaluated prompt prefixes (in the context, and from a RAM cache of recent states so
+# proposer/guardian/repair prompts that alternate still hit) saves re-evaluating thousands of
+# shared prompt tokens per call. Its price: logits depend slightly on how the prompt was split
+# into batches, so a sample may differ with call order. The call cache replays runs exactly
+# either way; set STEPSMITH_LLAMACPP_PREFIX_REUSE=0 for order-independent (slow) sampling.
+PREFIX_REUSE = os.environ.get("STEPSMITH_LLAMACPP_PREFIX_REUSE", "1") != "0"
+STATE_CACHE_MB = int(os.environ.get("STEPSMITH_LLAMACPP_STATE_CACHE_MB", "1024"))
 SEED_BASE = 1_000_003
 
 _MODELS: dict[str, tuple[Any, threading.Lock, float]] = {}
@@ -67,6 +74,8 @@ def load_llama(path: Path) -> tuple[Any, threading.Lock, float]:
             )
         except (ValueError, RuntimeError, OSError) as exc:
             raise LLMError(f"llamacpp: could not load GGUF model {key}: {exc}") from exc
+        if PREFIX_REUSE and STATE_CACHE_MB > 0:
+            llm.set_cache(llama_cpp.LlamaRAMCache(capacity_bytes=STATE_CACHE_MB << 20))
         entry = (llm, threading.Lock(), time.perf_counter() - t0)
         _MODELS[key] = entry
         return entry
@@ -130,6 +139,8 @@ class LlamaCppBackend:
             if cancel.is_set():
                 raise _Cancelled()
             self.tokens_sampled = 0
+            if not PREFIX_REUSE:
+                llm.reset()
             try:
                 result = llm.create_chat_completion(**kwargs)
             except ValueError as exc:  # e.g. prompt longer than the context window

@@ -113,9 +113,11 @@ class LLMClient:
         reserve_cost = self.price.cost(est_in, max_tokens) if self.price else 0.0
         if self.budget is not None:
             self.budget.reserve(reserve_tokens, reserve_cost)
+        t_call = t0
         try:
             try:
                 async with self._semaphore():
+                    t_call = time.perf_counter()  # latency excludes waiting for a slot
                     comp, attempts = await self._call_with_retries(
                         messages, {**params, "sample_index": sample_index}
                     )
@@ -123,13 +125,13 @@ class LLMClient:
                 exc.model = self.model
                 self._record(messages, params, sample_index, key, meta, started,
                              status="error", error=str(exc), attempts=exc.attempts,
-                             latency_s=time.perf_counter() - t0)
+                             latency_s=time.perf_counter() - t_call)
                 raise
         finally:
             if self.budget is not None:
                 self.budget.release(reserve_tokens, reserve_cost)
 
-        latency = time.perf_counter() - t0
+        latency = time.perf_counter() - t_call
         cost = self.price.cost(comp.input_tokens, comp.output_tokens) if self.price else None
         if not comp.usage_estimated:
             self._known_input[ph] = comp.input_tokens

