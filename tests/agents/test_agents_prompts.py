@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import yaml
@@ -110,9 +111,8 @@ def test_task_ir_keeps_the_authors_comments(tmp_path) -> None:
 
 
 def prompts_data(name: str) -> str:
-    from conftest import DATA
-
-    return (DATA / f"{name}.yaml").read_text()
+    # not `from conftest import DATA`: with one conftest per test folder, that name is ambiguous
+    return (Path(__file__).parent / "data" / f"{name}.yaml").read_text()
 
 
 def test_demonstrations_keep_their_order_and_hide_provenance(load) -> None:

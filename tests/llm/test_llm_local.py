@@ -94,3 +94,18 @@ def test_cancel_stops_generation_promptly(client: LLMClient) -> None:
     asyncio.run(main())
     assert len(stopped_at) == 2 and stopped_at[0] < 100  # of 1000 allowed
     assert client.store.recent(5, status="ok")[0]["output_tokens"] == 1
+
+
+def test_alternating_prompts_reuse_saved_states_without_hoarding_logits(
+        client: LLMClient) -> None:
+    from stepsmith.llm.backend_llamacpp import load_llama
+
+    a = [{"role": "system", "content": "You write STeP. " * 40}, {"role": "user", "content": "a"}]
+    b = [{"role": "system", "content": "You check rules. " * 40}, {"role": "user", "content": "b"}]
+    for msgs in (a, b, a):
+        client.sample_sync(msgs, temperature=0.0, max_tokens=2)
+    llm = load_llama(client.backend.path)[0]
+    states = list(llm.cache.cache_state.values())
+    assert len(states) >= 2
+    assert all(s.scores.shape[0] == 1 for s in states)  # not n_batch x 152k floats each
+    assert llm.cache.cache_size <= 1024 << 20

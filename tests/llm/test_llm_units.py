@@ -95,3 +95,18 @@ def test_budget_summary_and_release() -> None:
     b.release(60, 0.0)
     b.charge(30, 0.0, task="t")
     assert b.summary() == "spent $0.0000, 30 tokens of 100"
+
+
+def test_local_thread_choice_backs_off_when_the_cpu_is_shared(monkeypatch) -> None:
+    from stepsmith.llm import backend_llamacpp as L
+
+    assert L.others_running(samples=2, interval_s=0.0) >= 0  # reads the real /proc/loadavg
+    monkeypatch.setattr(L, "THREADS_SETTING", "auto")
+    monkeypatch.setattr(L.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(L, "others_running", lambda: 0)
+    assert L.choose_threads() == 2
+    monkeypatch.setattr(L, "others_running", lambda: 3)
+    assert L.choose_threads() == 1
+    monkeypatch.setattr(L, "THREADS_SETTING", "2")
+    monkeypatch.setattr(L, "N_THREADS", 2)
+    assert L.choose_threads() == 2

@@ -130,6 +130,7 @@ class Agent:
         turns = 0
         for turn in range(self.repair + 1):
             turns = turn + 1
+            unguarded = None  # the attempt describes the last turn only
             tag = "proposer" if turn == 0 else f"repair{turn}"
             try:
                 completion = await self.client.sample(
@@ -153,7 +154,6 @@ class Agent:
                 if getattr(completion, "finish_reason", "") == "length":
                     feedback += " (the answer hit the output token limit; write a shorter answer)"
             else:
-                unguarded = None
                 verified = await self._guard_and_verify(
                     task, impl, params, temperature, sample_index, totals, notes, turn
                 )

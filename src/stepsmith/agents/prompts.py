@@ -258,7 +258,7 @@ def render_demonstrations(demonstrations: Sequence[Demonstration], with_ir: bool
             lines.append("  - task:")
             lines.append(_indent(demo.task_ir.strip(), 6))
             lines.append(_block("impl", demo.impl, 4))
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines) + "\n\n"
     lines = ["# Solved tasks: verified programs for other tasks. Learn from their style."]
     for number, demo in enumerate(demonstrations, start=1):
         lines += [

@@ -252,6 +252,8 @@ def create_run(cfg: BenchConfig, store: ExperienceStore, tasks: Sequence[Any], r
     cfg.validate()
     run_id = run_id or new_run_id()
     config = asdict(cfg)
+    if cfg.method in ("single", "single-no-ir"):
+        config["guardian"] = "none"  # the paper's single baselines are the proposer alone
     config["task_names"] = [t.name for t in tasks]
     config["task_groups"] = {t.name: t.group for t in tasks}
     config["task_refs"] = [_task_ref(t) for t in tasks]

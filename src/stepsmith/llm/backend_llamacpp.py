@@ -2,8 +2,9 @@
 
 One `Llama` per model file per process (loading costs ~0.3 s for 0.5B but memory matters), a
 lock per model (llama.cpp contexts are not thread-safe), generation in a worker thread so the
-async interface works, 2 threads (the machine size), the GGUF's own chat template, and a seed
-derived from `sample_index` so sampled runs are reproducible and replayable.
+async interface works, at most 2 threads (the machine size; 1 while the CPU is shared), the
+GGUF's own chat template, reuse of evaluated prompt prefixes, and a seed derived from
+`sample_index` (sample i draws the same way on every run; exact replay comes from the cache).
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ from .base import Completion, normalize_finish_reason
 from .errors import LLMError
 from .models import KNOWN_MODELS, ensure_model
 
-N_THREADS = int(os.environ.get("STEPSMITH_LLAMACPP_THREADS", "2"))
+# "auto": 2 threads when the other core is idle, 1 when something else is running. On this
+# 2-core machine a 2-thread generation that shares the CPU collapsed (measured 1-2 tok/s vs ~9
+# with 1 thread) because every layer ends in a thread barrier; when the machine is quiet, 2
+# threads are faster. An integer forces a fixed count.
+THREADS_SETTING = os.environ.get("STEPSMITH_LLAMACPP_THREADS", "auto")
+MAX_THREADS = 2
+N_THREADS = MAX_THREADS if THREADS_SETTING == "auto" else max(1, int(THREADS_SETTING))
 N_CTX = int(os.environ.get("STEPSMITH_LLAMACPP_N_CTX", "16384"))
 # Reusing evaluated prompt prefixes (in the context, and from a RAM cache of recent states so
 # proposer/guardian/repair prompts that alternate still hit) saves re-evaluating thousands of
@@ -38,6 +45,27 @@ INSTALL_HINT = (
     'CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON '
     '-DGGML_AMX_INT8=OFF" python -m pip install "stepsmith[local]" (or run .ci/install_local.sh)'
 )
+
+
+def others_running(samples: int = 5, interval_s: float = 0.01) -> int:
+    """Runnable tasks on the machine besides the caller (median of a few /proc/loadavg reads)."""
+    counts = []
+    for i in range(samples):
+        try:
+            with open("/proc/loadavg") as fh:
+                counts.append(int(fh.read().split()[3].split("/")[0]) - 1)
+        except (OSError, ValueError, IndexError):
+            return 0
+        if i + 1 < samples:
+            time.sleep(interval_s)
+    return sorted(counts)[len(counts) // 2]
+
+
+def choose_threads() -> int:
+    if THREADS_SETTING != "auto":
+        return N_THREADS
+    cores = os.cpu_count() or 1
+    return max(1, min(MAX_THREADS, cores - others_running()))
 
 
 def seed_for(sample_index: int) -> int:
@@ -75,10 +103,28 @@ def load_llama(path: Path) -> tuple[Any, threading.Lock, float]:
         except (ValueError, RuntimeError, OSError) as exc:
             raise LLMError(f"llamacpp: could not load GGUF model {key}: {exc}") from exc
         if PREFIX_REUSE and STATE_CACHE_MB > 0:
-            llm.set_cache(llama_cpp.LlamaRAMCache(capacity_bytes=STATE_CACHE_MB << 20))
+            llm.set_cache(_compact_ram_cache(llama_cpp, STATE_CACHE_MB << 20))
         entry = (llm, threading.Lock(), time.perf_counter() - t0)
         _MODELS[key] = entry
         return entry
+
+
+def _compact_ram_cache(llama_cpp: Any, capacity_bytes: int) -> Any:
+    """A LlamaRAMCache that keeps only the last logits row of each saved state.
+
+    Upstream saves `min(n_tokens, n_batch) x n_vocab` floats of logits per state (311 MB for
+    Qwen's 152k vocabulary) without counting them against the capacity: a bench process grew
+    past 6 GB. A restored state is always re-decoded before sampling, so one row is enough
+    (it broadcasts back into the logits buffer on load).
+    """
+
+    class CompactRAMCache(llama_cpp.LlamaRAMCache):
+        def __setitem__(self, key: Any, value: Any) -> None:
+            if getattr(value, "scores", None) is not None and len(value.scores) > 1:
+                value.scores = value.scores[-1:].copy()
+            super().__setitem__(key, value)
+
+    return CompactRAMCache(capacity_bytes=capacity_bytes)
 
 
 def resolve_model(name_or_path: str) -> Path:
@@ -104,6 +150,7 @@ class LlamaCppBackend:
         self.name = f"llamacpp:{name_or_path}"
         self.path = resolve_model(name_or_path)
         self.tokens_sampled = 0  # of the latest generation (observability; tests use it)
+        self.threads_used = N_THREADS
 
     @property
     def load_seconds(self) -> float:
@@ -139,6 +186,8 @@ class LlamaCppBackend:
             if cancel.is_set():
                 raise _Cancelled()
             self.tokens_sampled = 0
+            self.threads_used = choose_threads()
+            llm._ctx.set_n_threads(self.threads_used, self.threads_used)
             if not PREFIX_REUSE:
                 llm.reset()
             try:
@@ -181,8 +230,10 @@ def measure(name_or_path: str, max_tokens: int = 128, repeats: int = 2) -> dict[
         t0 = time.perf_counter()
         llm.create_chat_completion(msgs, temperature=0.0, max_tokens=1)
         warmup_s = time.perf_counter() - t0
-        speeds = []
+        speeds, used = [], []
         for _ in range(repeats):
+            used.append(choose_threads())
+            llm._ctx.set_n_threads(used[-1], used[-1])
             llm.reset()
             t0 = time.perf_counter()
             r = llm.create_chat_completion(msgs, temperature=0.0, max_tokens=max_tokens)
@@ -197,6 +248,6 @@ def measure(name_or_path: str, max_tokens: int = 128, repeats: int = 2) -> dict[
         "first_call_s": warmup_s,
         "generation_tok_s": max(speeds),
         "prompt_tok_s": prompt_speed,
-        "threads": float(N_THREADS),
+        "threads": float(max(used)),
         "loadavg_1m": os.getloadavg()[0],
     }
