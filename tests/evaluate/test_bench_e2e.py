@@ -135,3 +135,27 @@ def test_baseline_single_with_imported_demos(tmp_path: Path) -> None:
     imported = store.demos(lifted.run_id, source="import")
     assert [d.task_name for d in imported] == ["expert_linear_sum"]
     assert imported[0].provenance["source_run"] == earned.run_id
+
+
+def test_token_budget_stops_cleanly_and_replay_runs_offline(tmp_path: Path) -> None:
+    """`--max-tokens` stops a run with status 'budget'; `--cache replay` re-runs it from the call
+    log alone, and fails on the first prompt that was never paid for."""
+    store = ExperienceStore(tmp_path / "b.db")
+    model = Model()
+    stopped = run_bench(_cfg(method="single", token_budget=20_000), store=store,
+                        backend=ScriptedBackend(model), write_report=False)
+    assert stopped.status == "budget"
+    assert 0 < model.answered < len(NAMES) * 2  # some samples were paid for, not all of them
+
+    full = run_bench(_cfg(method="single"), store=store, backend=ScriptedBackend(Model()),
+                     write_report=False)
+    assert full.status == "finished"
+    offline = Model()
+    replayed = run_bench(_cfg(method="single", cache_mode="replay"), store=store,
+                         backend=ScriptedBackend(offline), write_report=False)
+    assert replayed.status == "finished" and offline.answered == 0  # every answer from the cache
+    assert replayed.result.solved == full.result.solved
+
+    with pytest.raises(Exception, match="(?i)cache|replay"):
+        run_bench(_cfg(method="single", cache_mode="replay", n=3), store=store,
+                  backend=ScriptedBackend(Model()), write_report=False)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ast
 import textwrap
 
-__all__ = ["normalized_dump", "isomorphic", "code_lines"]
+__all__ = ["normalized_dump", "isomorphic"]
 
 
 def _bound_names(tree: ast.AST) -> list[str]:
@@ -71,8 +71,3 @@ def isomorphic(a: str | None, b: str | None) -> bool:
         return False
     da, db = normalized_dump(a), normalized_dump(b)
     return da is not None and da == db
-
-
-def code_lines(src: str) -> int:
-    """Lines of pure code: comments and blank lines removed."""
-    return sum(1 for line in src.splitlines() if line.strip() and not line.strip().startswith("#"))

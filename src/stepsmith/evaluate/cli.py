@@ -114,6 +114,8 @@ def register(app: typer.Typer) -> None:
         guardian: Annotated[str | None, typer.Option("--guardian", help="llm | rule | llm+rule | none (default llm; quick demo rule).")] = None,
         repair: Annotated[int, typer.Option("--repair", help="Verifier-feedback repair turns per failed sample.")] = 0,
         max_cost: Annotated[float | None, typer.Option("--max-cost", help="Stop cleanly when this many USD are spent.")] = None,
+        max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Stop cleanly when this many tokens (input + output) are spent.")] = None,
+        cache: Annotated[str | None, typer.Option("--cache", help="LLM call cache: use (default) | refresh | replay (offline; a miss fails).")] = None,
         resume: Annotated[str | None, typer.Option("--resume", help="Continue run RUN from its recorded samples.")] = None,
         demos: Annotated[Path | None, typer.Option("--demos", help="Demonstration library (JSON/YAML) to start from.")] = None,
         k: Annotated[list[int] | None, typer.Option("--k", help="Extra k for pass@k (pass@1 is always reported).")] = None,
@@ -142,7 +144,8 @@ def register(app: typer.Typer) -> None:
 
         try:
             if resume:
-                outcome = run_bench(store=store, resume=resume, max_cost=max_cost, progress=progress, report_dir=out,
+                outcome = run_bench(store=store, resume=resume, max_cost=max_cost, token_budget=max_tokens,
+                                    cache_mode=cache, progress=progress, report_dir=out,
                                     announce=announce)
             else:
                 quick = model is None
@@ -159,7 +162,8 @@ def register(app: typer.Typer) -> None:
                     n=n if n is not None else (2 if quick else 8),
                     temperatures=parse_temperatures(temperatures or ("0.7" if quick else "0.4,0.7,1.0")),
                     m=m, guardian=guardian or ("rule" if quick else "llm"), repair=repair,
-                    max_cost=max_cost, max_iterations=max_iterations or (3 if quick else None),
+                    max_cost=max_cost, token_budget=max_tokens, cache_mode=cache or "use",
+                    max_iterations=max_iterations or (3 if quick else None),
                     demos_file=str(demos) if demos else None, ks=sorted({1, *(k or [])}),
                     concurrency=concurrency, max_tokens=512 if quick else 1024,
                 )

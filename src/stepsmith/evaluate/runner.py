@@ -23,6 +23,7 @@ from stepsmith.improve.store import DemoRecord, ExperienceStore
 
 METHODS = ("single", "single-no-ir", "agent", "self-improve")
 GUARDIANS = ("llm", "rule", "llm+rule", "none")
+CACHE_MODES = ("use", "refresh", "replay")
 PAPER_GROUPS = ("attn", "bmm", "gemm", "norm", "rope", "index", "expert", "etoe")
 QUICK_TASK_COUNT = 3
 
@@ -45,6 +46,8 @@ class BenchConfig:
     guardian: str = "llm"
     repair: int = 0
     max_cost: float | None = None
+    token_budget: int | None = None  # total input+output tokens for the run (`--max-tokens`)
+    cache_mode: str = "use"  # the LLM call cache: use | refresh | replay (offline, fail on a miss)
     max_iterations: int | None = None
     demos_file: str | None = None
     ks: list[int] = field(default_factory=lambda: [1])
@@ -61,6 +64,10 @@ class BenchConfig:
             raise BenchError(f"-n must be >= 1 (samples per task per temperature), got {self.n}")
         if self.m < 1:
             raise BenchError(f"-m must be >= 1 (difficulty levels), got {self.m}")
+        if self.cache_mode not in CACHE_MODES:
+            raise BenchError(f"--cache {self.cache_mode!r} is not a mode; choose one of {', '.join(CACHE_MODES)}")
+        if self.token_budget is not None and self.token_budget < 1:
+            raise BenchError(f"--max-tokens must be >= 1, got {self.token_budget}")
         if self.repair < 0:
             raise BenchError(f"--repair must be >= 0, got {self.repair}")
         if not self.temperatures:
@@ -161,13 +168,14 @@ def _make_agent(cfg: BenchConfig, run_id: str, store: ExperienceStore, verifier:
     from stepsmith.agents import Agent
     from stepsmith.llm import Budget, CallStore, LLMClient
 
-    budget = Budget(max_cost_usd=cfg.max_cost, max_tokens=None) if cfg.max_cost is not None else None
+    budget = (Budget(max_cost_usd=cfg.max_cost, max_tokens=cfg.token_budget)
+              if cfg.max_cost is not None or cfg.token_budget is not None else None)
     client = LLMClient(
         backend if backend is not None else cfg.model,
         store=CallStore(store.path),
         run_id=run_id,
         budget=budget,
-        cache_mode="use",
+        cache_mode=cfg.cache_mode,
         concurrency=cfg.concurrency,
     )
     method = "agent" if cfg.method == "self-improve" else cfg.method
@@ -280,6 +288,8 @@ def run_bench(
     store: ExperienceStore,
     resume: str | None = None,
     max_cost: float | None = None,
+    token_budget: int | None = None,
+    cache_mode: str | None = None,
     backend: Any = None,
     progress: ProgressSink | None = None,
     report_dir: str | Path | None = None,
@@ -295,6 +305,11 @@ def run_bench(
         run_id = store.find_run(resume).run_id
         if max_cost is not None:
             cfg.max_cost = max_cost
+        if token_budget is not None:
+            cfg.token_budget = token_budget
+        if cache_mode is not None:
+            cfg.cache_mode = cache_mode
+        cfg.validate()
         store.set_status(run_id, "running")
     else:
         if cfg is None:

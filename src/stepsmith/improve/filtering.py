@@ -10,12 +10,12 @@ must never see a demonstration that is isomorphic to its own reference program.
 
 from __future__ import annotations
 
-import ast
 import io
-import textwrap
 import tokenize
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from stepsmith.agents.similarity import normalized_dump
 
 _NON_CODE_TOKENS = {
     tokenize.COMMENT,
@@ -28,61 +28,15 @@ _NON_CODE_TOKENS = {
 }
 
 
-def _bound_names(tree: ast.AST) -> list[str]:
-    """Names the program itself binds, in order of first appearance (source order)."""
-    found: list[tuple[int, int, str]] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store | ast.Del):
-            found.append((node.lineno, node.col_offset, node.id))
-        elif isinstance(node, ast.arg):
-            found.append((node.lineno, node.col_offset, node.arg))
-    order: list[str] = []
-    for _, _, name in sorted(found):
-        if name not in order:
-            order.append(name)
-    return order
-
-
-class _Normaliser(ast.NodeTransformer):
-    """Rename bound names and sort call keywords so cosmetic differences vanish."""
-
-    def __init__(self, mapping: dict[str, str]) -> None:
-        self.mapping = mapping
-
-    def visit_Name(self, node: ast.Name) -> ast.AST:
-        if node.id in self.mapping:
-            return ast.copy_location(ast.Name(id=self.mapping[node.id], ctx=node.ctx), node)
-        return node
-
-    def visit_arg(self, node: ast.arg) -> ast.AST:
-        if node.arg in self.mapping:
-            node.arg = self.mapping[node.arg]
-        return node
-
-    def visit_Call(self, node: ast.Call) -> ast.AST:
-        self.generic_visit(node)
-        node.keywords.sort(key=lambda k: k.arg or "")
-        return node
-
-    def visit_Expr(self, node: ast.Expr) -> ast.AST | None:
-        # A bare string statement is a comment in disguise; it does not change the program.
-        if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
-            return None
-        return self.generic_visit(node)
-
-
 def canonical_form(impl: str) -> str:
     """A string equal for exactly the AST-isomorphic programs (names normalised).
 
-    Unparsable text falls back to its whitespace-normalised self, so it only matches itself.
+    The definition is `stepsmith.agents.similarity.normalized_dump` — the leakage guard's — so a
+    demonstration that survives σ can never trip the prompt composer's guard. Unparsable text
+    falls back to its whitespace-normalised self, so it only matches itself.
     """
-    try:
-        tree = ast.parse(textwrap.dedent(impl))
-    except (SyntaxError, ValueError):
-        return "unparsable:" + " ".join(impl.split())
-    mapping = {name: f"v{i}" for i, name in enumerate(_bound_names(tree))}
-    tree = _Normaliser(mapping).visit(tree)
-    return ast.dump(tree, annotate_fields=False, include_attributes=False)
+    dump = normalized_dump(impl)
+    return dump if dump is not None else "unparsable:" + " ".join(impl.split())
 
 
 def is_isomorphic(a: str, b: str) -> bool:
