@@ -15,7 +15,10 @@ sandbox's job (timeouts and memory limits), not this module's.
 from __future__ import annotations
 
 import ast
-import warnings
+
+# one program parser for the allow-list and the affine analysis (bodies copied from inside a
+# `def` are indented; untrusted text must not spray SyntaxWarnings)
+from stepsmith.step.affine import _indented, _quiet_parse
 
 __all__ = [
     "ALLOWED_BUILTINS",
@@ -168,21 +171,6 @@ def allowed_primitives() -> frozenset[str]:
     except Exception:  # noqa: BLE001 - the allow-list must work even if the language is broken
         names = frozenset()
     return names or frozenset(FALLBACK_PRIMITIVES)
-
-
-def _indented(src: str) -> bool:
-    """The first code line is indented: the text is a body copied from inside a `def`."""
-    for line in src.splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            return line[:1] in (" ", "\t")
-    return False
-
-
-def _quiet_parse(src: str) -> ast.Module:
-    """`ast.parse` without SyntaxWarnings on stderr: odd untrusted text is routine here."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SyntaxWarning)
-        return ast.parse(src)
 
 
 def _parse(src: str) -> ast.Module:
