@@ -220,17 +220,7 @@ class CallStore:
 
     def get(self, call_id: int) -> dict[str, Any] | None:
         """One call in full, with its messages decoded."""
-        rows = self._query(
-            "SELECT calls.*, prompts.messages AS messages_json FROM calls "
-            "JOIN prompts ON prompts.hash = calls.prompt_hash WHERE calls.id = ?",
-            (call_id,),
-        )
-        if not rows:
-            return None
-        row = rows[0]
-        row["messages"] = json.loads(row.pop("messages_json"))
-        row["params"] = json.loads(row["params"])
-        return row
+        return self._one_call("WHERE calls.id = ?", (call_id,))
 
     def recent(
         self, limit: int = 20, *, run_id: str | None = None, model: str | None = None,
@@ -302,11 +292,14 @@ class CallStore:
 
     def find_request(self, key: str) -> dict[str, Any] | None:
         """Any row with this cache key (to recover model/messages/params for a batch import)."""
+        return self._one_call("WHERE cache_key = ? ORDER BY calls.id DESC LIMIT 1", (key,))
+
+    def _one_call(self, where: str, args: tuple) -> dict[str, Any] | None:
+        """The first call row matching `where`, with its messages and params decoded."""
         rows = self._query(
             "SELECT calls.*, prompts.messages AS messages_json FROM calls "
-            "JOIN prompts ON prompts.hash = calls.prompt_hash WHERE cache_key = ? "
-            "ORDER BY calls.id DESC LIMIT 1",
-            (key,),
+            "JOIN prompts ON prompts.hash = calls.prompt_hash " + where,
+            args,
         )
         if not rows:
             return None

@@ -106,6 +106,21 @@ def _is_resource_error(e: BaseException) -> bool:
     return isinstance(e, RuntimeError) and ("memory" in text or "allocate" in text)
 
 
+def _try_vmap(fn: Fn, func: Any, args: Sequence[torch.Tensor], n: int
+              ) -> tuple[torch.Tensor, ...] | None:
+    """`vmap_call`, or None (and `fn.vmap_ok = False`) when vmap cannot run this body, so the
+    caller falls back to per-element calls. Step errors and out-of-memory propagate."""
+    try:
+        return vmap_call(func, args, n)
+    except StepError:
+        raise
+    except Exception as e:  # noqa: BLE001 - vmap cannot run this body: per-element fallback
+        if _is_resource_error(e):
+            raise
+        fn.vmap_ok = False
+        return None
+
+
 def call_one(
     fn: Fn, inp: Sequence[torch.Tensor], state: Sequence[torch.Tensor] | None, ctx: FnCtx
 ) -> tuple[torch.Tensor, ...]:
@@ -170,15 +185,8 @@ def call_batched(
             st = None if state is None else list(args[:n_state])
             return normalize(fn, fn.call(list(args[n_state:]), st), ctx)
 
-        try:
-            outs = vmap_call(per_elem, [*(state or ()), *inputs], n)
-        except StepError:
-            raise
-        except Exception as e:  # noqa: BLE001 - vmap cannot run this body: per-element fallback
-            if _is_resource_error(e):
-                raise
-            fn.vmap_ok = False
-        else:
+        outs = _try_vmap(fn, per_elem, [*(state or ()), *inputs], n)
+        if outs is not None:
             outs = tuple(o if o.shape[:1] == (n,) else o.expand(n, *o.shape) for o in outs)
             _check_shapes(fn, outs, ctx, 1)
             return outs
@@ -228,15 +236,8 @@ def fold_batched(
                 return tuple(torch.stack([h[f] for h in hist]) for f in range(len(st)))
             return tuple(st)
 
-        try:
-            outs = vmap_call(one, [*state, *xs], b)
-        except StepError:
-            raise
-        except Exception as e:  # noqa: BLE001 - vmap cannot run this body: per-element fallback
-            if _is_resource_error(e):
-                raise
-            fn.vmap_ok = False
-        else:
+        outs = _try_vmap(fn, one, [*state, *xs], b)
+        if outs is not None:
             lead = (b, k) if emit_all else (b,)
             outs = tuple(o if o.shape[: len(lead)] == lead else o.expand(*lead, *o.shape)
                          for o in outs)
