@@ -92,6 +92,28 @@ def test_config_roundtrip_for_resume(store: ExperienceStore, tmp_path: Path) -> 
     assert [t.name for t in again_tasks] == ["expert_linear_sum", "t_own"]
 
 
+def test_resume_refuses_a_run_another_live_process_is_executing(store: ExperienceStore) -> None:
+    """Two processes on one run would each pay for the same missing samples."""
+    import socket
+    import subprocess
+    import sys
+
+    from stepsmith.evaluate.runner import run_bench
+
+    cfg = BenchConfig(model="scripted:x", method="single", tasks=["expert_linear_sum"], n=1,
+                      temperatures=[0.5], guardian="rule")
+    run_id = create_run(cfg, store, resolve_tasks(cfg.tasks, []))
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as other:
+        try:
+            store._conn.execute("UPDATE exp_runs SET owner = ? WHERE run_id = ?",
+                                (f"{socket.gethostname()}:{other.pid}", run_id))
+            with pytest.raises(BenchError, match=f"still being executed by process .*:{other.pid}"):
+                run_bench(store=store, resume=run_id, write_report=False)
+        finally:
+            other.kill()
+    assert store.get_run(run_id).shown_status == "interrupted"  # its process is gone now
+
+
 class BudgetAgent(GroupAgent):
     """Raises BudgetExceeded (as the LLM client does) after ``limit`` samples."""
 

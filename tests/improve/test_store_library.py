@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -131,3 +132,35 @@ def test_reverify_with_the_real_verifier(store: ExperienceStore) -> None:
     results = {r.task_name: r for r in reverify_run(store, "r", verify_in_process)}
     assert results["gemm_bias_relu"].passed is True
     assert results["bmm_mnk_mkd"].passed is False and results["bmm_mnk_mkd"].kind
+
+
+def test_dead_owner_shows_interrupted_and_old_databases_migrate(tmp_path: Path) -> None:
+    """A run killed with -9 never records its end; `stepsmith runs` must not call it running."""
+    import socket
+    import sqlite3
+    import subprocess
+    import sys
+
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)  # a store created before the owner column existed
+    old.execute("CREATE TABLE exp_runs (run_id TEXT PRIMARY KEY, created REAL NOT NULL, updated REAL NOT NULL,"
+                " status TEXT NOT NULL, method TEXT NOT NULL, model TEXT NOT NULL, config TEXT NOT NULL,"
+                " summary TEXT, note TEXT)")
+    old.execute("INSERT INTO exp_runs VALUES ('old', 1, 1, 'running', 'single', 'm', '{}', NULL, NULL)")
+    old.commit()
+    old.close()
+    store = ExperienceStore(path)
+    assert store.get_run("old").owner is None and store.get_run("old").shown_status == "running"
+
+    store.create_run("live", method="single", model="m", config={})
+    live = store.get_run("live")
+    assert live.owner == f"{socket.gethostname()}:{os.getpid()}" and live.shown_status == "running"
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    store._conn.execute("UPDATE exp_runs SET owner = ? WHERE run_id = 'live'",
+                        (f"{socket.gethostname()}:{dead}",))
+    assert store.get_run("live").shown_status == "interrupted"
+    store.set_status("live", "finished")
+    assert store.get_run("live").owner is None and store.get_run("live").shown_status == "finished"
+    store.close()

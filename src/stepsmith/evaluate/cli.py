@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -14,8 +15,14 @@ from stepsmith.improve.store import ExperienceStore, SampleRecord
 
 
 def _console() -> Console:
-    """A fresh console per use so the terminal width (COLUMNS) is read when printing."""
-    return Console()
+    """A fresh console per use so the terminal width (COLUMNS) is read when printing.
+
+    Piped output (logs, ``| less``) gets a wide console so tables are not squeezed to 80 columns.
+    """
+    con = Console()
+    if not con.is_terminal and "COLUMNS" not in os.environ:
+        con = Console(width=160)
+    return con
 
 
 class RichProgress:
@@ -253,7 +260,7 @@ def register(app: typer.Typer) -> None:
             solved = {s.task for s in samples if s.passed}
             frac = f"{len(solved)}/{len(names)}" if names else "–"
             started = _dt.datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M")
-            table.add_row(r.run_id, started, r.method, r.model, r.status, str(len(names)), frac, (r.note or "")[:60])
+            table.add_row(r.run_id, started, r.method, r.model, r.shown_status, str(len(names)), frac, (r.note or "")[:60])
         _console().print(table)
 
     @app.command()

@@ -302,7 +302,14 @@ def run_bench(
     started = time.perf_counter()
     if resume:
         cfg, tasks = config_from_run(store, resume)
-        run_id = store.find_run(resume).run_id
+        row = store.find_run(resume)
+        run_id = row.run_id
+        if row.shown_status == "running" and row.owner:
+            raise BenchError(
+                f"run {run_id} is still being executed by process {row.owner} (status running); "
+                "two processes on one run would duplicate paid calls — stop that process first, "
+                "or wait for it to finish"
+            )
         if max_cost is not None:
             cfg.max_cost = max_cost
         if token_budget is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -163,6 +164,14 @@ class RunRow:
     config: dict[str, Any]
     summary: dict[str, Any] | None
     note: str | None
+    owner: str | None = None  # "host:pid" of the process running it, while status is running
+
+    @property
+    def shown_status(self) -> str:
+        """``interrupted`` for a run whose process died without recording an end (kill -9, power)."""
+        if self.status == "running" and self.owner and not _owner_alive(self.owner):
+            return "interrupted"
+        return self.status
 
 
 @dataclass
@@ -186,6 +195,17 @@ class ExperienceStore:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Add columns introduced after a database was created (older stores keep working)."""
+        cols = {r["name"] for r in self._conn.execute("PRAGMA table_info(exp_runs)")}
+        if "owner" not in cols:
+            try:
+                self._conn.execute("ALTER TABLE exp_runs ADD COLUMN owner TEXT")
+            except sqlite3.OperationalError as exc:  # another process added it first
+                if "duplicate column" not in str(exc):
+                    raise
 
     def close(self) -> None:
         self._conn.close()
@@ -212,9 +232,9 @@ class ExperienceStore:
         try:
             with self._tx() as c:
                 c.execute(
-                    "INSERT INTO exp_runs (run_id, created, updated, status, method, model, config)"
-                    " VALUES (?, ?, ?, 'running', ?, ?, ?)",
-                    (run_id, now, now, method, model, json.dumps(config, sort_keys=True)),
+                    "INSERT INTO exp_runs (run_id, created, updated, status, method, model, config, owner)"
+                    " VALUES (?, ?, ?, 'running', ?, ?, ?, ?)",
+                    (run_id, now, now, method, model, json.dumps(config, sort_keys=True), _this_owner()),
                 )
         except sqlite3.IntegrityError as exc:
             raise ValueError(
@@ -256,9 +276,12 @@ class ExperienceStore:
     ) -> None:
         with self._tx() as c:
             c.execute(
-                "UPDATE exp_runs SET status = ?, updated = ?,"
+                "UPDATE exp_runs SET status = ?, updated = ?, owner = ?,"
                 " summary = COALESCE(?, summary), note = COALESCE(?, note) WHERE run_id = ?",
-                (status, time.time(), json.dumps(summary) if summary is not None else None, note, run_id),
+                (
+                    status, time.time(), _this_owner() if status == "running" else None,
+                    json.dumps(summary) if summary is not None else None, note, run_id,
+                ),
             )
 
     # -- samples ------------------------------------------------------------------------
@@ -350,7 +373,26 @@ def _run_row(r: sqlite3.Row) -> RunRow:
         run_id=r["run_id"], created=r["created"], updated=r["updated"], status=r["status"],
         method=r["method"], model=r["model"], config=json.loads(r["config"]),
         summary=json.loads(r["summary"]) if r["summary"] else None, note=r["note"],
+        owner=r["owner"] if "owner" in r.keys() else None,
     )
+
+
+def _this_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_alive(owner: str) -> bool:
+    """True unless the owner ran on this host and its pid is gone (other hosts: assume alive)."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _sample(r: sqlite3.Row) -> SampleRecord:
