@@ -18,7 +18,7 @@ import ast
 
 # one program parser for the allow-list and the affine analysis (bodies copied from inside a
 # `def` are indented; untrusted text must not spray SyntaxWarnings)
-from stepsmith.step.affine import _indented, _quiet_parse
+from stepsmith.step.affine.source import is_indented, quiet_parse
 
 __all__ = [
     "ALLOWED_BUILTINS",
@@ -182,7 +182,7 @@ def _parse(src: str) -> ast.Module:
             mod = _parse_once("if 1:\n" + src)
         except SyntaxError as second:
             err, line = first, first.lineno
-            if _indented(src) and second.lineno:  # an indented body: the
+            if is_indented(src) and second.lineno:  # an indented body: the
                 err, line = second, second.lineno - 1  # wrapped parse finds the real error
             text = " ".join((err.text or "").split())
             where = f"line {line}: " if line else ""
@@ -201,7 +201,7 @@ def _parse(src: str) -> ast.Module:
 def _parse_once(src: str) -> ast.Module:
     """One parse attempt; failures other than SyntaxError become `ProgramSyntaxError`."""
     try:
-        return _quiet_parse(src)
+        return quiet_parse(src)
     except RecursionError:
         raise ProgramSyntaxError(
             "the program is nested too deeply to parse; write it as a sequence of assignments",

@@ -18,11 +18,10 @@ from dataclasses import dataclass
 
 from stepsmith.step.affine import (
     AffineParseError,
-    _char_col,
-    _split_lines,
     infer_inputs,
     parse_program,
 )
+from stepsmith.step.affine.source import char_col, split_lines
 
 __all__ = ["MUTANT_KINDS", "PAPER_BINDING", "Mutant", "mutants"]
 
@@ -57,12 +56,12 @@ class _Text:
 
     def __init__(self, src: str) -> None:
         self.src = src
-        self.lines = _split_lines(src)
+        self.lines = split_lines(src)
         self.starts = list(itertools.accumulate([0] + [len(line) for line in self.lines]))
 
     def offset(self, lineno: int, col: int) -> int:
         line = self.lines[lineno - 1] if 0 < lineno <= len(self.lines) else ""
-        return self.starts[lineno - 1] + _char_col(line, col)
+        return self.starts[lineno - 1] + char_col(line, col)
 
     def span(self, node: ast.AST) -> tuple[int, int]:
         return (

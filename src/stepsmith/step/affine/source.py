@@ -1,0 +1,94 @@
+"""Reading STeP program text: an impl body (plain, indented, or wrapped in a `def`), quietly.
+
+Shared by the affine check and repair, the verifier's allow-list and the mutant generator, so
+every stage sees the same statements at the same line numbers.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import warnings
+from dataclasses import dataclass
+
+__all__ = [
+    "AffineParseError", "ParsedProgram", "char_col", "is_indented", "parse_program", "quiet_parse",
+    "split_lines",
+]
+
+_LINE_RE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+
+
+class AffineParseError(SyntaxError):
+    """The program could not be parsed, so the affine rule could not be checked."""
+
+
+@dataclass
+class ParsedProgram:
+    """A parsed program body with positions relative to the source text as given."""
+
+    body: list[ast.stmt]
+    params: list[str] | None
+    header_line: int  # line of the `def` when the source was a wrapped function, else 0
+
+
+def is_indented(src: str) -> bool:
+    """The first code line is indented: the text is a body copied from inside a `def`."""
+    for line in src.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            return line[:1] in (" ", "\t")
+    return False
+
+
+def quiet_parse(src: str) -> ast.Module:
+    """`ast.parse` without SyntaxWarnings on stderr (`1if x`): untrusted text is routine here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SyntaxWarning)
+        return ast.parse(src)
+
+
+def parse_program(src: str) -> ParsedProgram:
+    """Parse an impl body (plain, uniformly indented, or wrapped in a single `def`).
+
+    Raises `AffineParseError` naming the offending line when the text is not Python.
+    """
+    if not isinstance(src, str):
+        raise AffineParseError(
+            f"the program must be Python source text, found {type(src).__name__}"
+        )
+    try:
+        mod = quiet_parse(src)
+    except ValueError as exc:  # NUL bytes
+        raise AffineParseError(f"the program cannot be parsed: {exc}") from None
+    except SyntaxError as exc:
+        try:
+            wrapped = quiet_parse("if 1:\n" + src)
+        except (SyntaxError, ValueError) as second:
+            err, line = exc, exc.lineno
+            if is_indented(src) and getattr(second, "lineno", None):
+                err, line = second, second.lineno - 1  # type: ignore[union-attr]
+            text = " ".join((getattr(err, "text", None) or "").split())
+            text = text if len(text) <= 80 else text[:77] + "..."
+            where = f"line {line}: " if line else ""
+            msg = getattr(err, "msg", str(err))
+            raise AffineParseError(f"{where}{msg}" + (f": `{text}`" if text else "")) from None
+        body = wrapped.body[0].body  # type: ignore[attr-defined]
+        for stmt in body:
+            ast.increment_lineno(stmt, -1)
+        return ParsedProgram(body=body, params=None, header_line=0)
+    if len(mod.body) == 1 and isinstance(mod.body[0], ast.FunctionDef):
+        fn = mod.body[0]
+        params = [a.arg for a in fn.args.posonlyargs + fn.args.args + fn.args.kwonlyargs]
+        return ParsedProgram(body=fn.body, params=params, header_line=fn.lineno)
+    return ParsedProgram(body=mod.body, params=None, header_line=0)
+
+
+
+def split_lines(src: str) -> list[str]:
+    """Lines with their own line endings kept (so edits give byte-identical untouched lines)."""
+    return _LINE_RE.findall(src)
+
+
+def char_col(line: str, byte_col: int) -> int:
+    """`ast` column offsets count UTF-8 bytes; string slicing counts characters."""
+    return len(line.encode("utf-8")[:byte_col].decode("utf-8", errors="replace"))
