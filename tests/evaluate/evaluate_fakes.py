@@ -67,5 +67,5 @@ TASKS = [
 def build_run(store: ExperienceStore, method: str = "self-improve", n: int = 2) -> str:
     cfg = BenchConfig(model="scripted:test", method=method, n=n, temperatures=[0.4, 1.0], ks=[1, 2])
     run_id = create_run(cfg, store, TASKS)
-    asyncio.run(execute(cfg, store, run_id, TASKS, GroupAgent(), demo_converter=lambda d: d))
+    asyncio.run(execute(cfg, store, run_id, TASKS, GroupAgent()))
     return run_id

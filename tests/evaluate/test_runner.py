@@ -132,17 +132,17 @@ def test_budget_stop_is_clean_and_resumable(store: ExperienceStore) -> None:
     cfg = BenchConfig(model="scripted:x", method="self-improve", n=2, temperatures=[0.4, 1.0], concurrency=1)
     run_id = create_run(cfg, store, TASKS)
     status, result, message = asyncio.run(
-        execute(cfg, store, run_id, TASKS, BudgetAgent(5), demo_converter=lambda d: d))
+        execute(cfg, store, run_id, TASKS, BudgetAgent(5)))
     assert (status, result) == ("budget", None)
     assert f"--resume {run_id}" in message and "--max-cost" in message
     assert store.get_run(run_id).status == "budget"
     assert len(store.samples(run_id)) == 5
     more = GroupAgent()
-    status, result, _ = asyncio.run(execute(cfg, store, run_id, TASKS, more, demo_converter=lambda d: d))
+    status, result, _ = asyncio.run(execute(cfg, store, run_id, TASKS, more))
     assert status == "finished" and result is not None and result.replayed >= 5
     fresh = ExperienceStore(store.path.parent / "fresh.db")
     ref_id = create_run(cfg, fresh, TASKS)
     ref = GroupAgent()
-    asyncio.run(execute(cfg, fresh, ref_id, TASKS, ref, demo_converter=lambda d: d))
+    asyncio.run(execute(cfg, fresh, ref_id, TASKS, ref))
     assert more.calls + 5 == ref.calls
     assert result.solved == {"e1": 0, "e2": 0, "h1": 1}

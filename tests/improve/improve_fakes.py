@@ -87,8 +87,4 @@ def make_task(name: str, group: str, fn: str) -> FakeTask:
     return FakeTask(name, group, f"out = step.Map(fn={fn}).apply(x)\nreturn out\n")
 
 
-def identity(d: Any) -> Any:
-    return d
-
-
 Factory = Callable[..., ScriptedAgent]

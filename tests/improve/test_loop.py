@@ -7,7 +7,7 @@ import random
 from collections import defaultdict
 
 import pytest
-from improve_fakes import Killed, Rule, ScriptedAgent, identity, make_task
+from improve_fakes import Killed, Rule, ScriptedAgent, make_task
 
 from stepsmith.improve.filtering import is_isomorphic, pure_code_lines
 from stepsmith.improve.loop import LoopConfig, SelfImprover
@@ -38,7 +38,7 @@ def run(store: ExperienceStore, agent: ScriptedAgent, run_id: str = "r1", *, con
                      max_iterations=max_iterations)
     if not any(r.run_id == run_id for r in store.list_runs()):
         store.create_run(run_id, method="self-improve", model="scripted", config={})
-    improver = SelfImprover(store, run_id, agent, cfg, demo_converter=identity)
+    improver = SelfImprover(store, run_id, agent, cfg)
     return asyncio.run(improver.run(task_list or tasks(), initial))
 
 

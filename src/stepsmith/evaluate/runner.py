@@ -200,15 +200,13 @@ async def execute(
     agent: Any,
     *,
     progress: ProgressSink | None = None,
-    demo_converter: Any = None,
 ) -> tuple[str, LoopResult | None, str]:
     """Run (or resume) one run's sampling; returns (status, result, message). Records status."""
     loop_cfg = LoopConfig(
         n=cfg.n, temperatures=tuple(cfg.temperatures), m=cfg.m, max_iterations=cfg.max_iterations,
         concurrency=cfg.concurrency, model=cfg.model,
     )
-    kwargs = {"demo_converter": demo_converter} if demo_converter is not None else {}
-    improver = SelfImprover(store, run_id, agent, loop_cfg, progress=progress, **kwargs)
+    improver = SelfImprover(store, run_id, agent, loop_cfg, progress=progress)
     imported = store.demos(run_id, source="import", active_only=True)
     prev = store.get_run(run_id).summary or {}
     started = time.perf_counter()

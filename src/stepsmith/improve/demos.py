@@ -73,22 +73,6 @@ def visible_demos(task: Any, demos: Sequence[DemoRecord]) -> list[DemoRecord]:
     return [d for d in demos if not leaks(task, d)]
 
 
-def to_demonstration(d: DemoRecord) -> Any:
-    """Convert to the ``stepsmith.agents.Demonstration`` the prompt composer takes."""
-    from stepsmith.agents import Demonstration
-
-    return Demonstration(
-        task_name=d.task_name,
-        group=d.group,
-        task_ir=d.task_ir,
-        impl=d.impl,
-        model=d.model,
-        iteration=d.iteration,
-        temperature=d.temperature,
-        verifier_version=d.verifier_version,
-    )
-
-
 # -- library files ---------------------------------------------------------------------------
 def export_library(demos: Iterable[DemoRecord], path: str | Path, *, run_id: str = "") -> Path:
     """Write demonstrations with provenance; ``.yaml``/``.yml`` gives YAML, anything else JSON."""

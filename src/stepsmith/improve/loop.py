@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from stepsmith.improve.demos import task_ir_yaml, to_demonstration, visible_demos
+from stepsmith.improve.demos import task_ir_yaml, visible_demos
 from stepsmith.improve.filtering import select_representative
 from stepsmith.improve.store import (
     DemoRecord,
@@ -152,14 +152,12 @@ class SelfImprover:
         config: LoopConfig,
         *,
         progress: ProgressSink | None = None,
-        demo_converter: Callable[[DemoRecord], Any] = to_demonstration,
     ) -> None:
         self.store = store
         self.run_id = run_id
         self.agent = agent
         self.config = config
         self.progress = progress
-        self.demo_converter = demo_converter
         self.requested = 0
         self.replayed = 0
         self._llm_errors_in_a_row = 0
@@ -189,9 +187,6 @@ class SelfImprover:
                     else:
                         todo.append((task, temperature, index, shown[task.name]))
         sem = asyncio.Semaphore(max(1, cfg.concurrency))
-        converted: dict[str, list[Any]] = {
-            name: [self.demo_converter(d) for d in ds] for name, ds in shown.items()
-        }
 
         stop = asyncio.Event()  # set by the first failure so queued samples are never requested
 
@@ -200,7 +195,7 @@ class SelfImprover:
                 if stop.is_set():
                     return
                 try:
-                    await self._one(task, temperature, index, ds, converted[task.name], t, level, results)
+                    await self._one(task, temperature, index, ds, t, level, results)
                 except BaseException:
                     stop.set()
                     raise
@@ -215,10 +210,10 @@ class SelfImprover:
         return results
 
     async def _one(self, task: Any, temperature: float | None, index: int, ds: list[DemoRecord],
-                   shown: list[Any], t: int, level: int, results: dict[str, list[SampleRecord]]) -> None:
+                   t: int, level: int, results: dict[str, list[SampleRecord]]) -> None:
         """Request one sample, record it the moment it finishes, report progress."""
         start = time.perf_counter()
-        attempt = await self.agent.attempt(task, shown, temperature=temperature, sample_index=index)
+        attempt = await self.agent.attempt(task, ds, temperature=temperature, sample_index=index)
         rec = _record_from_attempt(
             self.run_id, t, level, task, temperature, index, attempt,
             time.perf_counter() - start, [d.task_name for d in ds],

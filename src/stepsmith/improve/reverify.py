@@ -8,6 +8,7 @@ longer shown to the model).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -68,8 +69,7 @@ def reverify_run(
         history.append({"from": d.verifier_version, "to": version, "passed": bool(verdict.passed)})
         prov["reverified"] = history
         if verdict.passed:
-            d.verifier_version = version or d.verifier_version
-            d.provenance = prov
+            d = dataclasses.replace(d, verifier_version=version or d.verifier_version, provenance=prov)
             store.add_demos(run_id, [d])
             msg = f"still correct under verifier {version}"
         else:

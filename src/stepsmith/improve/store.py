@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stepsmith.agents.prompts import Demonstration
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS exp_runs (
     run_id TEXT PRIMARY KEY,
@@ -129,23 +131,16 @@ class SampleRecord:
         return temp_key(self.temperature)
 
 
-@dataclass
-class DemoRecord:
-    """A demonstration with its provenance and difficulty (success_count of n)."""
+@dataclass(frozen=True)
+class DemoRecord(Demonstration):
+    """A demonstration as the store keeps it: the prompt's `Demonstration` plus difficulty
+    (success_count of n), where it came from and whether it still verifies."""
 
-    task_name: str
-    group: str
-    task_ir: str
-    impl: str
-    model: str
-    iteration: int
-    temperature: float | None
-    verifier_version: str
-    success_count: int
-    n: int
+    success_count: int = 0
+    n: int = 0
     source: str = "earned"  # "earned" in this run, or "import" (a --demos library)
     status: str = "active"  # "stale" after a re-verification failed
-    provenance: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def score(self) -> float:
