@@ -6,6 +6,7 @@ syntax of the task YAML files and of error messages.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -252,6 +253,13 @@ class _Parser:
         raise self.fail("a dimension (a symbol like D or an integer)")
 
 
+@functools.lru_cache(maxsize=1024)
+def _parse_text(text: str) -> ElemType:
+    """Element types are immutable, so a parsed dtype string can be shared (inputs are typed
+    from the same few strings on every verifier run)."""
+    return _Parser(text, None).parse()
+
+
 def parse_dtype(x: object, symbols: Mapping[str, object] | None = None) -> ElemType:
     """Read a dtype: an element type object, `"fp32"`, `"Buffer(fp32, [D])"`,
     `"Multihot(fp32, E)"`, or a list of those (a flat tuple; a 1-element list is its field).
@@ -261,7 +269,7 @@ def parse_dtype(x: object, symbols: Mapping[str, object] | None = None) -> ElemT
     if isinstance(x, Scalar | Multihot | Buffer | TupleType):
         return x
     if isinstance(x, str):
-        return _Parser(x, symbols).parse()
+        return _parse_text(x) if not symbols else _Parser(x, symbols).parse()
     if isinstance(x, list | tuple):
         if not x:
             raise StepDtypeError("an empty list is not a dtype", expected="at least one field",
