@@ -286,8 +286,8 @@ class Merge(Primitive):
             xs = [t.reshape(r.numel() * cn, *t.shape[a1:]) for t in p.fields]
             cur = [s.index_select(0, r).reshape(r.numel() * cn, *s.shape[2:]) for s in state]
             new = call_batched(fn, xs, cur, ctx)
-            state = [s.index_copy(0, r, n.reshape(r.numel(), cn, *n.shape[1:]))
-                     for s, n in zip(state, new, strict=True)]
+            for s, n in zip(state, new, strict=True):  # state is our own fresh tensor: in place
+                s.index_copy_(0, r, n.reshape(r.numel(), cn, *n.shape[1:]).to(s.dtype))
         sel_outer = tuple(ins[-1].fields[0].shape[:-1])
         return [tuple(s.reshape(*sel_outer, *chunk, *s.shape[2:]) for s in state)]
 
