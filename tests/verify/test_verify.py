@@ -326,6 +326,33 @@ def test_hard_kill_when_the_soft_alarm_cannot_fire(rowsum_task) -> None:
         assert p.verify(rowsum_task, ROWSUM_REF, timeout_s=30).passed
 
 
+def test_a_starved_worker_is_not_timed_out(rowsum_task) -> None:
+    """Limits are CPU time: a worker that gets no CPU for a while (the machine is busy, e.g. a
+    local LLM on the same cores) must not turn a correct program into a timeout."""
+    import os
+    import signal
+    import threading
+
+    from stepsmith.verify.pool import cpu_seconds
+
+    busy = "for i in range(4 * 10**6):\n    j = i\n" + ROWSUM_REF  # ~0.2-0.5 s of CPU
+    with VerifierPool(workers=1, timeout_s=1.5, grace_s=0.5) as p:
+        p.warm_up()
+        assert p.verify(rowsum_task, busy).passed  # data cached: the next run starts at once
+        pid = p._workers[0].proc.pid
+        assert cpu_seconds(pid) is not None and cpu_seconds(os.getpid()) > 0
+        out: list = []
+        runner = threading.Thread(target=lambda: out.append(p.verify(rowsum_task, busy)))
+        runner.start()
+        time.sleep(0.05)
+        os.kill(pid, signal.SIGSTOP)  # 3 s of wall time with no CPU: twice the whole limit
+        time.sleep(3.0)
+        os.kill(pid, signal.SIGCONT)
+        runner.join(30)
+        assert out and out[0].passed, out[0].feedback if out else "no verdict"
+        assert p.respawns == 0
+
+
 def test_unguarded_caller_script_is_not_rerun_by_workers(tmp_path) -> None:
     """Workers must not re-execute the caller's __main__ (no `if __name__` guard needed)."""
     import subprocess

@@ -5,9 +5,11 @@ process started from a fork server that has already imported torch and stepsmith
 or respawning one costs milliseconds, not a fresh interpreter's seconds). Workers cap their
 address space (`RLIMIT_AS`), use one torch thread, and cache loaded tasks and instantiated data.
 
-Limits: a soft `SIGALRM` at `timeout_s` stops a runaway Python loop inside the candidate (the
-verdict names the program line); if the worker is stuck in a long C call it is killed at
-`timeout_s + grace_s` and replaced. A worker that dies (killed by the OS, crash) is reported
+Limits are CPU time, not wall time, so a verdict does not depend on what else the machine is
+doing (an LLM on the same cores): a soft timer (`ITIMER_PROF`) at `timeout_s` of CPU stops a
+runaway Python loop inside the candidate (the verdict names the program line); if the worker
+is stuck in a long C call it is killed once it has used `timeout_s + grace_s` of CPU (read from
+/proc; a starved worker gets more wall time, up to `WALL_CAP` times the limit) and replaced. A worker that dies (killed by the OS, crash) is reported
 as `memory` (SIGKILL, the OOM killer's signal) or `runtime_error`, and replaced; the pool keeps
 serving.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing as mp
+import os
 import queue
 import signal
 import sys
@@ -33,7 +36,43 @@ from stepsmith.verify.worker import PREPARE_LIMIT_S, Job, worker_main
 
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_MEMORY_MB = 4096
+WALL_CAP = 6.0  # a worker that gets no CPU at all is still killed after WALL_CAP x its limit
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process from /proc (None where /proc is unavailable)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2:].split()  # after "pid (comm) "; comm may hold spaces
+    try:
+        return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime
+    except (IndexError, ValueError):
+        return None
 _PRELOAD = ["stepsmith.verify.worker"]
+
+
+class _CpuClock:
+    """How much CPU a worker has used since a start point, to tell a stuck worker (burning CPU
+    in a C call: kill it) from a starved one (waiting for a core: give it more wall time)."""
+
+    def __init__(self, pid: int, wall0: float) -> None:
+        self.pid = pid
+        self.wall0 = wall0
+        self.cpu0 = cpu_seconds(pid)
+
+    def extension(self, limit: float) -> float | None:
+        """Wall seconds to keep waiting, or None when the worker has had its CPU (or we cannot tell)."""
+        now = cpu_seconds(self.pid)
+        if self.cpu0 is None or now is None:
+            return None
+        left = limit - (now - self.cpu0)
+        if left <= 0.01 or time.perf_counter() - self.wall0 >= WALL_CAP * max(limit, 0.1):
+            return None
+        return max(left, 0.05)
 
 
 class VerifierError(RuntimeError):
@@ -271,16 +310,24 @@ class VerifierPool:
         t0 = time.perf_counter()
         done: list[BindingResult] = []
         # until the worker says the candidate's clock started, allow for data preparation
-        deadline = t0 + PREPARE_LIMIT_S + self.grace_s
+        limit = PREPARE_LIMIT_S + self.grace_s
+        clock = _CpuClock(w.proc.pid, t0)
+        deadline = t0 + limit
         try:
             w.conn.send(job)
             while True:
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0 or not w.conn.poll(remaining):
+                    extra = clock.extension(limit)
+                    if extra is not None:
+                        deadline = time.perf_counter() + extra
+                        continue
                     return self._hard_timeout(job, done, t0), False
                 msg = w.conn.recv()
                 if msg[0] == "started" and msg[1] == job.job_id:
-                    deadline = time.perf_counter() + job.timeout_s + self.grace_s
+                    limit = job.timeout_s + self.grace_s
+                    clock = _CpuClock(w.proc.pid, time.perf_counter())
+                    deadline = time.perf_counter() + limit
                 elif msg[0] == "binding" and msg[1] == job.job_id:
                     done.append(BindingResult.model_validate(msg[2]))
                 elif msg[0] == "done" and msg[1] == job.job_id:
@@ -295,7 +342,7 @@ class VerifierPool:
         after = f" Bindings finished before the limit: {ok}." if done else ""
         return Verdict.failure(
             FailureKind.timeout,
-            f"Timeout: the program did not finish within {job.timeout_s:g} s and was killed "
+            f"Timeout: the program did not finish within {job.timeout_s:g} s of CPU time and was killed "
             f"(stuck in a long tensor operation — check Repeat/Reshape sizes and loop "
             f"bounds).{after}",
             task=job.payload.name,

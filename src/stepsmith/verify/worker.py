@@ -3,8 +3,8 @@
 Protocol over a duplex `multiprocessing` pipe (parent → worker: a `Job` or None to stop;
 worker → parent: ("ready", pid) once, then per job ("started", job_id) when the task data is
 ready and the candidate's clock starts, ("binding", job_id, BindingResult dict) after each
-binding, ("done", job_id, Verdict dict)). A soft `SIGALRM` timeout raises `CandidateTimeout` inside the
-candidate, which gives a verdict with the offending program line and keeps the worker alive; the
+binding, ("done", job_id, Verdict dict)). A soft CPU-time timer (`ITIMER_PROF`: machine load
+does not change verdicts) raises `CandidateTimeout` inside the candidate, which gives a verdict with the offending program line and keeps the worker alive; the
 parent hard-kills the worker only if that does not work (a long C call) or the worker dies.
 """
 
@@ -60,7 +60,7 @@ _current_limit_s = [0.0]
 
 def _on_alarm(_signum: int, _frame: Any) -> None:
     raise CandidateTimeout(
-        f"The program exceeded the verifier's time limit of {_current_limit_s[0]:g} s "
+        f"The program exceeded the verifier's time limit of {_current_limit_s[0]:g} s of CPU time "
         "(look for a loop or Repeat with a huge count)"
     )
 
@@ -83,7 +83,7 @@ def run_job(job: Job, send: Any) -> Verdict:
     per binding, so the parent's hard deadline excludes data preparation.
     """
     _current_limit_s[0] = PREPARE_LIMIT_S
-    signal.setitimer(signal.ITIMER_REAL, PREPARE_LIMIT_S)
+    signal.setitimer(signal.ITIMER_PROF, PREPARE_LIMIT_S)
     try:
         try:
             task = _prefetch(job)
@@ -96,7 +96,7 @@ def run_job(job: Job, send: Any) -> Verdict:
             )
         send(("started", job.job_id))
         _current_limit_s[0] = job.timeout_s
-        signal.setitimer(signal.ITIMER_REAL, max(job.timeout_s, 0.001))
+        signal.setitimer(signal.ITIMER_PROF, max(job.timeout_s, 0.001))
         return check_candidate(
             task,
             job.src,
@@ -113,7 +113,7 @@ def run_job(job: Job, send: Any) -> Verdict:
             task=job.payload.name,
         )
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.setitimer(signal.ITIMER_PROF, 0)
 
 
 _WARMUP_YAML = """\
@@ -155,7 +155,7 @@ def worker_main(conn: Any, memory_limit_bytes: int | None) -> None:
     except RuntimeError:
         pass  # already set (inherited from the fork server)
     limit_memory(memory_limit_bytes)
-    signal.signal(signal.SIGALRM, _on_alarm)
+    signal.signal(signal.SIGPROF, _on_alarm)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
     warm_up()
     conn.send(("ready", os.getpid()))
