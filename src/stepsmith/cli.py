@@ -18,6 +18,7 @@ _COMMAND_MODULES = (
     "stepsmith.tasks.cli",
     "stepsmith.verify.cli",
     "stepsmith.llm.cli",
+    "stepsmith.agents.cli",
     "stepsmith.evaluate.cli",
 )
 
