@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -26,9 +27,17 @@ def _console() -> Console:
 
 
 class RichProgress:
-    """Progress bars per sampling step with tokens, cost and successes so far."""
+    """Progress per sampling step with tokens, cost and successes so far.
+
+    Live bars on a terminal; on a pipe or log file (`nohup`, CI) plain lines instead — about
+    twenty per step and at least one a minute — since bars there print nothing until the end.
+    """
+
+    PLAIN_EVERY_S = 60.0
 
     def __init__(self, con: Console) -> None:
+        self.con = con
+        self.plain = not con.is_terminal
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(), TextColumn("{task.fields[stats]}"), console=con, transient=False,
@@ -38,15 +47,23 @@ class RichProgress:
         self.passed = 0
         self._task: object | None = None
         self._started = False
+        self._desc = ""
+        self._total = self._done = 0
+        self._t0 = self._last = 0.0
 
     def _stats(self) -> str:
         return f"in {self.tokens_in:,} tok · out {self.tokens_out:,} tok · ${self.cost:.4f} · ✓ {self.passed}"
 
     def start(self, description: str, total: int) -> None:
+        self.passed = 0
+        if self.plain:
+            self._desc, self._total, self._done = description, total, 0
+            self._t0 = self._last = time.monotonic()
+            self.con.print(f"{description}: 0/{total} samples", highlight=False)
+            return
         if not self._started:
             self.progress.start()
             self._started = True
-        self.passed = 0
         self._task = self.progress.add_task(description, total=total, stats=self._stats())
 
     def advance(self, record: SampleRecord, *, replayed: bool) -> None:
@@ -55,8 +72,20 @@ class RichProgress:
             self.tokens_out += record.output_tokens
             self.cost += record.cost_usd
         self.passed += int(record.passed)
-        if self._task is not None:
+        if self.plain:
+            self._plain_line()
+        elif self._task is not None:
             self.progress.update(self._task, advance=1, stats=self._stats())  # type: ignore[arg-type]
+
+    def _plain_line(self) -> None:
+        self._done += 1
+        now = time.monotonic()
+        step = max(1, self._total // 20)
+        if self._done == self._total or self._done % step == 0 or now - self._last >= self.PLAIN_EVERY_S:
+            self._last = now
+            elapsed = int(now - self._t0)
+            self.con.print(f"{self._desc}: {self._done}/{self._total} samples · {self._stats()} · "
+                           f"{elapsed // 60}m{elapsed % 60:02d}s", highlight=False)
 
     def stop(self) -> None:
         pass
