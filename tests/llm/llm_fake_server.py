@@ -24,9 +24,14 @@ class Reply:
     delay_s: float = 0.0
     text: str | None = None  # normal answer with this text
     usage: bool = True
+    # provider prompt-cache numbers for a normal answer (None: the field is not sent)
+    input_tokens: int | None = None  # OpenAI prompt_tokens / Anthropic uncached input_tokens
+    cache_read_tokens: int | None = None  # OpenAI cached_tokens / Anthropic cache_read_...
+    cache_write_tokens: int | None = None  # Anthropic cache_creation_input_tokens
+    usage_extra: dict[str, Any] = field(default_factory=dict)  # merged into usage as is
 
 
-def openai_body(req: dict, text: str, usage: bool) -> dict:
+def openai_body(req: dict, text: str, reply: Reply) -> dict:
     body: dict[str, Any] = {
         "id": "chatcmpl-test",
         "object": "chat.completion",
@@ -36,12 +41,17 @@ def openai_body(req: dict, text: str, usage: bool) -> dict:
             {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
         ],
     }
-    if usage:
-        body["usage"] = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+    if reply.usage:
+        prompt = 11 if reply.input_tokens is None else reply.input_tokens
+        body["usage"] = {"prompt_tokens": prompt, "completion_tokens": 7,
+                         "total_tokens": prompt + 7}
+        if reply.cache_read_tokens is not None:
+            body["usage"]["prompt_tokens_details"] = {"cached_tokens": reply.cache_read_tokens}
+        body["usage"].update(reply.usage_extra)
     return body
 
 
-def anthropic_body(req: dict, text: str, usage: bool) -> dict:
+def anthropic_body(req: dict, text: str, reply: Reply) -> dict:
     body: dict[str, Any] = {
         "id": "msg_test",
         "type": "message",
@@ -51,8 +61,14 @@ def anthropic_body(req: dict, text: str, usage: bool) -> dict:
         "stop_reason": "end_turn",
         "stop_sequence": None,
     }
-    if usage:
-        body["usage"] = {"input_tokens": 13, "output_tokens": 5}
+    if reply.usage:
+        body["usage"] = {"input_tokens": 13 if reply.input_tokens is None else reply.input_tokens,
+                         "output_tokens": 5}
+        if reply.cache_read_tokens is not None:
+            body["usage"]["cache_read_input_tokens"] = reply.cache_read_tokens
+        if reply.cache_write_tokens is not None:
+            body["usage"]["cache_creation_input_tokens"] = reply.cache_write_tokens
+        body["usage"].update(reply.usage_extra)
     return body
 
 
@@ -91,7 +107,7 @@ class FakeLLMServer:
                     )
                     text = reply.text if reply.text is not None else f"echo: {last}"
                     make = anthropic_body if self.path.endswith("/messages") else openai_body
-                    payload = json.dumps(make(req, text, reply.usage)).encode()
+                    payload = json.dumps(make(req, text, reply)).encode()
                 elif isinstance(reply.body, str):
                     payload = reply.body.encode()
                 else:

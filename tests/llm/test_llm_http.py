@@ -142,7 +142,8 @@ def test_anthropic_success_and_wire_format(server: FakeLLMServer, claude: LLMCli
     assert comp.cost_usd == pytest.approx((13 * 3 + 5 * 15) / 1e6)
     req = server.requests[0]
     assert req["path"] == "/v1/messages"
-    assert req["body"]["system"] == "Be brief."
+    assert req["body"]["system"] == [{"type": "text", "text": "Be brief.",
+                                      "cache_control": {"type": "ephemeral"}}]
     assert req["body"]["messages"] == [{"role": "user", "content": "hello"}]
     assert req["body"]["temperature"] == 0.7 and req["body"]["max_tokens"] == 64
 

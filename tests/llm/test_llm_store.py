@@ -160,17 +160,25 @@ def test_batch_export_anthropic_format(tmp_path: Path, monkeypatch) -> None:
     out = tmp_path / "a.jsonl"
     assert export_pending(store, out) == 1
     line = json.loads(out.read_text())
+    system = [{"type": "text", "text": "sys", "cache_control": {"type": "ephemeral"}}]
     assert line["params"] == {"model": "claude-3-5-sonnet-20241022", "max_tokens": 99,
-                              "system": "sys", "messages": MSG, "temperature": 0.4}
+                              "system": system, "messages": MSG, "temperature": 0.4}
     res = tmp_path / "r.jsonl"
+    usage = {"input_tokens": 1000, "output_tokens": 100, "cache_read_input_tokens": 4000,
+             "cache_creation_input_tokens": None}
     res.write_text(json.dumps({"custom_id": line["custom_id"], "result": {
         "type": "succeeded", "message": {"content": [{"type": "text", "text": "hi"}],
-                                         "stop_reason": "end_turn",
-                                         "usage": {"input_tokens": 1000, "output_tokens": 100}}}}))
+                                         "stop_reason": "end_turn", "usage": usage}}}))
     assert import_results(store, res)["imported"] == 1
     comp = client.sample_sync(msgs, temperature=0.4, max_tokens=99)
     assert comp.text == "hi" and comp.cached
+    assert (comp.input_tokens, comp.cache_read_tokens, comp.cache_write_tokens) == (5000, 4000, 0)
     paid = store.recent(1, status="ok")[-1]
     imported = [r for r in store.recent(10) if r["provider"] == "anthropic+batch"][0]
-    assert imported["cost_usd"] == pytest.approx(0.5 * (1000 * 3 + 100 * 15) / 1e6)
+    assert imported["cost_usd"] == pytest.approx(0.5 * (1000 * 3 + 4000 * 0.3 + 100 * 15) / 1e6)
     assert paid["cached"] == 1
+    monkeypatch.setenv("STEPSMITH_ANTHROPIC_PROMPT_CACHE", "0")  # export follows the setting
+    with pytest.raises(Exception, match="replay mode"):
+        client.sample_sync(msgs, temperature=0.4, max_tokens=50)
+    assert export_pending(store, out) == 1
+    assert json.loads(out.read_text())["params"]["system"] == "sys"

@@ -45,6 +45,25 @@ def build_request(model: str, messages: list[dict], params: dict[str, Any], *, o
     return body
 
 
+def cached_prompt_tokens(usage: Any) -> int:
+    """Prompt tokens the server read from its prompt cache (0 when it does not say).
+
+    OpenAI (automatic caching, nothing to request) reports
+    `usage.prompt_tokens_details.cached_tokens`; compatible servers may omit it or send None.
+    DeepSeek reports `usage.prompt_cache_hit_tokens` instead. Both are part of `prompt_tokens`.
+    """
+    def get(obj: Any, name: str) -> Any:  # SDK objects and plain dicts (batch output lines)
+        return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+    cached = get(get(usage, "prompt_tokens_details"), "cached_tokens")
+    if cached is None:
+        cached = get(usage, "prompt_cache_hit_tokens")
+    try:
+        return max(0, int(cached or 0))
+    except (TypeError, ValueError):
+        return 0
+
+
 class OpenAIBackend:
     """`openai:<model>` (official API) or `openai-compatible:<model>[@<base_url>]`."""
 
@@ -108,11 +127,13 @@ class OpenAIBackend:
         text = (choice.message.content if choice.message else None) or ""
         usage = getattr(resp, "usage", None)
         if usage is not None and usage.prompt_tokens is not None:
+            input_tokens = int(usage.prompt_tokens or 0)
             return Completion(
                 text=text,
-                input_tokens=int(usage.prompt_tokens or 0),
+                input_tokens=input_tokens,
                 output_tokens=int(usage.completion_tokens or 0),
                 finish_reason=normalize_finish_reason(choice.finish_reason),
+                cache_read_tokens=min(cached_prompt_tokens(usage), input_tokens),
             )
         return Completion(
             text=text,

@@ -10,10 +10,16 @@ ROLES = ("system", "user", "assistant")
 
 @dataclass
 class Completion:
-    """One model answer. Backends fill the first four fields; `LLMClient` fills the rest."""
+    """One model answer. Backends fill the first four fields and the cache counts;
+    `LLMClient` fills the rest.
+
+    `input_tokens` is always the whole prompt (uncached + provider-cached), so "input tokens"
+    means the same for every provider; `cache_read_tokens` / `cache_write_tokens` are the parts
+    of it the provider read from / wrote to its prompt cache (they are priced differently).
+    """
 
     text: str
-    input_tokens: int
+    input_tokens: int  # total prompt tokens, cached ones included
     output_tokens: int
     finish_reason: str  # "stop", "length", or the provider's own word
     cost_usd: float = 0.0  # 0.0 for cache hits and for models without a known price
@@ -22,6 +28,8 @@ class Completion:
     call_id: int | None = None  # row id in the CallStore, when one is used
     usage_estimated: bool = False  # the server sent no usage; counts are len(text)//4
     model: str = ""
+    cache_read_tokens: int = 0  # subset of input_tokens served from the provider's prompt cache
+    cache_write_tokens: int = 0  # subset of input_tokens written to it (Anthropic charges extra)
 
 
 @runtime_checkable

@@ -43,6 +43,12 @@ def _money(value: float | None) -> str:
     return "?" if value is None else f"${value:.4f}"
 
 
+def _cached_in(read: int | None, total: int | None) -> str:
+    """Provider prompt-cache reads and their share of input tokens, e.g. `5,120 (78%)`."""
+    read, total = int(read or 0), int(total or 0)
+    return f"{read:,} ({read / total:.0%})" if total else f"{read:,}"
+
+
 def ask(
     prompt: Annotated[str, typer.Argument(help="the user message ('-' reads stdin)")],
     model: Annotated[str, typer.Option("--model", "-m", help="model spec")] = DEFAULT_MODEL,
@@ -71,7 +77,8 @@ def ask(
         raise _fail(exc) from None
     sys.stdout.write(comp.text + ("\n" if not comp.text.endswith("\n") else ""))
     err.print(
-        f"[dim]{client.model} · call {comp.call_id} · {comp.input_tokens} in / "
+        f"[dim]{client.model} · call {comp.call_id} · {comp.input_tokens} in"
+        f"{f' ({comp.cache_read_tokens} cached)' if comp.cache_read_tokens else ''} / "
         f"{comp.output_tokens} out{' (estimated)' if comp.usage_estimated else ''} · "
         f"{'cached' if comp.cached else _money(comp.cost_usd if client.price else None)} · "
         f"{comp.latency_s:.2f}s · finish {comp.finish_reason}[/dim]",
@@ -138,7 +145,7 @@ def log_show(
         return
     for k in ("id", "run_id", "task", "tag", "model", "provider", "params", "sample_index",
               "status", "cached", "cache_source", "finish_reason", "input_tokens",
-              "output_tokens", "usage_estimated", "cost_usd", "latency_s", "attempts",
+              "cache_read_tokens", "cache_write_tokens", "output_tokens", "usage_estimated", "cost_usd", "latency_s", "attempts",
               "started_at", "finished_at", "cache_key", "error"):
         if row.get(k) not in (None, ""):
             out.print(f"[bold]{k}[/bold]: {row[k]}", highlight=False)
@@ -157,7 +164,11 @@ def log_totals(
     as_json: Annotated[bool, typer.Option("--json")] = False,
     db: DbOpt = None,
 ) -> None:
-    """Calls, tokens and USD per run / model / task (cache hits cost nothing)."""
+    """Calls, tokens and USD per run / model / task (cache hits cost nothing).
+
+    "cached in" is the input read from the provider's prompt cache (billed cheaper) and its
+    share of all input tokens; "cached" counts calls replayed from our own call cache.
+    """
     try:
         rows = _store(db, ctx).totals(by, run_id=run_id)
     except ValueError as exc:
@@ -168,15 +179,24 @@ def log_totals(
     keys = {"run": ["run_id"], "model": ["model"], "task": ["task"],
             "run_model": ["run_id", "model"]}[by]
     table = Table()
-    for col in [*keys, "calls", "cached", "errors", "input tok", "output tok", "cost"]:
+    for col in [*keys, "calls", "cached", "errors", "input tok", "cached in", "output tok",
+                "cost"]:
         table.add_column(col)
     for r in rows:
         cost = _money(r["cost_usd"])
         if r["unpriced_calls"]:
             cost += f" (+{r['unpriced_calls']} unpriced)"
         table.add_row(*[str(r[k]) for k in keys], str(r["calls"]), str(r["cached_calls"]),
-                      str(r["errors"]), str(r["input_tokens"]), str(r["output_tokens"]), cost)
+                      str(r["errors"]), str(r["input_tokens"]),
+                      _cached_in(r["cache_read_tokens"], r["input_tokens"]),
+                      str(r["output_tokens"]), cost)
     out.print(table)
+    total_in = sum(int(r["input_tokens"] or 0) for r in rows)
+    total_read = sum(int(r["cache_read_tokens"] or 0) for r in rows)
+    total_write = sum(int(r["cache_write_tokens"] or 0) for r in rows)
+    if total_read or total_write:
+        out.print(f"provider prompt cache: {_cached_in(total_read, total_in)} of {total_in:,} "
+                  f"input tokens read from cache, {total_write:,} written", highlight=False)
 
 
 @log_app.command("export-batch")

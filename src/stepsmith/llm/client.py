@@ -132,7 +132,8 @@ class LLMClient:
                 self.budget.release(reserve_tokens, reserve_cost)
 
         latency = time.perf_counter() - t_call
-        cost = self.price.cost(comp.input_tokens, comp.output_tokens) if self.price else None
+        cost = (self.price.cost(comp.input_tokens, comp.output_tokens, comp.cache_read_tokens,
+                                comp.cache_write_tokens) if self.price else None)
         if not comp.usage_estimated:
             self._known_input[ph] = comp.input_tokens
         if self.budget is not None:
@@ -141,6 +142,7 @@ class LLMClient:
             messages, params, sample_index, key, meta, started, status="ok",
             response=comp.text, finish_reason=comp.finish_reason,
             input_tokens=comp.input_tokens, output_tokens=comp.output_tokens,
+            cache_read_tokens=comp.cache_read_tokens, cache_write_tokens=comp.cache_write_tokens,
             usage_estimated=comp.usage_estimated, cost_usd=cost, latency_s=latency,
             attempts=attempts,
         )
@@ -235,11 +237,15 @@ class LLMClient:
 
     def _replay(self, hit: dict, messages: list[dict], params: dict, sample_index: int, key: str,
                 meta: dict, started: str, t0: float) -> Completion:
+        """A call-cache hit: free, but logged with the token counts the original call recorded."""
         latency = time.perf_counter() - t0
+        read = int(hit.get("cache_read_tokens") or 0)
+        write = int(hit.get("cache_write_tokens") or 0)
         call_id = self._record(
             messages, params, sample_index, key, meta, started, status="ok",
             response=hit["response"], finish_reason=hit["finish_reason"],
             input_tokens=hit["input_tokens"], output_tokens=hit["output_tokens"],
+            cache_read_tokens=read, cache_write_tokens=write,
             usage_estimated=bool(hit["usage_estimated"]), cost_usd=0.0, latency_s=latency,
             cached=True, cache_source=hit["id"], attempts=0,
         )
@@ -254,6 +260,8 @@ class LLMClient:
             call_id=call_id,
             usage_estimated=bool(hit["usage_estimated"]),
             model=self.model,
+            cache_read_tokens=read,
+            cache_write_tokens=write,
         )
 
     def _record(self, messages: list[dict], params: dict, sample_index: int, key: str,

@@ -6,9 +6,13 @@
     [openai]               # also [anthropic] and [openai-compatible]
     api_key = "..."        # environment variables win over the file
     base_url = "..."
+    [anthropic]
+    prompt_cache = false   # don't mark the system prompt cacheable (default: true)
     [prices."openai:gpt-4o"]
     input = 2.5            # USD per million input tokens
     output = 10.0
+    cached_input = 1.25    # optional: provider prompt-cache reads
+    cache_write = 2.5      # optional: provider prompt-cache writes
 """
 
 from __future__ import annotations
@@ -59,3 +63,34 @@ def provider_setting(provider: str, key: str, env_names: tuple[str, ...]) -> str
     section = load_config().get(provider, {})
     value = section.get(key) if isinstance(section, dict) else None
     return str(value) if value else None
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def provider_flag(provider: str, key: str, env_names: tuple[str, ...], default: bool) -> bool:
+    """A yes/no setting: the first set environment variable, then `[provider] key`, else default.
+
+    Separate from `provider_setting` because a TOML `false` must count as a value there.
+    """
+    for name in env_names:
+        value = os.environ.get(name)
+        if value is not None and value.strip():
+            return _parse_flag(value, f"environment variable {name}")
+    section = load_config().get(provider, {})
+    value = section.get(key) if isinstance(section, dict) else None
+    if value is None:
+        return default
+    return _parse_flag(value, f"config [{provider}] {key}")
+
+
+def _parse_flag(value: object, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"{where} must be true or false (or 1/0); found {value!r}")

@@ -4,6 +4,10 @@ Prompts are stored once per distinct message list (`prompts` table, keyed by has
 run sends the same prompt n times. A cache hit is logged too (`cached=1`, cost 0,
 `cache_source` = the row it replayed), so a run's log is complete whether or not it paid.
 Each write is one short transaction: a killed process leaves a consistent database.
+
+Schema history: v2 added `cache_read_tokens` / `cache_write_tokens` (provider prompt caching;
+parts of `input_tokens`). Opening an older file adds the columns in place (old rows read 0);
+every INSERT names its columns, so a process still running older code can keep writing.
 """
 
 from __future__ import annotations
@@ -19,7 +23,13 @@ from typing import Any
 
 from .config import default_db_path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# Columns added after v1: (name, SQL type + default). ADD COLUMN needs a constant default.
+_ADDED_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("cache_read_tokens", "INTEGER NOT NULL DEFAULT 0"),
+    ("cache_write_tokens", "INTEGER NOT NULL DEFAULT 0"),
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS llm_meta (key TEXT PRIMARY KEY, value TEXT);
@@ -42,8 +52,10 @@ CREATE TABLE IF NOT EXISTS calls (
     status TEXT NOT NULL,            -- ok | error | pending (replay miss, for batch export)
     response TEXT,
     finish_reason TEXT,
-    input_tokens INTEGER NOT NULL DEFAULT 0,
+    input_tokens INTEGER NOT NULL DEFAULT 0,  -- the whole prompt, provider-cached included
     output_tokens INTEGER NOT NULL DEFAULT 0,
+    cache_read_tokens INTEGER NOT NULL DEFAULT 0,   -- of input_tokens: provider cache reads
+    cache_write_tokens INTEGER NOT NULL DEFAULT 0,  -- of input_tokens: provider cache writes
     usage_estimated INTEGER NOT NULL DEFAULT 0,
     cost_usd REAL,                   -- NULL: no known price for this model
     latency_s REAL,
@@ -98,8 +110,23 @@ class CallStore:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     c.execute(statement)
+            self._migrate(c)
+
+    def _migrate(self, c: sqlite3.Connection) -> None:
+        """Bring an older `calls` table up to SCHEMA_VERSION (inside the caller's write lock,
+        so two processes opening one old file at once do not both add a column)."""
+        have = {row[1] for row in c.execute("PRAGMA table_info(calls)")}
+        for name, decl in _ADDED_COLUMNS:
+            if name not in have:
+                c.execute(f"ALTER TABLE calls ADD COLUMN {name} {decl}")
+        row = c.execute("SELECT value FROM llm_meta WHERE key = 'schema_version'").fetchone()
+        try:
+            stored = int(row[0]) if row is not None else 0
+        except (TypeError, ValueError):
+            stored = 0
+        if stored < SCHEMA_VERSION:  # never downgrade a file a newer version already upgraded
             c.execute(
-                "INSERT OR IGNORE INTO llm_meta (key, value) VALUES ('schema_version', ?)",
+                "INSERT OR REPLACE INTO llm_meta (key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
             )
 
@@ -156,6 +183,8 @@ class CallStore:
         finish_reason: str | None = None,
         input_tokens: int = 0,
         output_tokens: int = 0,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
         usage_estimated: bool = False,
         cost_usd: float | None = None,
         latency_s: float | None = None,
@@ -175,9 +204,10 @@ class CallStore:
             cur = c.execute(
                 """INSERT INTO calls (started_at, finished_at, run_id, task, tag, model, provider,
                 prompt_hash, params, temperature, max_tokens, sample_index, cache_key, status,
-                response, finish_reason, input_tokens, output_tokens, usage_estimated, cost_usd,
-                latency_s, attempts, cached, cache_source, error)
-                VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
+                response, finish_reason, input_tokens, output_tokens, cache_read_tokens,
+                cache_write_tokens, usage_estimated, cost_usd, latency_s, attempts, cached,
+                cache_source, error)
+                VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
                 (
                     started_at or now_iso(),
                     now_iso(),
@@ -197,6 +227,8 @@ class CallStore:
                     finish_reason,
                     input_tokens,
                     output_tokens,
+                    int(cache_read_tokens),
+                    int(cache_write_tokens),
                     int(usage_estimated),
                     cost_usd,
                     latency_s,
@@ -249,6 +281,9 @@ class CallStore:
                 SUM(status = 'error') AS errors,
                 SUM(CASE WHEN cached = 0 THEN input_tokens ELSE 0 END) AS input_tokens,
                 SUM(CASE WHEN cached = 0 THEN output_tokens ELSE 0 END) AS output_tokens,
+                SUM(CASE WHEN cached = 0 THEN cache_read_tokens ELSE 0 END) AS cache_read_tokens,
+                SUM(CASE WHEN cached = 0 THEN cache_write_tokens ELSE 0 END)
+                    AS cache_write_tokens,
                 SUM(CASE WHEN cached = 1 THEN input_tokens + output_tokens ELSE 0 END)
                     AS cached_tokens,
                 SUM(CASE WHEN cached = 0 THEN cost_usd ELSE 0 END) AS cost_usd,
