@@ -96,6 +96,23 @@ class RichProgress:
             self._started = False
 
 
+def _print_estimate(cfg: object, store: ExperienceStore) -> None:
+    """`bench --estimate`: the first pass's calls, tokens and cost; nothing is run or recorded."""
+    from stepsmith.evaluate.estimate import estimate_bench, history_for, render_estimate
+    from stepsmith.evaluate.runner import resolve_tasks
+
+    cfg.validate()  # type: ignore[attr-defined]
+    tasks = resolve_tasks(cfg.tasks, cfg.groups)  # type: ignore[attr-defined]
+    demos = []
+    if cfg.demos_file:  # type: ignore[attr-defined]
+        from stepsmith.improve.demos import load_library
+
+        demos = load_library(cfg.demos_file)  # type: ignore[attr-defined]
+    est = estimate_bench(cfg, tasks, demos, history_for(store.path, cfg.model))  # type: ignore[arg-type, attr-defined]
+    for line in render_estimate(est):
+        _console().print(line, highlight=False, markup=False)
+
+
 def _store(db: Path | None) -> ExperienceStore:
     return ExperienceStore(db)
 
@@ -157,6 +174,8 @@ def register(app: typer.Typer) -> None:
         k: Annotated[list[int] | None, typer.Option("--k", help="Extra k for pass@k (pass@1 is always reported).")] = None,
         max_iterations: Annotated[int | None, typer.Option("--max-iterations", help="Cap on Algorithm 1 iterations (quick demo 3).")] = None,
         concurrency: Annotated[int, typer.Option("--concurrency", help="Concurrent LLM requests.")] = 4,
+        estimate: Annotated[bool, typer.Option(
+            "--estimate", help="Print calls, tokens and cost of the first pass, then exit (no model call).")] = False,
         out: Annotated[Path | None, typer.Option("--out", help="Report directory (default $STEPSMITH_HOME/reports/RUN).")] = None,
         db: Annotated[Path | None, typer.Option("--db", help="SQLite file (default $STEPSMITH_HOME/stepsmith.db).")] = None,
     ) -> None:
@@ -189,7 +208,8 @@ def register(app: typer.Typer) -> None:
                     from stepsmith.llm import DEFAULT_MODEL, ensure_model
 
                     model = DEFAULT_MODEL
-                    ensure_model(model.split(":", 1)[1])
+                    if not estimate:
+                        ensure_model(model.split(":", 1)[1])
                 task_refs, group_refs = _split(tasks), _split(groups)
                 if quick and not task_refs and not group_refs:
                     task_refs = quick_tasks()
@@ -203,6 +223,9 @@ def register(app: typer.Typer) -> None:
                     demos_file=str(demos) if demos else None, ks=sorted({1, *(k or [])}),
                     concurrency=concurrency, max_tokens=512 if quick else 1024,
                 )
+                if estimate:
+                    _print_estimate(cfg, store)
+                    return
                 if quick:
                     _console().print(f"[dim]quick demo on {cfg.model}: tasks {', '.join(cfg.tasks)}, n={cfg.n}, "
                                   f"T={cfg.temperatures}, guardian {cfg.guardian}, max {cfg.max_tokens} output tokens. "

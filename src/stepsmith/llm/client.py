@@ -9,7 +9,7 @@ import weakref
 from typing import Any
 
 from .backends import get_backend
-from .base import Backend, Completion, messages_tokens, validate_messages
+from .base import Backend, Completion, prompt_tokens_upper, validate_messages
 from .budget import Budget
 from .errors import BudgetExceeded, CacheMiss, LLMError, RetryableError
 from .prices import price_for
@@ -108,7 +108,7 @@ class LLMClient:
                 )
 
         ph = prompt_hash(messages)
-        est_in = self._known_input.get(ph) or (messages_tokens(messages) * 4 // 3)
+        est_in = self._known_input.get(ph) or prompt_tokens_upper(messages)
         reserve_tokens = est_in + max_tokens
         reserve_cost = self.price.cost(est_in, max_tokens) if self.price else 0.0
         if self.budget is not None:

@@ -1,0 +1,171 @@
+"""``stepsmith bench --estimate``: calls, tokens and cost of a run before any paid call.
+
+The prompts are composed exactly as the run would compose them (same composer, same imported
+demonstrations); token counts err high (``prompt_tokens_upper``). Output is priced at
+``max_tokens`` per call (the worst case) and, when the call log knows this model, at its average
+answer length. Provider prompt caching is shown separately: the system reference is identical
+across calls, so after the first call it is a cache read where the provider prices one.
+Self-improvement iterations after the first pass sample only unsolved tasks, with longer prompts
+(the demonstrations); their number is not known in advance, so the estimate gives the cost of
+one further iteration at most and asks for ``--max-cost`` to bound the total.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from stepsmith.evaluate.runner import BenchConfig
+
+DEMO_TOKENS = 500  # a demonstration (task IR + program) in the prompt, as in the paper
+FEEDBACK_TOKENS = 400  # verifier feedback in a repair turn
+
+
+@dataclass
+class CallLine:
+    """One kind of call in the first pass: how many, and their tokens in total."""
+
+    what: str
+    calls: int
+    input_tokens: int
+    output_tokens_max: int
+    system_tokens: int  # the part of each prompt that is the same for every call (cacheable)
+
+
+@dataclass
+class BenchEstimate:
+    model: str
+    method: str
+    tasks: int
+    lines: list[CallLine]
+    price: Any  # stepsmith.llm.Price | None
+    avg_output_tokens: float | None  # this model's average answer length in the call log
+    history_calls: int
+    demo_count: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def calls(self) -> int:
+        return sum(x.calls for x in self.lines)
+
+    @property
+    def input_tokens(self) -> int:
+        return sum(x.input_tokens for x in self.lines)
+
+    @property
+    def output_tokens_max(self) -> int:
+        return sum(x.output_tokens_max for x in self.lines)
+
+    def expected_output_tokens(self) -> int | None:
+        if self.avg_output_tokens is None:
+            return None
+        return round(self.avg_output_tokens * self.calls)
+
+    def cost(self, *, output_tokens: int, provider_cache: bool) -> float | None:
+        """USD for the first pass, or None when the model has no known price."""
+        if self.price is None:
+            return None
+        read = write = 0
+        if provider_cache:
+            for line in self.lines:
+                if line.calls:
+                    write += line.system_tokens
+                    read += line.system_tokens * (line.calls - 1)
+        return self.price.cost(self.input_tokens, output_tokens, read, write)
+
+
+def estimate_bench(cfg: BenchConfig, tasks: Sequence[Any], demos: Sequence[Any] = (),
+                   history: tuple[int, float | None] = (0, None)) -> BenchEstimate:
+    """Count the first pass of `cfg` over `tasks` (`demos`: an imported library)."""
+    from stepsmith.agents.guardian import guardian_messages
+    from stepsmith.agents.prompts import compose_messages
+    from stepsmith.agents.render import input_names, ir_document, task_ir
+    from stepsmith.improve.demos import visible_demos
+    from stepsmith.llm import price_for
+    from stepsmith.llm.base import prompt_tokens_upper
+
+    per_task = cfg.n * len(cfg.temperatures)
+    with_ir = cfg.method != "single-no-ir"
+    proposer = CallLine("proposer", 0, 0, 0, 0)
+    guardian = CallLine("guardian (LLM)", 0, 0, 0, 0)
+    repair = CallLine(f"repair turns (at most {cfg.repair} per failed sample)", 0, 0, 0, 0)
+    llm_guardian = cfg.method in ("agent", "self-improve") and cfg.guardian in ("llm", "llm+rule")
+    for task in tasks:
+        messages = compose_messages(task, visible_demos(task, list(demos)), with_ir=with_ir)
+        prompt = prompt_tokens_upper(messages)
+        proposer.calls += per_task
+        proposer.input_tokens += prompt * per_task
+        proposer.output_tokens_max += cfg.max_tokens * per_task
+        proposer.system_tokens = prompt_tokens_upper(messages[:1])
+        if llm_guardian:
+            g = guardian_messages(task.impl or "", input_names(ir_document(task_ir(task))))
+            guardian.calls += per_task
+            guardian.input_tokens += prompt_tokens_upper(g) * per_task
+            guardian.output_tokens_max += cfg.max_tokens * per_task
+            guardian.system_tokens = prompt_tokens_upper(g[:1])
+        if cfg.repair:
+            turns = per_task * cfg.repair
+            repair.calls += turns
+            repair.input_tokens += (prompt + cfg.max_tokens + FEEDBACK_TOKENS) * turns
+            repair.output_tokens_max += cfg.max_tokens * turns
+            repair.system_tokens = proposer.system_tokens
+    lines = [x for x in (proposer, guardian, repair) if x.calls]
+    est = BenchEstimate(cfg.model, cfg.method, len(tasks), lines, price_for(cfg.model),
+                        history[1], history[0], len(demos))
+    if cfg.method == "self-improve":
+        extra = per_task * len(tasks) * DEMO_TOKENS
+        est.notes.append(
+            "self-improve: each further iteration resamples only the unsolved tasks; one iteration "
+            f"costs at most the first pass plus ~{extra:,} input tokens per demonstration shown"
+            + (f" (at most {cfg.max_iterations} iterations)." if cfg.max_iterations
+               else "; bound the total with --max-cost or --max-iterations.")
+        )
+    if cfg.cache_mode != "refresh":
+        est.notes.append("Calls already in the local call cache (a resumed or repeated run) are free.")
+    return est
+
+
+def history_for(db_path: Any, model: str) -> tuple[int, float | None]:
+    """(answered calls, average output tokens) of this model in the call log (not cache replays)."""
+    import sqlite3
+
+    try:
+        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return 0, None
+    try:
+        row = conn.execute(
+            "SELECT COUNT(*), AVG(output_tokens) FROM calls WHERE model = ? AND status = 'ok' AND cached = 0",
+            (model,),
+        ).fetchone()
+    except sqlite3.Error:  # no call log yet
+        return 0, None
+    finally:
+        conn.close()
+    return (int(row[0]), float(row[1])) if row and row[0] else (0, None)
+
+
+def render_estimate(est: BenchEstimate) -> list[str]:
+    """Plain lines for the terminal (the CLI prints them; tests read them)."""
+    out = [f"estimate for {est.method} on {est.model}: {est.tasks} tasks, first pass "
+           f"{est.calls:,} calls" + (f", {est.demo_count} imported demonstrations" if est.demo_count else "")]
+    for x in est.lines:
+        out.append(f"  {x.what}: {x.calls:,} calls, ~{x.input_tokens:,} input tokens, "
+                   f"<= {x.output_tokens_max:,} output tokens")
+    expected_out = est.expected_output_tokens()
+    if est.price is None:
+        out.append("  cost: unknown — no price for this model (add one under [prices] in config.toml)")
+    elif est.price.input_per_m == 0 and est.price.output_per_m == 0:
+        out.append("  cost: none (a local model); the time is the cost — see `stepsmith models bench`")
+    else:
+        worst = est.cost(output_tokens=est.output_tokens_max, provider_cache=False)
+        cached = est.cost(output_tokens=est.output_tokens_max, provider_cache=True)
+        out.append(f"  cost at most ${worst:,.2f} (every answer at max tokens); "
+                   f"with provider prompt caching ${cached:,.2f}")
+        if expected_out is not None:
+            typical = est.cost(output_tokens=expected_out, provider_cache=True)
+            out.append(f"  expected ~${typical:,.2f} (answers of ~{est.avg_output_tokens:,.0f} tokens, the "
+                       f"average of this model's {est.history_calls:,} logged calls; with caching)")
+    out.extend(f"  {note}" for note in est.notes)
+    return out
