@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -13,6 +13,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from stepsmith.improve.store import ExperienceStore, SampleRecord
+
+if TYPE_CHECKING:
+    from stepsmith.evaluate.runner import BenchConfig
 
 
 def _console() -> Console:
@@ -96,19 +99,15 @@ class RichProgress:
             self._started = False
 
 
-def _print_estimate(cfg: object, store: ExperienceStore) -> None:
+def _print_estimate(cfg: BenchConfig, store: ExperienceStore) -> None:
     """`bench --estimate`: the first pass's calls, tokens and cost; nothing is run or recorded."""
     from stepsmith.evaluate.estimate import estimate_bench, history_for, render_estimate
     from stepsmith.evaluate.runner import resolve_tasks
+    from stepsmith.improve.demos import load_library
 
-    cfg.validate()  # type: ignore[attr-defined]
-    tasks = resolve_tasks(cfg.tasks, cfg.groups)  # type: ignore[attr-defined]
-    demos = []
-    if cfg.demos_file:  # type: ignore[attr-defined]
-        from stepsmith.improve.demos import load_library
-
-        demos = load_library(cfg.demos_file)  # type: ignore[attr-defined]
-    est = estimate_bench(cfg, tasks, demos, history_for(store.path, cfg.model))  # type: ignore[arg-type, attr-defined]
+    cfg.validate()
+    demos = load_library(cfg.demos_file) if cfg.demos_file else []
+    est = estimate_bench(cfg, resolve_tasks(cfg.tasks, cfg.groups), demos, history_for(store.path, cfg.model))
     for line in render_estimate(est):
         _console().print(line, highlight=False, markup=False)
 
