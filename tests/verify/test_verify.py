@@ -376,3 +376,17 @@ def test_unguarded_caller_script_is_not_rerun_by_workers(tmp_path) -> None:
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.count("script body ran") == 1
     assert "passed True" in r.stdout
+
+
+def test_a_fn_used_by_its_name_gets_told_the_func_name(pool, rowsum_task) -> None:
+    """Models confuse a fn's `name` (Square) with a primitive or with its func_name (fn_sq)."""
+    as_primitive = pool.verify(rowsum_task, "E1 = step.Square().apply(X)\nreturn E1\n")
+    assert as_primitive.kind == FailureKind.disallowed
+    assert "Square is one of the task's specialized functions" in as_primitive.feedback
+    assert "step.Map(fn=fn_sq).apply(stream)" in as_primitive.feedback
+    by_name = pool.verify(rowsum_task, "E1 = step.Map(fn=Square).apply(X)\nreturn E1\n")
+    assert by_name.kind == FailureKind.runtime_error
+    assert "Square is the name of a fn; pass it by its func_name: fn=fn_sq" in by_name.feedback
+    unknown = pool.verify(rowsum_task, "E1 = step.Cube().apply(X)\nreturn E1\n")
+    assert "is not a STeP primitive (allowed:" in unknown.feedback
+    assert "specialized functions" not in unknown.feedback

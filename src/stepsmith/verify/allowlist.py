@@ -15,6 +15,7 @@ sandbox's job (timeouts and memory limits), not this module's.
 from __future__ import annotations
 
 import ast
+from collections.abc import Mapping
 
 # one program parser for the allow-list and the affine analysis (bodies copied from inside a
 # `def` are indented; untrusted text must not spray SyntaxWarnings)
@@ -211,15 +212,19 @@ def _parse_once(src: str) -> ast.Module:
         raise ProgramSyntaxError(f"the program cannot be parsed: {exc}", None) from None
 
 
-def check_program(src: str) -> None:
-    """Raise `DisallowedConstruct` / `ProgramSyntaxError` unless `src` is in the STeP subset."""
+def check_program(src: str, fn_aliases: Mapping[str, str] | None = None) -> None:
+    """Raise `DisallowedConstruct` / `ProgramSyntaxError` unless `src` is in the STeP subset.
+
+    `fn_aliases` maps the task's fn names to their func_names (ScaleRow -> fn_scale): models
+    often write `step.ScaleRow(...)`, and the message should say how to pass that fn instead.
+    """
     if not isinstance(src, str):
         raise ProgramSyntaxError(
             f"the program must be Python source text, found {type(src).__name__}", None
         )
     mod = _parse(src)
     try:
-        _Checker(src, allowed_primitives()).visit_block(mod.body)
+        _Checker(src, allowed_primitives(), fn_aliases or {}).visit_block(mod.body)
     except RecursionError:
         raise DisallowedConstruct(
             "the program is nested too deeply to check; write it as a sequence of assignments",
@@ -228,9 +233,10 @@ def check_program(src: str) -> None:
 
 
 class _Checker:
-    def __init__(self, src: str, primitives: frozenset[str]) -> None:
+    def __init__(self, src: str, primitives: frozenset[str], fn_aliases: Mapping[str, str]) -> None:
         self.src = src
         self.primitives = primitives
+        self.fn_aliases = fn_aliases
 
     # ----------------------------------------------------------------- reporting
     def _snippet(self, node: ast.AST) -> str:
@@ -355,6 +361,14 @@ class _Checker:
                 node, f"the attribute `{node.attr}` is not allowed (double-underscore names)"
             )
         if self._is_step_primitive(node):
+            if node.attr in self.fn_aliases and node.attr not in self.primitives:
+                fn = self.fn_aliases[node.attr]
+                self.reject(
+                    node,
+                    f"`step.{node.attr}` is not a STeP primitive: {node.attr} is one of the task's "
+                    f"specialized functions; pass it to a primitive by its func_name, e.g. "
+                    f"step.Map(fn={fn}).apply(stream) (or Accum/Scan/Merge for a stateful fn)",
+                )
             if node.attr not in self.primitives:
                 allowed = ", ".join(sorted(self.primitives))
                 self.reject(

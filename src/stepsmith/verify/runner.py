@@ -74,7 +74,13 @@ def normalise_source(src: str) -> str:
     return textwrap.dedent(src).rstrip() + "\n"
 
 
-def static_checks(src: str) -> Verdict | None:
+def fn_aliases(task: Any) -> dict[str, str]:
+    """The task's fn names -> func_names where they differ (for messages about misused names)."""
+    fns = getattr(getattr(task, "spec", None), "fns", None) or []
+    return {f.name: f.func_name for f in fns if f.name and f.func_name and f.name != f.func_name}
+
+
+def static_checks(src: str, aliases: dict[str, str] | None = None) -> Verdict | None:
     """Allow-list check; returns a failed verdict or None."""
     try:
         from stepsmith.verify import allowlist
@@ -89,7 +95,7 @@ def static_checks(src: str) -> Verdict | None:
         )
     if allowlist is not None:
         try:
-            allowlist.check_program(src)
+            allowlist.check_program(src, aliases)
         except allowlist.ProgramSyntaxError as e:
             line = getattr(e, "line", None)
             return Verdict.failure(
@@ -184,8 +190,13 @@ def _exc_text(exc: BaseException, namespace: dict[str, Any] | None) -> str:
     if isinstance(exc, CandidateTimeout):
         return msg
     if isinstance(exc, NameError) and namespace is not None:
-        fns = sorted(k for k, v in namespace.items() if type(v).__name__ == "Fn")
-        msg += f" (defined fns: {', '.join(fns) or 'none'}; inputs are the function parameters)"
+        fns = {k: v for k, v in namespace.items() if type(v).__name__ == "Fn"}
+        missing = getattr(exc, "name", None)
+        by_name = {getattr(v, "name", None): k for k, v in fns.items()}
+        if missing in by_name and missing not in fns:
+            msg += (f" — {missing} is the name of a fn; pass it by its func_name: "
+                    f"fn={by_name[missing]}")
+        msg += f" (defined fns: {', '.join(sorted(fns)) or 'none'}; inputs are the function parameters)"
     if isinstance(exc, MemoryError | RuntimeError) and classify_memory(exc):
         m = re.search(r"tried to allocate (\d+) bytes", msg)
         what = f"tried to allocate {int(m.group(1)) / 1e9:.3g} GB" if m else "ran out of memory"
@@ -498,7 +509,7 @@ def check_candidate(
         v.seconds = time.perf_counter() - t0
         return v
 
-    failed = static_checks(src)
+    failed = static_checks(src, fn_aliases(task))
     if failed is not None:
         return done(failed)
     params = input_names(task)
