@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from stepsmith.cli import app
 from stepsmith.evaluate.estimate import estimate_bench, history_for, render_estimate
 from stepsmith.evaluate.runner import BenchConfig, resolve_tasks
 from stepsmith.improve.store import DemoRecord, ExperienceStore
-from stepsmith.llm import price_for
+from stepsmith.llm import CallStore, price_for
 from stepsmith.llm.base import prompt_tokens_upper
 
 NAMES = ["gemm_bias_relu", "expert_linear_sum"]
@@ -67,13 +66,14 @@ def test_imported_demos_lengthen_prompts_but_a_tasks_own_solution_is_withheld() 
 def test_history_gives_the_models_average_answer(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
     assert history_for(db, GPT4O) == (0, None)
-    conn = sqlite3.connect(db)
-    conn.execute("CREATE TABLE calls (model TEXT, status TEXT, cached INTEGER, output_tokens INTEGER)")
-    conn.executemany("INSERT INTO calls VALUES (?,?,?,?)", [
-        (GPT4O, "ok", 0, 100), (GPT4O, "ok", 0, 300), (GPT4O, "ok", 1, 5000), (GPT4O, "error", 0, 0),
-        ("other", "ok", 0, 9)])
-    conn.commit()
-    conn.close()
+    calls = CallStore(db)
+    msgs = [{"role": "user", "content": "hi"}]
+    for i, (model, status, cached, out) in enumerate([
+            (GPT4O, "ok", False, 100), (GPT4O, "ok", False, 300), (GPT4O, "ok", True, 5000),
+            (GPT4O, "error", False, 0), ("other", "ok", False, 9)]):
+        calls.record(model=model, provider="openai", messages=msgs, params={}, sample_index=i, key=f"k{i}",
+                     status=status, output_tokens=out, cached=cached)
+    calls.close()
     assert history_for(db, GPT4O) == (2, 200.0)
     est = estimate_bench(_cfg(), resolve_tasks(NAMES, []), history=history_for(db, GPT4O))
     assert est.expected_output_tokens() == 800

@@ -127,23 +127,14 @@ def estimate_bench(cfg: BenchConfig, tasks: Sequence[Any], demos: Sequence[Any] 
 
 
 def history_for(db_path: Any, model: str) -> tuple[int, float | None]:
-    """(answered calls, average output tokens) of this model in the call log (not cache replays)."""
-    import sqlite3
+    """(answered calls, average output tokens) of this model in the call log."""
+    from stepsmith.llm import CallStore
 
+    store = CallStore(db_path)
     try:
-        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    except sqlite3.Error:
-        return 0, None
-    try:
-        row = conn.execute(
-            "SELECT COUNT(*), AVG(output_tokens) FROM calls WHERE model = ? AND status = 'ok' AND cached = 0",
-            (model,),
-        ).fetchone()
-    except sqlite3.Error:  # no call log yet
-        return 0, None
+        return store.answer_lengths(model)
     finally:
-        conn.close()
-    return (int(row[0]), float(row[1])) if row and row[0] else (0, None)
+        store.close()
 
 
 def render_estimate(est: BenchEstimate) -> list[str]:

@@ -303,6 +303,16 @@ class CallStore:
         )
         return int(rows[0]["t"]), float(rows[0]["c"])
 
+    def answer_lengths(self, model: str) -> tuple[int, float | None]:
+        """(answered calls, average output tokens) of `model`, cache replays excluded."""
+        rows = self._query(
+            "SELECT COUNT(*) AS n, AVG(output_tokens) AS avg FROM calls "
+            "WHERE model = ? AND status = 'ok' AND cached = 0",
+            (model,),
+        )
+        n = int(rows[0]["n"])
+        return (n, float(rows[0]["avg"])) if n else (0, None)
+
     def pending(self, run_id: str | None = None) -> list[dict[str, Any]]:
         """Requests that missed the cache in replay mode and still have no answer."""
         where, args = self._filters(prefix="calls.", run_id=run_id, status="pending")
