@@ -19,6 +19,7 @@ from stepsmith.step.registry import (
     Fields,
     FnSpec,
     OutType,
+    Param,
     Primitive,
     _describe_value,
     check_fn,
@@ -75,6 +76,7 @@ def _fields(ins: Sequence[Stream]) -> list[torch.Tensor]:
 
 @primitive(
     signature="step.Map(fn=f).apply(s)  |  step.Map(fn=f).apply((a, b, ...))",
+    params=(Param("fn", "fn_stateless"),), args="streams",
     description=(
         "Apply the stateless fn f to every element: `Strm<T, r, S>` -> `Strm<f.output, r, S>`; "
         "f's declared input type must equal T. With a tuple of streams (same shape) the "
@@ -132,6 +134,7 @@ class Map(Primitive):
 
 @primitive(
     signature="step.Zip().apply((a, b, ...))",
+    args="zip",
     description=(
         "Pair elements position by position. All streams need the same rank and shape; the "
         "element type is the flat tuple of the inputs' types (zipping a tuple with a tuple "
@@ -168,6 +171,7 @@ class Zip(Primitive):
 
 @primitive(
     signature="a, b = step.Copy().apply(s)",
+    params=(Param("n", "count", required=False, default=2),), outputs="n",
     description=(
         "Duplicate a stream: consumes s once and returns two streams identical to s. This is the "
         "only legal way to use a stream twice (each stream may be consumed by one primitive). "

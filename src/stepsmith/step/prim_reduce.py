@@ -22,6 +22,7 @@ from stepsmith.step.registry import (
     Fields,
     FnSpec,
     OutType,
+    Param,
     Primitive,
     check_fn,
     need_int,
@@ -114,6 +115,7 @@ class _Fold(Primitive):
 
 @primitive(
     signature="step.Accum(fn=f, b=k).apply(s)",
+    params=(Param("fn", "fn_stateful"), Param("b", "axis")),
     description=(
         "Reduce the k innermost dims with the stateful fn f: `Strm<T, r, [D0..Dr]>` -> "
         "`Strm<f.output, r-k, [Dk..Dr]>`, 0 < k <= r. For each outer index, start from f's "
@@ -135,6 +137,7 @@ class Accum(_Fold):
 
 @primitive(
     signature="step.Scan(fn=f, b=k).apply(s)",
+    params=(Param("fn", "fn_stateful"), Param("b", "axis")),
     description=(
         "Like Accum but emit the state after every element (a running fold): "
         "`Strm<T, r, S>` -> `Strm<f.output, r, S>`, 0 < k <= r. The state restarts from init "

@@ -24,6 +24,7 @@ from stepsmith.step.registry import (
     Fields,
     FnSpec,
     OutType,
+    Param,
     Primitive,
     _describe_value,
     check_fn,
@@ -69,6 +70,7 @@ def _positions(sel: Stream) -> torch.Tensor:
 
 @primitive(
     signature="parts = step.Partition(N=n).apply((data, sel))",
+    params=(Param("N", "count"),), args="pair", outputs="N", arg_names=("data", "sel"),
     description=(
         "Route chunks of data to n output streams. data `Strm<T, a, Sd>`, sel "
         "`Strm<Multihot(E), b, Ss>` with `Sd[a-b:] == Ss` and n == E. Walking sel in stream "
@@ -185,6 +187,7 @@ class Partition(Primitive):
 
 @primitive(
     signature="step.Merge(fn=f).apply((parts, sel))",
+    params=(Param("fn", "fn_stateful"),), args="parts_sel", arg_names=("parts", "sel"),
     description=(
         "Inverse of Partition with a reduction. parts: list of n streams `Strm<T, a, C + "
         "[len_i]>`; sel `Strm<Multihot(E), b, Ss>`; n == E; f is stateful with input type T. "

@@ -28,6 +28,7 @@ from stepsmith.step.registry import (
     Fields,
     FnSpec,
     OutType,
+    Param,
     Primitive,
     _describe_value,
     need_int,
@@ -98,6 +99,7 @@ def _stream_sizes(s: Stream) -> list[int]:
 # ---------------------------------------------------------------------------------------------
 @primitive(
     signature="step.Promote(b=k).apply(s)",
+    params=(Param("b", "axis", required=False),),
     description=(
         "Insert a size-1 dim at (innermost-first) position k, 0 <= k <= r+1: "
         "`Strm<T, r, S>` -> `Strm<T, r+1, S[:k] + [1] + S[k:]>`; data unchanged. "
@@ -154,6 +156,7 @@ class Promote(Primitive):
 # ---------------------------------------------------------------------------------------------
 @primitive(
     signature="step.Flatten(L=[i, ..., j]).apply(s)",
+    params=(Param("L", "axes"),),
     description=(
         "Merge the consecutive dims i-1 .. j into one dim of size their product (innermost "
         "fastest): L consecutive, 1 <= i, j <= r; out rank r - len(L). `L=[1]` merges D0 and D1: "
@@ -229,6 +232,7 @@ class Flatten(Primitive):
 # ---------------------------------------------------------------------------------------------
 @primitive(
     signature="step.Reshape(L=[i], S=c).apply(s)",
+    params=(Param("L", "axes"), Param("S", "size")),
     description=(
         "Split dim i into an inner dim of size c and an outer dim D_i / c (D_i must be "
         "divisible by c): `[.., D_i, ..]` -> `[.., c, D_i/c, ..]`, out rank r+1. "
@@ -328,6 +332,7 @@ def _buffer_of(prim: Primitive, s: SType, shape: tuple[Dim, ...]) -> Buffer:
 
 @primitive(
     signature="step.Bufferize(a=k).apply(s)",
+    params=(Param("a", "axis"),),
     description=(
         "Gather the k innermost dims into one on-chip buffer element, 0 < k <= r: "
         "`Strm<T, r, [D0..Dr]>` -> `Strm<Buffer<T, [D0..D(k-1)]>, r-k, [Dk..Dr]>`; data "
@@ -448,6 +453,7 @@ def _repeat_fast(s: Stream, n: int) -> Fields:
 
 @primitive(
     signature="step.Repeat(n=X).apply(s)",
+    params=(Param("n", "size"),),
     description=(
         "Repeat every element X times along a new innermost dim: `Strm<T, r, S>` -> "
         "`Strm<T, r+1, [X] + S>`. X is an int or a dimension symbol. To repeat along an outer "
@@ -484,6 +490,7 @@ class Repeat(Primitive):
 
 @primitive(
     signature="step.RepeatRef().apply((s, ref))",
+    args="pair", arg_names=("s", "ref"),
     description=(
         "Like Repeat, with the count taken from ref's innermost dim (ref's values are ignored; "
         "ref is consumed): needs `ref.rank == r+1` and `ref.shape[1:] == S`; out "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -57,6 +57,31 @@ class Example:
                                                              "E": 3})
 
 
+# What a parameter's value is drawn from. The decoder, the grammar and the mutants ask these
+# kinds for a domain; the primitive's typing rule then decides which values are well typed.
+ParamKind = Literal[
+    "fn_stateless",  # a task fn without init (Map)
+    "fn_stateful",  # a task fn with init (Accum, Scan, Merge)
+    "axis",  # an int dim position, 0 <= k <= rank + 1
+    "axes",  # a non-empty list of consecutive dim positions
+    "size",  # a dimension: a size symbol (D, N, ...) or a positive int
+    "count",  # a positive int, usually a task constant such as E_value
+]
+# How `.apply(...)` takes its streams: one stream; one stream or a tuple (zipped first); a
+# tuple of two or more; an ordered pair; or (list of part streams, selector).
+ArgForm = Literal["stream", "streams", "zip", "pair", "parts_sel"]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One keyword parameter of a primitive (`step.Accum(fn=f, b=k)` has `fn` and `b`)."""
+
+    name: str
+    kind: ParamKind
+    required: bool = True
+    default: Any = None
+
+
 @dataclass(frozen=True)
 class PrimitiveDef:
     """Everything about one primitive."""
@@ -69,13 +94,36 @@ class PrimitiveDef:
     impl: Callable[..., list[Fields]]
     oracle: Callable[..., list[Fields]]
     cls: type
+    params: tuple[Param, ...] = ()
+    args: ArgForm = "stream"
+    # number of output streams: an int, or the name of the count parameter that sets it
+    outputs: int | str = 1
+    arg_names: tuple[str, ...] = ("s",)
+
+    def output_count(self, values: dict[str, Any]) -> int | None:
+        """How many streams a call with these parameter values returns (None: not an int)."""
+        if isinstance(self.outputs, int):
+            return self.outputs
+        param = next(p for p in self.params if p.name == self.outputs)
+        n = values.get(self.outputs, param.default)
+        return n if isinstance(n, int) and not isinstance(n, bool) else None
 
 
 REGISTRY: dict[str, PrimitiveDef] = {}
 
 
-def primitive(*, signature: str, description: str, example: Example) -> Callable[[type], type]:
-    """Class decorator registering a primitive with its documentation."""
+def primitive(
+    *,
+    signature: str,
+    description: str,
+    example: Example,
+    params: tuple[Param, ...] = (),
+    args: ArgForm = "stream",
+    outputs: int | str = 1,
+    arg_names: tuple[str, ...] = ("s",),
+) -> Callable[[type], type]:
+    """Class decorator registering a primitive with its documentation and facts (parameters
+    with their kinds, how `.apply` takes streams, how many streams it returns)."""
 
     def deco(cls: type) -> type:
         name = cls.__name__
@@ -83,6 +131,7 @@ def primitive(*, signature: str, description: str, example: Example) -> Callable
         REGISTRY[name] = PrimitiveDef(
             name=name, signature=signature, description=description, example=example,
             typing=cls.typing, impl=cls.impl, oracle=cls.oracle, cls=cls,  # type: ignore[attr-defined]
+            params=params, args=args, outputs=outputs, arg_names=arg_names,
         )
         return cls
 
