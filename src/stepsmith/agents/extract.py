@@ -11,10 +11,13 @@ from __future__ import annotations
 import ast
 import re
 import textwrap
+from typing import Any
 
 import yaml
 
-__all__ = ["Unparsable", "extract_impl"]
+from stepsmith.limits import MAX_PROGRAM_CHARS, clip, nesting_depth, parse_untrusted
+
+__all__ = ["MAX_ANSWER_CHARS", "Unparsable", "extract_impl"]
 
 _FENCE = re.compile(r"^[ \t]*(```+|~~~+)[ \t]*([\w.+-]*)[^\n]*$", re.MULTILINE)
 _IMPL_KEY = re.compile(r"^([ \t]*)impl[ \t]*:[ \t]*(.*)$")
@@ -24,6 +27,9 @@ _STEP_IMPORT = re.compile(
     r"|import\s+stepsmith(\.\w+)*(\s+as\s+step)?\s*)$"
 )
 _MAX_SCAN_LINES = 120  # bound the prose-trimming search on very long answers
+MAX_ANSWER_CHARS = 200_000  # ~50k tokens: far beyond any max_tokens we ask for
+_MAX_CANDIDATES = 16  # fenced blocks tried (last first); more is an attack, not an answer
+_MAX_YAML_NESTING = 50  # bracket depth above which a block is not read as YAML (recursive parser)
 _ANSWER_HINT = (
     "Answer with the program body in one fenced block:\n"
     "```yaml\nimpl: |-\n  <the program body, ending with return>\n```"
@@ -39,9 +45,36 @@ class Unparsable(ValueError):
 
 
 def extract_impl(text: str) -> str:
-    """Return the impl body (dedented, no trailing whitespace) found in a model answer."""
+    """Return the impl body (dedented, no trailing whitespace) found in a model answer.
+
+    Total: any input either gives a body that parses (within `stepsmith.limits`) or raises
+    `Unparsable` with a reason; no other exception escapes, so a hostile answer is one failed
+    sample and never a crashed run (or a crash replayed from the cache on `--resume`).
+    """
     if not isinstance(text, str) or not text.strip():
         raise Unparsable("the answer is empty. " + _ANSWER_HINT)
+    if len(text) > MAX_ANSWER_CHARS:
+        raise Unparsable(
+            f"the answer is {len(text)} characters long; at most {MAX_ANSWER_CHARS} are read. "
+            + _ANSWER_HINT
+        )
+    try:
+        return _extract(text)
+    except Unparsable:
+        raise
+    except (RecursionError, MemoryError) as exc:
+        raise Unparsable(
+            f"the answer is nested too deeply or too large to read ({type(exc).__name__}). "
+            + _ANSWER_HINT
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - extraction must be total; the reason is kept
+        raise Unparsable(
+            f"the answer could not be read ({type(exc).__name__}: {clip(exc, 200)}). "
+            + _ANSWER_HINT
+        ) from None
+
+
+def _extract(text: str) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
     text = re.sub(r"<think>.*?(</think>|$)", "", text, flags=re.DOTALL)
     problems: list[str] = []
@@ -49,7 +82,7 @@ def extract_impl(text: str) -> str:
         body = _interpret(candidate, problems)
         if body is not None:
             return body
-    detail = f" (last problem: {problems[-1]})" if problems else ""
+    detail = f" (last problem: {clip(problems[-1], 300)})" if problems else ""
     raise Unparsable(
         "could not find a program in the answer: no fenced code block or `impl:` field "
         f"contains Python that parses as the body of `def impl(...)`{detail}. " + _ANSWER_HINT
@@ -79,7 +112,7 @@ def _candidates(text: str) -> list[str]:
             break
         blocks.append(text[start : fences[close_index].start()])
         i = close_index + 1
-    ordered = [b for b in reversed(blocks) if b.strip()]
+    ordered = [b for b in reversed(blocks) if b.strip()][:_MAX_CANDIDATES]
     ordered.append(_FENCE.sub("", text))
     return ordered
 
@@ -120,10 +153,7 @@ def _indent_of(line: str) -> int:
 
 def _from_impl_field(block: str) -> str | None:
     """`impl: |-` (or `impl: "..."`) YAML, possibly among other keys or with broken indentation."""
-    try:
-        document = yaml.safe_load(block)
-    except yaml.YAMLError:
-        document = None
+    document = _load_yaml(block)
     if isinstance(document, dict) and isinstance(document.get("impl"), str):
         return document["impl"]
     lines = block.split("\n")
@@ -133,10 +163,8 @@ def _from_impl_field(block: str) -> str | None:
             continue
         indent, rest = _indent_of(line), match.group(2).strip()
         if rest and not rest.startswith(("|", ">")):
-            try:  # inline scalar: impl: "E1 = ...\nreturn E1"
-                value = yaml.safe_load("v: " + rest)
-            except yaml.YAMLError:
-                value = {"v": rest}
+            # inline scalar: impl: "E1 = ...\nreturn E1"
+            value = _load_yaml("v: " + rest, default={"v": rest})
             inline = value.get("v") if isinstance(value, dict) else None
             return inline if isinstance(inline, str) else None
         following = lines[index + 1 :]
@@ -159,6 +187,25 @@ def _from_impl_field(block: str) -> str | None:
     return None
 
 
+def _load_yaml(text: str, default: Any = None) -> Any:
+    """`yaml.safe_load` that never raises: deep nesting is refused before the recursive parser
+    sees it, and any failure (syntax, recursion, memory) gives `default`."""
+    if len(text) > MAX_PROGRAM_CHARS or nesting_depth(text) > _MAX_YAML_NESTING:
+        return default
+    try:
+        return yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError, MemoryError, ValueError, TypeError):
+        return default
+
+
+def _parse(source: str) -> ast.Module | None:
+    """A bounded parse (`stepsmith.limits`); None when the text is not (safe) Python."""
+    try:
+        return parse_untrusted(source)
+    except SyntaxError:
+        return None
+
+
 def _from_function(block: str) -> str | None:
     """The body of `def impl(...)` (or the only function) when the model wrote a whole function."""
     if "def " not in block:
@@ -177,9 +224,8 @@ def _from_function(block: str) -> str | None:
 def _unwrap_function(source: str) -> str | None:
     """If `source` is only imports and function definitions, return the chosen function's body."""
     source = textwrap.dedent(source)
-    try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError):
+    tree = _parse(source)
+    if tree is None:
         return None
     top = [n for n in tree.body if not isinstance(n, ast.Import | ast.ImportFrom)]
     functions = [n for n in top if isinstance(n, ast.FunctionDef)]
@@ -256,12 +302,12 @@ def _body_error(body: str) -> str | None:
         return "the code block is empty"
     wrapped = "def impl():\n" + textwrap.indent(body, "    ", lambda _line: True)
     try:
-        tree = ast.parse(wrapped)
+        tree = parse_untrusted(wrapped)
     except SyntaxError as exc:
-        line = max((exc.lineno or 2) - 1, 1)
-        return f"syntax error at program line {line}: {exc.msg}"
-    except ValueError as exc:
-        return f"the code cannot be parsed: {exc}"
+        if not exc.lineno:
+            return clip(exc.msg, 300)
+        line = max(exc.lineno - 1, 1)
+        return f"syntax error at program line {line}: {clip(exc.msg, 300)}"
     function = tree.body[0]
     assert isinstance(function, ast.FunctionDef)
     meaningful = [
@@ -279,8 +325,7 @@ def _body_error(body: str) -> str | None:
 
 def _is_program(chunk: str) -> bool:
     """A bare chunk counts as a program only if it does something STeP-like or returns."""
-    try:
-        tree = ast.parse("def impl():\n" + textwrap.indent(chunk, "    ", lambda _line: True))
-    except (SyntaxError, ValueError):
+    tree = _parse("def impl():\n" + textwrap.indent(chunk, "    ", lambda _line: True))
+    if tree is None:
         return False
     return any(isinstance(n, ast.Return) for n in ast.walk(tree)) or "step." in chunk

@@ -134,6 +134,12 @@ def compile_candidate(src: str, params: list[str]) -> Compiled | Verdict:
             f"Syntax error: {_at_line(lines, line)}{e.msg}",
             line=line,
         )
+    except (RecursionError, MemoryError, ValueError) as e:  # too deep / NUL bytes: not a crash
+        return Verdict.failure(
+            FailureKind.parse_error,
+            f"The program cannot be compiled ({type(e).__name__}); write it as a sequence of "
+            "plain assignments",
+        )
     return Compiled(code=code, body_lines=lines, params=params)
 
 

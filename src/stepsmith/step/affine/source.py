@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import ast
 import re
-import warnings
 from dataclasses import dataclass
+
+from stepsmith.limits import parse_untrusted
 
 __all__ = [
     "AffineParseError", "ParsedProgram", "char_col", "is_indented", "parse_program", "quiet_parse",
@@ -41,10 +42,13 @@ def is_indented(src: str) -> bool:
 
 
 def quiet_parse(src: str) -> ast.Module:
-    """`ast.parse` without SyntaxWarnings on stderr (`1if x`): untrusted text is routine here."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SyntaxWarning)
-        return ast.parse(src)
+    """`ast.parse` without SyntaxWarnings on stderr (`1if x`): untrusted text is routine here.
+
+    Bounded (`stepsmith.limits`): too large or too deeply nested text raises a `SyntaxError`
+    (`ProgramTooComplex`), never `RecursionError`, and the tree it returns is shallow enough
+    for the recursive visitors downstream.
+    """
+    return parse_untrusted(src)
 
 
 def parse_program(src: str) -> ParsedProgram:
