@@ -3,6 +3,8 @@ the stream(s), what was expected and what was found (and, where useful, a hint).
 
 from __future__ import annotations
 
+from stepsmith.limits import clip
+
 
 class StepError(Exception):
     """Base of every STeP language error."""
@@ -23,7 +25,8 @@ class StepError(Exception):
         self.found = found
         self.hint = hint
         self.detail = message
-        super().__init__(self._compose())
+        # messages carry program-controlled values (`b='x'*10**8`): bounded, see stepsmith.limits
+        super().__init__(clip(self._compose()))
 
     def _compose(self) -> str:
         head = ""

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from stepsmith.verify.tolerance import DEFAULT_ATOL, DEFAULT_RTOL
+from stepsmith.limits import clip
 from stepsmith.verify.verdict import BindingResult, FailureKind, Verdict
 
 IMPL_FILENAME = "<stepsmith-impl>"
@@ -192,7 +192,7 @@ def classify(exc: BaseException) -> FailureKind:
 
 def _exc_text(exc: BaseException, namespace: dict[str, Any] | None) -> str:
     name = type(exc).__name__
-    msg = str(exc) or name
+    msg = clip(exc) or name  # a 61-character program can raise a 200 MB message
     if isinstance(exc, CandidateTimeout):
         return msg
     if isinstance(exc, NameError) and namespace is not None:
@@ -444,29 +444,6 @@ def check_outputs(
     return None, worst_abs, worst_rel
 
 
-def tolerance_of(task: Any) -> tuple[float, float]:
-    """(rtol, atol): fields the task's YAML sets explicitly in `tolerance`, else the defaults.
-
-    The loader fills a default `Tolerance()` when the field is absent; only values written in
-    the file (pydantic `model_fields_set`) override the verifier's policy.
-    """
-    rtol, atol = DEFAULT_RTOL, DEFAULT_ATOL
-    spec = getattr(task, "spec", None)
-    if spec is None or "tolerance" not in getattr(spec, "model_fields_set", {"tolerance"}):
-        return rtol, atol
-    tol = getattr(spec, "tolerance", None)
-    if tol is None:
-        return rtol, atol
-    if isinstance(tol, dict):
-        explicit = {k: v for k, v in tol.items() if v is not None}
-    else:
-        fields_set = getattr(tol, "model_fields_set", {"rtol", "atol"})
-        explicit = {k: getattr(tol, k) for k in ("rtol", "atol") if k in fields_set}
-    rtol = float(explicit.get("rtol", rtol))
-    atol = float(explicit.get("atol", atol))
-    return rtol, atol
-
-
 def input_names(task: Any) -> list[str]:
     spec = getattr(task, "spec", None)
     inputs = getattr(spec, "inputs", None)
@@ -540,7 +517,6 @@ def check_candidate(
     if isinstance(compiled, Verdict):
         return done(compiled)
 
-    rtol, atol = tolerance_of(task)
     results: list[BindingResult] = []
     first: tuple[FailureKind, str, int | None] | None = None
     for binding in bindings if bindings is not None else task.bindings():
@@ -572,7 +548,9 @@ def check_candidate(
             with step.Session(binding=values, executor=executor, affine=affine) as sess:
                 inputs = fresh_inputs(inst)
                 result = namespace["impl"](**inputs)
-                bad, max_abs, max_rel = check_outputs(result, inst.expected, rtol, atol, where)
+                tol = inst.tolerance  # the task's fields over its precision's defaults
+                bad, max_abs, max_rel = check_outputs(result, inst.expected, tol.rtol, tol.atol,
+                                                      where)
                 for w in getattr(sess, "warnings", []) or []:
                     if str(w) not in warnings:
                         warnings.append(str(w))
@@ -644,7 +622,7 @@ def _feedback(
     parts = [head + ":"]
     if line is not None:
         parts.append(_at_line(lines, line).rstrip())
-    parts.append(err)
+    parts.append(clip(err))
     if len(results) > 1 or any(r.passed for r in results):
         summary = ", ".join(f"{r.label} {'passed' if r.passed else 'FAILED'}" for r in results)
         parts.append(f"Bindings: {summary}.")

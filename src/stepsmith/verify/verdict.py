@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from stepsmith.limits import MAX_MESSAGE_CHARS, clip
 
 # Bump when a change can flip a verdict (tolerance, bindings, rules): stored verdicts and demo
 # libraries record it so they can be re-verified.
 VERIFIER_VERSION = "1.0"
+MAX_WARNINGS = 20
 
 
 class FailureKind(StrEnum):
@@ -36,6 +39,7 @@ class FailureKind(StrEnum):
 class BindingResult(BaseModel):
     """Outcome of running the candidate at one size binding."""
 
+    model_config = ConfigDict(validate_assignment=True)  # `br.error = ...` is bounded too
     label: str
     passed: bool
     seconds: float = 0.0
@@ -46,10 +50,17 @@ class BindingResult(BaseModel):
     max_abs_error: float | None = None
     max_rel_error: float | None = None
 
+    @field_validator("error")
+    @classmethod
+    def _bounded_error(cls, value: str | None) -> str | None:
+        """Error text carries program-controlled values (reprs): keep it bounded."""
+        return None if value is None else clip(value)
+
 
 class Verdict(BaseModel):
     """The verifier's decision on one candidate program for one task."""
 
+    model_config = ConfigDict(validate_assignment=True)  # later `v.feedback = ...` is bounded too
     passed: bool
     kind: FailureKind | None = None
     feedback: str = ""
@@ -59,6 +70,21 @@ class Verdict(BaseModel):
     task: str = ""
     line: int | None = None  # 1-based line of the program body the feedback points at
     warnings: list[str] = Field(default_factory=list)  # e.g. affine violations in "warn" mode
+
+    @field_validator("feedback")
+    @classmethod
+    def _bounded_feedback(cls, value: str) -> str:
+        """Feedback goes to the LLM, the database and `--json`: one fixed cap everywhere."""
+        return clip(value)
+
+    @field_validator("warnings")
+    @classmethod
+    def _bounded_warnings(cls, value: list[str]) -> list[str]:
+        """At most `MAX_WARNINGS` warnings, each bounded like feedback."""
+        kept = [clip(w, MAX_MESSAGE_CHARS // 4) for w in value[:MAX_WARNINGS]]
+        if len(value) > MAX_WARNINGS:
+            kept.append(f"… ({len(value) - MAX_WARNINGS} more warnings)")
+        return kept
 
     @property
     def reward(self) -> int:
