@@ -2,7 +2,8 @@
 
 `Agent.attempt` never raises for faults of the model or the program: an LLM failure is an
 `llm_error` sample, an answer without a program is `unparsable`, a wrong program carries the
-verifier's verdict. Run-stopping signals (`BudgetExceeded`, `CacheMiss`) and caller bugs
+verifier's verdict. Run-stopping signals (`BudgetExceeded`, `CacheMiss`, `InfrastructureError` —
+the model could not be asked at all) and caller bugs
 (`LeakageError`, bad arguments) do propagate.
 """
 
@@ -114,7 +115,7 @@ class Agent:
         sample_index: int,
     ) -> Attempt:
         """One sample: up to 1 + `repair` proposer turns, stopping at the first verified program."""
-        from stepsmith.llm import LLMError
+        from stepsmith.llm import InfrastructureError, LLMError
 
         messages = self.messages(task, list(demonstrations or []))
         params = input_names(ir_document(task_ir(task)))
@@ -141,6 +142,8 @@ class Agent:
                     task=str(getattr(task, "name", "")),
                     tag=tag,
                 )
+            except InfrastructureError:
+                raise  # the model could not be asked: stop the run, don't blame the model
             except LLMError as exc:
                 failure, feedback, verdict = "llm_error", f"LLM call failed: {exc}", None
                 break

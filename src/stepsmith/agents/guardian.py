@@ -143,7 +143,7 @@ async def run_guardian(
         raise ValueError(f"guardian mode must be one of {', '.join(GUARDIAN_MODES)}; got {mode!r}")
     result = GuardianResult(impl=impl, changed=False)
     if mode in ("llm", "llm+rule"):
-        from stepsmith.llm import LLMError
+        from stepsmith.llm import InfrastructureError, LLMError
 
         try:
             completion = await client.sample(
@@ -154,6 +154,8 @@ async def run_guardian(
                 task=task_name,
                 tag=tag,
             )
+        except InfrastructureError:
+            raise  # the model could not be asked: the run stops (see stepsmith.llm.errors)
         except LLMError as exc:
             result.note = f"guardian call failed ({exc}); kept the proposer's program"
         else:

@@ -121,6 +121,22 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+# Exit codes of `bench`: 2 a request that cannot run (bad option, broken task), 3 the budget
+# ran out, 4 the model could not be asked (auth, dead server) — both 3 and 4 are resumable.
+EXIT_INFRASTRUCTURE = 4
+
+
+def _fail_infrastructure(exc: BaseException, run_id: str | None) -> None:
+    """A loud stop that names the endpoint and error, and how to continue once it is fixed."""
+    con = _console()
+    con.print(f"[red]error:[/red] {exc}", highlight=False)
+    if run_id:
+        con.print(f"run {run_id} is saved (no sample was charged to the model for this failure); "
+                  f"fix the server, URL or key, then continue with: stepsmith bench --resume {run_id}",
+                  highlight=False)
+    raise typer.Exit(EXIT_INFRASTRUCTURE)
+
+
 def _split(values: list[str] | None) -> list[str]:
     out: list[str] = []
     for v in values or []:
@@ -143,7 +159,8 @@ def _summary_table(summaries: list) -> Table:
         ("Pass@1", lambda s: f"{s.pass_at['1']:.3f}"),
         ("avg input tok/task", lambda s: f"{s.avg_input_tokens:,.0f}"),
         ("avg output tok/task", lambda s: f"{s.avg_output_tokens:,.0f}"),
-        ("cost $", lambda s: f"{s.cost_usd:.4f}"),
+        ("failed samples", lambda s: f"model {s.model_failures} · could not ask {s.call_failures}"),
+        ("cost $", lambda s: s.cost_text),
         ("wall time s", lambda s: f"{s.wall_seconds:,.0f}"),
     ]
     for label, get in rows:
@@ -188,12 +205,14 @@ def register(app: typer.Typer) -> None:
         )
         from stepsmith.evaluate.summary import summarize
         from stepsmith.improve.loop import RunAborted
-        from stepsmith.llm import LLMLayerError
+        from stepsmith.llm import InfrastructureError, LLMLayerError
 
         store = _store(db)
         progress = RichProgress(_console())
+        started: list[str] = []
 
         def announce(run_id: str) -> None:
+            started.append(run_id)
             _console().print(f"run id: [bold]{run_id}[/bold] (if interrupted: stepsmith bench --resume {run_id})")
 
         try:
@@ -230,7 +249,11 @@ def register(app: typer.Typer) -> None:
                                   f"T={cfg.temperatures}, guardian {cfg.guardian}, max {cfg.max_tokens} output tokens. "
                                   "Pass --model for the full protocol.[/dim]")
                 outcome = run_bench(cfg, store=store, progress=progress, report_dir=out, announce=announce)
-        except (BenchError, KeyError, ValueError, OSError, LLMLayerError, RunAborted) as exc:
+        except (InfrastructureError, RunAborted) as exc:
+            progress.close()
+            _fail_infrastructure(exc, started[-1] if started else None)
+            return
+        except (BenchError, KeyError, ValueError, OSError, LLMLayerError) as exc:
             progress.close()
             _fail(str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc))
             return

@@ -192,6 +192,14 @@ def _is_budget_stop(exc: BaseException) -> bool:
     return isinstance(exc, BudgetExceeded)
 
 
+def _is_infrastructure_stop(exc: BaseException) -> bool:
+    """The model could not be asked (auth, dead server, too many backend errors in a row)."""
+    from stepsmith.improve.loop import RunAborted
+    from stepsmith.llm import InfrastructureError
+
+    return isinstance(exc, InfrastructureError | RunAborted)
+
+
 async def execute(
     cfg: BenchConfig,
     store: ExperienceStore,
@@ -223,6 +231,9 @@ async def execute(
             status, message = "budget", f"budget reached: {exc}. Resume with --resume {run_id} --max-cost <higher>"
         elif isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
             status, message = "interrupted", f"interrupted; resume with --resume {run_id}"
+        elif _is_infrastructure_stop(exc):
+            status, message = "stopped", (f"{exc}. No sample was charged to the model for it; fix the "
+                                          f"server or key, then resume with --resume {run_id}")
         else:
             status, message = "failed", f"{type(exc).__name__}: {exc}"
         store.set_status(run_id, status, summary={"wall_seconds": elapsed}, note=message)

@@ -7,6 +7,9 @@ Definitions (also printed in reports):
   batch taken with the demonstrations the task ended with — averaged over tasks.
 - Tokens, cost, calls and seconds are totals per task over every sample of the run; the paper's
   x-axis is the average input tokens per task.
+- Failed samples are split: *model failed* (the answer was unusable or wrong) versus *could not
+  ask the model* (``llm_error``: the call itself failed), so a dead backend never reads as a
+  weak model.
 """
 
 from __future__ import annotations
@@ -94,6 +97,14 @@ class RunSummary:
     note: str | None = None
     reason: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    model_failures: int = 0  # samples whose answer was wrong (the model's fault)
+    call_failures: int = 0  # samples where the model could not be asked (llm_error)
+    priced: bool = True  # False: no known price for the model, so cost_usd is unknown (not 0)
+
+    @property
+    def cost_text(self) -> str:
+        """``$0.0123``, or ``unknown`` for a model without a price (never a misleading $0)."""
+        return f"{self.cost_usd:.4f}" if self.priced else "unknown"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -192,6 +203,7 @@ def summarize(store: ExperienceStore, run_id: str, *, ks: list[int] | None = Non
     total_out = sum(t.output_tokens for t in tasks)
     cost = sum(t.cost_usd for t in tasks)
     n_solved = sum(1 for t in tasks if t.solved)
+    failure_totals: Counter[str] = sum((Counter(t.failure_kinds) for t in tasks), Counter())
     return RunSummary(
         run_id=run_id,
         method=run.method,
@@ -214,10 +226,26 @@ def summarize(store: ExperienceStore, run_id: str, *, ks: list[int] | None = Non
         cost_per_solved=(cost / n_solved) if n_solved else None,
         wall_seconds=float((run.summary or {}).get("wall_seconds", max(0.0, run.updated - run.created))),
         sample_seconds_per_task=sum(t.seconds for t in tasks) / n_tasks,
-        failure_kinds=dict(sum((Counter(t.failure_kinds) for t in tasks), Counter())),
+        failure_kinds=dict(failure_totals),
         guardian_changed=sum(t.guardian_changed for t in tasks),
         guardian_corrupted=sum(t.guardian_corrupted for t in tasks),
         demos=len(store.demos(run_id, active_only=True)),
         note=run.note,
         reason=(run.summary or {}).get("reason"),
+        model_failures=sum(v for k, v in failure_totals.items() if k not in NOT_MODEL_FAILURES),
+        call_failures=failure_totals.get("llm_error", 0),
+        priced=_priced(run.model),
     )
+
+
+# Failure kinds that are not the model's fault: the call failed, or our verifier crashed.
+NOT_MODEL_FAILURES = ("llm_error", "verifier_error")
+
+
+def _priced(model: str) -> bool:
+    """Whether the price table knows the model (else its cost is unknown, not zero)."""
+    try:
+        from stepsmith.llm.prices import price_for
+    except ImportError:  # pragma: no cover - the LLM layer is part of the package
+        return True
+    return price_for(model) is not None

@@ -15,6 +15,7 @@ from .client import CACHE_MODES, LLMClient
 from .errors import (
     BudgetExceeded,
     CacheMiss,
+    InfrastructureError,
     LLMError,
     LLMLayerError,
     ModelIntegrityError,
@@ -31,6 +32,7 @@ __all__ = [
     "BudgetExceeded",
     "CACHE_MODES",
     "CacheMiss",
+    "InfrastructureError",
     "CallStore",
     "Completion",
     "DEFAULT_MODEL",

@@ -11,7 +11,15 @@ from typing import Any
 from .backends import get_backend
 from .base import Backend, Completion, prompt_tokens_upper, validate_messages
 from .budget import Budget
-from .errors import BudgetExceeded, CacheMiss, LLMError, RetryableError
+from .errors import (
+    BudgetExceeded,
+    CacheMiss,
+    InfrastructureError,
+    LLMError,
+    RetryableError,
+    endpoint_of,
+    infrastructure_error,
+)
 from .prices import price_for
 from .redact import redact
 from .store import CallStore, cache_key, now_iso, prompt_hash
@@ -220,7 +228,11 @@ class LLMClient:
                 await asyncio.sleep(self.backoff_delay(attempt, exc.retry_after_s))
             except LLMError as exc:
                 exc.attempts = attempt + 1
-                raise
+                infra = infrastructure_error(exc, endpoint=endpoint_of(self.backend),
+                                             retries_exhausted=False)
+                if infra is None:
+                    raise
+                raise infra from exc
             except (asyncio.CancelledError, KeyboardInterrupt):
                 raise
             except Exception as exc:  # noqa: BLE001 - a backend bug still becomes a clear error
@@ -229,10 +241,12 @@ class LLMClient:
                     attempts=attempt + 1,
                 ) from exc
         assert last is not None
-        raise LLMError(
-            f"{redact(str(last))} — gave up after {self.max_retries + 1} attempts",
+        raise InfrastructureError(
+            f"could not ask the model at {endpoint_of(self.backend)}: {redact(str(last))} — gave "
+            f"up after {self.max_retries + 1} attempts",
             attempts=self.max_retries + 1,
             status=last.status,
+            endpoint=endpoint_of(self.backend),
         )
 
     def _replay(self, hit: dict, messages: list[dict], params: dict, sample_index: int, key: str,
