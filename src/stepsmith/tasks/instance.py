@@ -3,6 +3,17 @@
 Data is always drawn in float64 from one ``torch.Generator`` seeded with ``binding.seed`` (inputs
 in file order, then parameters) and only then cast, so float32 and float64 instances hold the
 same values up to rounding.
+
+Two facts about the references follow the paper's public task format:
+
+* **One scope.** All ``data_transform`` snippets of an instance run in one namespace, in output
+  order (then field order): a later snippet may use a name an earlier one defined
+  (``affinity = torch.sigmoid(x @ Wg)`` in output 0, just ``affinity`` in output 1).
+* **Precision.** ``Instance.precision`` is the lowest floating precision the task's own code
+  actually computed in: every tensor produced while running ``global``, the snippets and one
+  probe call of each fn is recorded (a ``TorchFunctionMode``), so a task that forces float32
+  (``torch.arange(..., dtype=torch.float)``) is known to compute in float32 even when the
+  result is promoted back to float64. The verifier picks its tolerance from it.
 """
 
 from __future__ import annotations
@@ -11,14 +22,37 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from . import dtypes as dt
 from .bindings import Binding
 from .errors import TaskReferenceError
+from .schema import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance
 from .snippets import eval_snippet
 
 if TYPE_CHECKING:
     from .task import StreamInfo, Task
+
+
+#: Default (rtol, atol) by the precision a task's own code computes in; the rationale is in
+#: `stepsmith.verify.tolerance`. float32: a correct program that orders float32 ops differently
+#: from the reference differs by ~1e-7 of the output magnitude at our bindings (RoPE-like
+#: angle tables, measured), 1e-5 leaves two orders of margin and stays below every planted
+#: mutant of the self-audit. Half types follow the same factor over their epsilon, capped.
+PRECISION_TOLERANCE: dict[torch.dtype, tuple[float, float]] = {
+    torch.float64: (DEFAULT_RTOL, DEFAULT_ATOL),
+    torch.float32: (1e-5, 1e-7),
+    torch.float16: (5e-3, 1e-5),
+    torch.bfloat16: (4e-2, 1e-5),
+}
+
+
+def tolerance_for(declared: Tolerance, precision: torch.dtype) -> Tolerance:
+    """The instance's tolerance: fields the task's YAML sets (pydantic ``model_fields_set``)
+    win; the others come from ``PRECISION_TOLERANCE`` for the precision it computed in."""
+    rtol, atol = PRECISION_TOLERANCE.get(precision, PRECISION_TOLERANCE[torch.float32])
+    explicit = {k: getattr(declared, k) for k in declared.model_fields_set}
+    return Tolerance(**{"rtol": rtol, "atol": atol, **explicit})
 
 
 @dataclass
@@ -42,6 +76,8 @@ class Instance:
     inputs: dict[str, Any]  # name -> step.Stream (fresh tensors per instance)
     expected: list[ExpectedOutput]
     input_data: dict[str, torch.Tensor]
+    precision: torch.dtype = torch.float64  # lowest precision the task's code computed in
+    tolerance: Tolerance = Tolerance()  # the task's declared fields over the precision's defaults
 
     def fresh_inputs(self) -> dict[str, Any]:
         """New input streams over cloned data: a stream's consumed-once state lives on the
@@ -51,6 +87,57 @@ class Instance:
         with step.Session(binding=dict(self.binding.values)):
             return {name: step.Stream.input(name, s.dtype, tuple(s.shape), s.data.clone())
                     for name, s in self.inputs.items()}
+
+
+class PrecisionProbe(TorchFunctionMode):
+    """Records the floating dtypes of every tensor a torch call produces inside the mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dtypes: set[torch.dtype] = set()
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        self._record(out)
+        return out
+
+    def _record(self, x: Any) -> None:
+        if isinstance(x, torch.Tensor):
+            if x.is_floating_point() or x.is_complex():
+                self.dtypes.add(x.dtype.to_real() if x.is_complex() else x.dtype)
+        elif isinstance(x, tuple | list):
+            for item in x:
+                self._record(item)
+
+    def lowest(self, start: torch.dtype) -> torch.dtype:
+        """``start`` or the recorded dtype with the largest machine epsilon."""
+        return max([start, *self.dtypes], key=lambda d: torch.finfo(d).eps)
+
+
+def _probe_fn(fn: Any, info: Any, values: dict[str, int], dtype: torch.dtype,
+              probe: PrecisionProbe) -> None:
+    """Call ``fn`` once on one random element (and its init state) so ``probe`` sees the
+    precision its body computes in. A body that cannot run on random data is skipped: the
+    program run will still exercise it, only its precision goes unrecorded."""
+    g = torch.Generator().manual_seed(0)
+    inputs = []
+    for f in dt.fields(info.input_dtype):
+        x = torch.randn(dt.element_shape(f, values), generator=g, dtype=torch.float64)
+        inputs.append((x > 0).to(dtype) if _is_multihot(f) else x.to(dtype))
+    state = None
+    if fn.init is not None:
+        state = [torch.full(dt.element_shape(f, values), v, dtype=dtype)
+                 for f, v in zip(dt.fields(info.output_dtype), fn.init, strict=True)]
+    try:
+        with probe:
+            fn.call(inputs, state)
+    except Exception:  # noqa: BLE001, S110 - see the docstring
+        pass
+
+
+def _is_multihot(f: Any) -> bool:
+    return isinstance(f, dt.MultihotT) or isinstance(getattr(f, "elem", None), dt.MultihotT)
 
 
 def generate(info: StreamInfo, gen: Any, values: dict[str, int], g: torch.Generator) -> torch.Tensor:
@@ -107,7 +194,9 @@ def build_instance(task: Task, binding: Binding, dtype: torch.dtype) -> Instance
     from stepsmith import step
 
     base = dict(binding.values)
-    env, values = task._env_for(base, base)  # the binding's values are final: they win
+    probe = PrecisionProbe()
+    with probe:
+        env, values = task._env_for(base, base)  # the binding's values are final: they win
     g = torch.Generator().manual_seed(int(binding.seed))
     input_data: dict[str, torch.Tensor] = {}
     specs = [*zip(task.input_infos, task.spec.inputs, strict=True),
@@ -122,13 +211,14 @@ def build_instance(task: Task, binding: Binding, dtype: torch.dtype) -> Instance
     env.update(symbols)
 
     expected: list[ExpectedOutput] = []
+    ns = dict(env)  # one scope for every snippet of the instance, in output order
+    ns["input_data"] = {k: v.clone() for k, v in input_data.items()}
     for info, out_spec in zip(task.output_infos, task.spec.outputs, strict=True):
         vals = []
         for j, (snippet, f) in enumerate(zip(out_spec.data_transform, dt.fields(info.dtype),
                                              strict=True)):
-            ns = dict(env)
-            ns["input_data"] = {k: v.clone() for k, v in input_data.items()}
-            value = eval_snippet(snippet, ns, (*info.path, "data_transform", j), task.locator)
+            with probe:
+                value = eval_snippet(snippet, ns, (*info.path, "data_transform", j), task.locator)
             vals.append(_check_layout(value, info, j, dt.data_shape(f, info.dims, values), task, dtype))
         expected.append(ExpectedOutput(
             name=info.name, dtype=dt.to_step(info.dtype, symbols),
@@ -147,6 +237,7 @@ def build_instance(task: Task, binding: Binding, dtype: torch.dtype) -> Instance
         except step.StepError as exc:
             raise task.locator.error(info.path, f"cannot build fn {f.name!r}: {exc}",
                                      cls=TaskReferenceError) from exc
+        _probe_fn(namespace[f.func_name], info, values, dtype, probe)
     for k, v in env.items():  # plain-int globals such as E_value stay visible to programs
         if k.endswith("_value") and isinstance(v, int) and k not in namespace:
             namespace[k] = v
@@ -157,4 +248,6 @@ def build_instance(task: Task, binding: Binding, dtype: torch.dtype) -> Instance
             inputs[info.name] = step.Stream.input(
                 info.name, dt.to_step(info.dtype, symbols),
                 tuple(d.to_step(symbols) for d in info.dims), input_data[info.name].clone())
-    return Instance(task.name, binding, namespace, inputs, expected, input_data)
+    precision = probe.lowest(dtype)
+    return Instance(task.name, binding, namespace, inputs, expected, input_data,
+                    precision=precision, tolerance=tolerance_for(task.spec.tolerance, precision))

@@ -119,7 +119,7 @@ def check_reference(task: Task, *, executor: str = "fast", dtype: torch.dtype = 
         instance = task.instantiate(b, dtype=dtype)
         try:
             outputs = run_instance(task, task.impl, instance, executor=executor)
-            problems = compare_outputs(outputs, instance.expected, task.tolerance, b)
+            problems = compare_outputs(outputs, instance.expected, instance.tolerance, b)
         except Exception as exc:  # report, don't crash: the caller asserts on .passed
             problems = [f"{type(exc).__name__}: {exc}"]
         out.append(ReferenceCheck(b, problems))

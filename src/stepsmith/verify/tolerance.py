@@ -2,10 +2,10 @@
 
 Tolerance policy (the verifier's contract, `VERIFIER_VERSION` changes if it changes):
 
-* Everything is evaluated in **float64**: input data, parameters and references are generated
-  in float64 (`Task.instantiate(binding, dtype=torch.float64)`), so a correct program differs from
-  the reference only by summation-order rounding, ~1e-15 relative. Found values are cast to
-  float64 before comparing.
+* Data is generated in **float64**: input data, parameters and references start in float64
+  (`Task.instantiate(binding, dtype=torch.float64)`), so unless the task's code forces a lower
+  precision a correct program differs from the reference only by summation-order rounding,
+  ~1e-15 relative. Found values are cast to float64 before comparing.
 * The bound is **magnitude-relative**: element i passes iff
   ``|found_i - expected_i| <= atol + rtol * scale`` with ``scale = max(max_j |expected_j|, 1)``
   over the finite expected values of that output field. Per-element relative error would
@@ -18,9 +18,17 @@ Tolerance policy (the verifier's contract, `VERIFIER_VERSION` changes if it chan
   5e-16 relative, i.e. 7+ orders of magnitude inside the bound. A looser bound (we first tried
   1e-5) let the mutant self-audit find a real blind spot: swapping `AddEps` and `DivByD` in
   RMSNorm (``ms/D + eps`` vs ``(ms + eps)/D``) moves outputs by ~eps/2 ≈ 5e-6 relative and
-  was accepted. Gross bugs (wrong index, missing term, swapped fns) are > 1e-2 relative. A
-  task whose fns legitimately compute in float32 must declare a looser
-  ``tolerance: {rtol, atol}`` in its YAML (fields set there override these defaults).
+  was accepted. Gross bugs (wrong index, missing term, swapped fns) are > 1e-2 relative.
+* **Precision-aware.** The defaults follow the precision the task's own code actually computed
+  in (`Instance.precision`: the lowest floating dtype of any tensor produced by `global`, the
+  reference snippets or a probe call of each fn — not a guess from the text). A task that
+  leaves precision to us computes in float64 and gets the bounds above; a task whose code
+  forces float32 (``torch.arange(..., dtype=torch.float)`` for RoPE frequencies) carries
+  float32 rounding (~1e-7 relative) into any correct program that orders its ops differently
+  from the reference, and gets ``rtol = 1e-5, atol = 1e-7`` (table:
+  `stepsmith.tasks.instance.PRECISION_TOLERANCE`). Fields a task's YAML sets explicitly in
+  ``tolerance: {rtol, atol}`` override either default. The self-audit runs over float32
+  tasks too, so a looser bound cannot hide a planted mutant unnoticed.
 * Non-finite values: ``+inf`` matches only ``+inf``, ``-inf`` only ``-inf``; NaN matches only
   an expected NaN at the same index. A found NaN/inf where the reference is finite fails.
 """
