@@ -15,7 +15,7 @@ from stepsmith.limits import MAX_MESSAGE_CHARS, clip
 
 # Bump when a change can flip a verdict (tolerance, bindings, rules): stored verdicts and demo
 # libraries record it so they can be re-verified.
-VERIFIER_VERSION = "1.0"
+VERIFIER_VERSION = "1.1"  # 1.1: one snippet scope per instance; precision-aware tolerance
 MAX_WARNINGS = 20
 
 
