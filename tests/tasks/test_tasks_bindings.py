@@ -48,13 +48,31 @@ def test_global_ctx_binds_E_and_derived_symbols():
         assert b.values["H"] == b.values["D"] // 2
 
 
-def test_task_bindings_list_overrides_defaults():
-    text = VALID.replace("group: testing\n", "group: testing\nbindings:\n  - {M: 2, seed: 5}\n"
-                         "  - {K: 11, label: odd}\n")
+def test_task_bindings_override_by_label_and_add_new_ones():
+    text = VALID.replace("group: testing\n", "group: testing\nbindings:\n  - {label: wide, K: 11}\n"
+                         "  - {label: paper, M: 2, seed: 5}\n")
     bs = load_task(text).bindings()
-    assert [b.label for b in bs] == ["paper", "odd"]
+    assert [b.label for b in bs] == ["paper", "small", "large", "wide"]  # defaults kept, in order
     assert bs[0].values["M"] == 2 and bs[0].seed == 5 and bs[0].values["N"] == 7
-    assert bs[1].values["K"] == 11 and bs[1].values["M"] == 3 and bs[1].seed == 7
+    assert bs[1].values == load_task(VALID).bindings()[1].values  # untouched default
+    assert bs[3].values["K"] == 11 and bs[3].values["M"] == 5 and bs[3].seed == 45  # over paper
+
+
+def test_task_bindings_entry_without_label_is_an_error_at_its_line():
+    text = VALID.replace("group: testing\n", "group: testing\nbindings:\n  - {D: 4}\n"
+                         "  - {label: wide, K: 11}\n")
+    with pytest.raises(TaskFormatError) as info:
+        load_task(text)
+    line = text.splitlines().index("  - {D: 4}") + 1
+    assert info.value.line == line and "has no label" in str(info.value)
+    assert "`label: paper`" in str(info.value)
+
+
+def test_task_bindings_duplicate_label_is_an_error():
+    text = VALID.replace("group: testing\n", "group: testing\nbindings:\n  - {label: paper, D: 4}\n"
+                         "  - {label: paper, K: 11}\n")
+    with pytest.raises(TaskFormatError, match="label 'paper' is already used by bindings entry 0"):
+        load_task(text)
 
 
 def test_task_bindings_mapping_applies_to_every_default():

@@ -48,7 +48,7 @@ def test_show_unknown_task_fails_with_suggestion():
 def test_check_runs_references():
     result = CliRunner().invoke(_app(), ["tasks", "check", "demo_map_silu", "gemm_bias_relu"])
     assert result.exit_code == 0, result.output
-    assert "ok   demo_map_silu (3 bindings)" in result.output
+    assert "PASS demo_map_silu (3 bindings)" in result.output
 
 
 def test_check_reports_malformed_files_without_traceback(tmp_path):
@@ -57,4 +57,4 @@ def test_check_reports_malformed_files_without_traceback(tmp_path):
     result = CliRunner().invoke(_app(), ["tasks", "check", str(bad), "demo_zip_hypot"])
     assert result.exit_code == 1
     assert f"FAIL {bad}" in result.output and "bad.yaml:2" in result.output
-    assert "ok   demo_zip_hypot" in result.output and "Traceback" not in result.output
+    assert "PASS demo_zip_hypot" in result.output and "Traceback" not in result.output

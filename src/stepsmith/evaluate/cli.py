@@ -9,13 +9,17 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from stepsmith.improve.store import ExperienceStore, SampleRecord
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from stepsmith.evaluate.runner import BenchConfig
+    from stepsmith.tasks import Task
 
 
 def _console() -> Console:
@@ -106,8 +110,10 @@ def _print_estimate(cfg: BenchConfig, store: ExperienceStore) -> None:
     from stepsmith.improve.demos import load_library
 
     cfg.validate()
+    tasks = resolve_tasks(cfg.tasks, cfg.groups)
+    _preflight(tasks)
     demos = load_library(cfg.demos_file) if cfg.demos_file else []
-    est = estimate_bench(cfg, resolve_tasks(cfg.tasks, cfg.groups), demos, history_for(store.path, cfg.model))
+    est = estimate_bench(cfg, tasks, demos, history_for(store.path, cfg.model))
     for line in render_estimate(est):
         _console().print(line, highlight=False, markup=False)
 
@@ -117,8 +123,25 @@ def _store(db: Path | None) -> ExperienceStore:
 
 
 def _fail(message: str, code: int = 2) -> None:
-    _console().print(f"[red]error:[/red] {message}")
+    _console().print(f"[red]error:[/red] {escape(message)}")
     raise typer.Exit(code)
+
+
+def _preflight(tasks: Sequence[Task]) -> None:
+    """Refuse to start (BenchError) when any task is broken, before a single model call."""
+    from stepsmith.evaluate.runner import BenchError
+    from stepsmith.tasks.preflight import check_task
+
+    bad = [c for c in (check_task(t) for t in tasks) if not c.passed]
+    if not bad:
+        return
+    lines = [f"refusing to start: {len(bad)} of {len(tasks)} task(s) are broken, and a broken task "
+             "would be charged to the model; nothing was sent to the model. Fix the file(s) and "
+             "check them with `stepsmith tasks check FILE`:"]
+    for c in bad:
+        lines.append(f"  FAIL {c.name} ({c.source})")
+        lines += [f"       {p}" for p in c.problems]
+    raise BenchError("\n".join(lines))
 
 
 # Exit codes of `bench`: 2 a request that cannot run (bad option, broken task), 3 the budget
@@ -199,8 +222,10 @@ def register(app: typer.Typer) -> None:
         from stepsmith.evaluate.runner import (
             BenchConfig,
             BenchError,
+            config_from_run,
             parse_temperatures,
             quick_tasks,
+            resolve_tasks,
             run_bench,
         )
         from stepsmith.evaluate.summary import summarize
@@ -217,6 +242,7 @@ def register(app: typer.Typer) -> None:
 
         try:
             if resume:
+                _preflight(config_from_run(store, resume)[1])
                 outcome = run_bench(store=store, resume=resume, max_cost=max_cost, token_budget=max_tokens,
                                     cache_mode=cache, progress=progress, report_dir=out,
                                     announce=announce)
@@ -244,6 +270,7 @@ def register(app: typer.Typer) -> None:
                 if estimate:
                     _print_estimate(cfg, store)
                     return
+                _preflight(resolve_tasks(cfg.tasks, cfg.groups))
                 if quick:
                     _console().print(f"[dim]quick demo on {cfg.model}: tasks {', '.join(cfg.tasks)}, n={cfg.n}, "
                                   f"T={cfg.temperatures}, guardian {cfg.guardian}, max {cfg.max_tokens} output tokens. "

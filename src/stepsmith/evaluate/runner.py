@@ -125,12 +125,12 @@ def resolve_tasks(refs: Sequence[str], groups: Sequence[str]) -> list[Any]:
         if not members:
             raise BenchError(f"--groups {g}: no benchmark tasks in that group; known groups: {', '.join(known_groups())}")
         tasks.extend(members)
-    seen: set[str] = set()
-    unique = []
-    for t in tasks:
-        if t.name not in seen:
-            seen.add(t.name)
-            unique.append(t)
+    from stepsmith.tasks.preflight import DuplicateTaskError, unique_tasks
+
+    try:
+        unique = unique_tasks(tasks)  # two files with one test_name would merge silently
+    except DuplicateTaskError as exc:
+        raise BenchError(f"--tasks: {exc}") from None
     if not unique:
         raise BenchError("no tasks selected: pass --tasks NAME_OR_PATH or --groups GROUP")
     return unique

@@ -18,16 +18,25 @@ Symbol discovery and binding (the design settled here):
 * **Precedence** per symbol: the task's ``bindings`` entry > ``ctx`` after ``global`` >
   ``<SYM>_value`` set by ``global`` > the default binding. A symbol with no value is a
   ``TaskFormatError`` naming where it is used.
-* **Task ``bindings`` field**: a list replaces the default list; entry *i* is merged over
-  default binding *i* (entries past the third over ``paper``) and may set ``label`` and
-  ``seed``. A mapping (``bindings: {D: 12}``) is merged over every default binding.
+* **Task ``bindings`` field**, by label and explicit (``docs/task-format.md``):
+
+  - a mapping (``bindings: {D: 12}``) is merged over every default binding;
+  - a list names each entry's ``label``: ``paper``, ``small`` or ``large`` overrides the
+    values (and ``seed``) of that default binding; any other label *adds* a binding, merged
+    over the ``paper`` sizes, with ``seed`` given or ``42 + 3 + i`` for the i-th added one.
+    The three defaults are always kept, in order, followed by the added ones in file order.
+    An entry without a label, or a label used twice, is a ``TaskFormatError`` at its line
+    (positional merging once silently relabelled and dropped bindings).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .yamlsrc import Locator
 
 DEFAULT_BINDINGS: tuple[tuple[str, dict[str, int], int], ...] = (
     ("paper", {"M": 5, "N": 7, "K": 9, "D": 16}, 42),
@@ -79,6 +88,29 @@ def symbol_objects(names: list[str]) -> dict[str, Any]:
     return {n: Dim.sym(n) for n in names}
 
 
+DEFAULT_LABELS = tuple(label for label, _, _ in DEFAULT_BINDINGS)
+
+
+def check_binding_labels(entries: list[dict[str, Any]] | dict[str, Any] | None,
+                         loc: Locator) -> None:
+    """Every list entry names a label, once; raises ``TaskFormatError`` at the entry's line."""
+    if not isinstance(entries, list):
+        return
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        label = entry.get("label")
+        if label is None:
+            raise loc.error(("bindings", i), (
+                f"bindings entry {i} has no label; write `label: paper`, `small` or `large` to "
+                f"override that default binding, or a new label to add one (defaults are always "
+                f"kept; use a mapping such as `bindings: {{D: 4}}` to change every binding)"))
+        label = str(label)
+        if label in seen:
+            raise loc.error(("bindings", i, "label"),
+                            f"binding label {label!r} is already used by bindings entry {seen[label]}")
+        seen[label] = i
+
+
 def requested_bindings(spec_bindings: list[dict[str, Any]] | dict[str, Any] | None,
                        ) -> list[tuple[str, dict[str, int], int, dict[str, int]]]:
     """(label, base values, seed, explicit overrides) per binding, before ``global`` runs."""
@@ -87,15 +119,24 @@ def requested_bindings(spec_bindings: list[dict[str, Any]] | dict[str, Any] | No
     if isinstance(spec_bindings, Mapping):
         over = {k: int(v) for k, v in spec_bindings.items()}
         return [(lbl, {**v, **over}, s, over) for lbl, v, s in DEFAULT_BINDINGS]
-    out = []
+    by_label: dict[str, dict[str, Any]] = {}
     for i, entry in enumerate(spec_bindings):
-        base_label, base, base_seed = DEFAULT_BINDINGS[i] if i < len(DEFAULT_BINDINGS) else (
-            f"b{i}", DEFAULT_BINDINGS[0][1], DEFAULT_BINDINGS[0][2] + i)
-        entry = dict(entry)
-        label = str(entry.pop("label", base_label))
-        seed = int(entry.pop("seed", base_seed))
+        if "label" not in entry:  # the loader reports this with a line; keep callers honest
+            raise ValueError(f"bindings entry {i} has no label")
+        by_label[str(entry["label"])] = entry
+    out = []
+    for label, base, seed in DEFAULT_BINDINGS:
+        entry = dict(by_label.pop(label, {}))
+        entry.pop("label", None)
+        seed = int(entry.pop("seed", seed))
         over = {k: int(v) for k, v in entry.items()}
         out.append((label, {**base, **over}, seed, over))
+    paper_values, paper_seed = DEFAULT_BINDINGS[0][1], DEFAULT_BINDINGS[0][2]
+    for i, (label, raw) in enumerate(by_label.items()):
+        entry = {k: v for k, v in raw.items() if k != "label"}
+        seed = int(entry.pop("seed", paper_seed + len(DEFAULT_BINDINGS) + i))
+        over = {k: int(v) for k, v in entry.items()}
+        out.append((label, {**paper_values, **over}, seed, over))
     return out
 
 

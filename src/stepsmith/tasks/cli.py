@@ -68,32 +68,39 @@ def show(name: str = typer.Argument(..., help="task name (or a path to a YAML fi
 @tasks_app.command("check")
 def check(
     names: Annotated[list[str] | None, typer.Argument(
-        help="task names or paths (default: every task)")] = None,
+        help="task names or paths (default: every benchmark task)")] = None,
     demos: bool = typer.Option(False, "--demos", help="check the demonstration tasks"),
     executor: str = typer.Option("fast", help="fast or oracle"),
 ) -> None:
-    """Validate task files and run each reference impl at all bindings against its data_transform."""
-    from stepsmith.tasks.errors import TaskFormatError, TaskNotFoundError
-    from stepsmith.tasks.run import check_reference
-    from stepsmith.tasks.suite import get_task
+    """PASS/FAIL per task: the file is valid, the reference evaluates at every binding and the
+    task's own impl (when it has one) reproduces it. Exit 1 if any task fails."""
+    from stepsmith.tasks.preflight import check_ref, check_task, duplicate_names
 
+    if executor not in ("fast", "oracle"):
+        typer.echo(f"error: --executor must be fast or oracle, found {executor!r}", err=True)
+        raise typer.Exit(code=2)
+    checks, loaded = [], []
+    if names:
+        for n in names:
+            task, result = check_ref(n, executor=executor)
+            checks.append(result)
+            if task is not None:
+                loaded.append(task)
+    else:
+        loaded = _selected(demos, None)
+        checks = [check_task(t, executor=executor) for t in loaded]
     failed = 0
-    tasks = []
-    for n in names or []:
-        try:
-            tasks.append(get_task(n))
-        except (TaskNotFoundError, TaskFormatError) as exc:  # report every bad file, then fail
-            typer.echo(f"FAIL {n}\n     {exc}")
-            failed += 1
-    if not names:
-        tasks = _selected(demos, None)
-    for t in tasks:
-        results = check_reference(t, executor=executor)
-        bad = [p for r in results for p in r.problems]
-        failed += bool(bad)
-        typer.echo(f"{'ok  ' if not bad else 'FAIL'} {t.name} ({len(results)} bindings)")
-        for p in bad:
+    for c in checks:
+        failed += not c.passed
+        label = c.name or c.ref
+        detail = f"{c.bindings} bindings" + (f"; {c.note}" if c.note else "")
+        typer.echo(f"{'PASS' if c.passed else 'FAIL'} {label} ({detail if c.name else c.source})")
+        for p in c.problems:
             typer.echo(f"     {p}")
+    for problem in duplicate_names(loaded):
+        failed += 1
+        typer.echo(f"FAIL {problem}")
+    typer.echo(f"{len(checks) - sum(not c.passed for c in checks)}/{len(checks)} tasks passed")
     if failed:
         raise typer.Exit(code=1)
 

@@ -10,6 +10,7 @@ from pathlib import Path as FsPath
 
 from pydantic import ValidationError
 
+from .bindings import check_binding_labels
 from .errors import TaskFormatError
 from .schema import TaskSpec
 from .task import FnInfo, StreamInfo, Task
@@ -55,6 +56,7 @@ def load_task(path_or_text: str | FsPath, *, check_bindings: bool = True) -> Tas
     except ValidationError as exc:
         raise validation_error(exc, loc) from None
     task = validate(spec, loc, text, source_path)
+    check_binding_labels(spec.bindings, loc)
     if check_bindings:
         task.bindings()  # runs `global` once per binding: unbound symbols fail at load time
     return task
