@@ -16,10 +16,8 @@ import pytest
 from stepsmith.evaluate.runner import BenchConfig, run_bench
 from stepsmith.improve.filtering import is_isomorphic
 from stepsmith.improve.store import ExperienceStore
-
-pytest.importorskip("stepsmith.agents")
-from stepsmith.llm.testing import ScriptedBackend  # noqa: E402
-from stepsmith.tasks.suite import get_task  # noqa: E402
+from stepsmith.llm.testing import ScriptedBackend
+from stepsmith.tasks.suite import get_task
 
 NAMES = ["expert_linear_sum", "gemm_bias_relu", "bmm_mnk_mkd"]
 

@@ -117,7 +117,8 @@ def test_stratify_properties(scores: list[int], m: int) -> None:
 
 def test_agrees_with_the_prompt_composers_leakage_guard() -> None:
     """A demonstration the loop lets through must never trip compose_messages' guard."""
-    isomorphic = pytest.importorskip("stepsmith.agents.similarity").isomorphic
+    from stepsmith.agents.similarity import isomorphic
+
     variants = [
         PROG,
         "  " + PROG.replace("\n", "\n  ").rstrip() + "\n",  # indented

@@ -97,7 +97,6 @@ def test_leakage_guard_by_name_and_isomorphism() -> None:
 
 
 def test_reverify_marks_failing_demos_stale(store: ExperienceStore) -> None:
-    pytest.importorskip("stepsmith.tasks.suite")
     from stepsmith.tasks.suite import get_task
 
     ref = get_task("gemm_bias_relu").impl
@@ -122,7 +121,6 @@ def test_reverify_marks_failing_demos_stale(store: ExperienceStore) -> None:
 
 
 def test_reverify_with_the_real_verifier(store: ExperienceStore) -> None:
-    pytest.importorskip("stepsmith.verify")
     from stepsmith.tasks.suite import get_task
     from stepsmith.verify import verify_in_process
 

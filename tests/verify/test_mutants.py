@@ -190,7 +190,7 @@ def test_def_wrapped_and_indented_programs() -> None:
 
 # ----------------------------------------------------------------------------- behaviour
 
-step = pytest.importorskip("stepsmith.step")
+from stepsmith import step  # noqa: E402
 
 RUNNABLE = """\
 a, b = step.Copy().apply(E0)

@@ -165,11 +165,8 @@ def test_runaway_loop_times_out_with_line_and_pool_keeps_serving(rowsum_task) ->
     with VerifierPool(workers=1, timeout_s=1.0, grace_s=2.0) as p:
         p.warm_up()
         src = "for i in range(10**12):\n    j = i\nreturn step.Map(fn=fn_sq).apply(X)\n"
-        t = time.perf_counter()
         v = p.verify(rowsum_task, src)
-        took = time.perf_counter() - t
-        assert v.kind == FailureKind.timeout, v.feedback
-        assert took < 4.0
+        assert v.kind == FailureKind.timeout, v.feedback  # how fast it fires: a bench/ figure
         assert v.line in (1, 2)
         assert p.verify(rowsum_task, ROWSUM_REF, timeout_s=30).passed
 
@@ -244,15 +241,35 @@ def test_bad_arguments_are_clear_errors(pool, rowsum_task) -> None:
     assert e.kind == FailureKind.parse_error and "empty" in e.feedback
 
 
-def test_verify_many_runs_candidates_in_parallel(rowsum_task) -> None:
-    loop = "for i in range(10**12):\n    j = i\nreturn step.Map(fn=fn_sq).apply(X)\n"
-    with VerifierPool(workers=2, timeout_s=1.5, grace_s=2.0) as p:
+def test_verify_many_runs_candidates_in_parallel(tmp_path) -> None:
+    """Two candidates on two workers overlap in time. Proven by the workers' own stamps, not by a
+    wall-clock budget (a loaded machine stretches durations, never turns overlap into none):
+    the task's fn records (pid, start, end) of each call from inside the worker process."""
+    stamps = tmp_path / "stamps"
+    stamps.mkdir()
+    task = ROWSUM_YAML.replace(
+        "inputs:",
+        f"global: |-\n  import os, time\n  stamp_dir = {str(stamps)!r}\nbindings:\n"
+        "  - {label: only}\ninputs:",
+    ).replace(
+        "      return [input[0] * input[0]]",
+        "      t0 = time.time()\n      time.sleep(0.5)\n"
+        "      with open(os.path.join(stamp_dir, str(os.getpid())), 'a') as f:\n"
+        "          f.write(f'{t0} {time.time()}\\n')\n"
+        "      return [input[0] * input[0]]",
+    )
+    with VerifierPool(workers=2, timeout_s=30.0) as p:
         p.warm_up()
-        t = time.perf_counter()
-        vs = p.verify_many([(rowsum_task, loop), (rowsum_task, loop)])
-        took = time.perf_counter() - t
-    assert [v.kind for v in vs] == [FailureKind.timeout, FailureKind.timeout]
-    assert took < 2.8, f"two 1.5 s timeouts on 2 workers took {took:.2f} s: not parallel"
+        pids = {w.proc.pid for w in p._workers}
+        vs = p.verify_many([(task, ROWSUM_REF), (task, ROWSUM_REF)])
+    assert all(v.passed for v in vs), [v.feedback for v in vs]
+    spans = {}
+    for f in stamps.iterdir():
+        calls = [tuple(map(float, line.split())) for line in f.read_text().splitlines()]
+        spans[int(f.name)] = (min(c[0] for c in calls), max(c[1] for c in calls))
+    assert set(spans) == pids, "each of the two workers ran one candidate"
+    (s1, e1), (s2, e2) = spans.values()
+    assert max(s1, s2) < min(e1, e2), f"the workers' runs did not overlap: {spans}"
 
 
 def test_task_tolerance_field_overrides_the_default(pool) -> None:
