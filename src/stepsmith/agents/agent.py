@@ -15,10 +15,14 @@ import textwrap
 from dataclasses import dataclass
 from typing import Any
 
+from stepsmith.agents.decoding.constraint import constraint_for
 from stepsmith.agents.extract import Unparsable, extract_impl
 from stepsmith.agents.guardian import GUARDIAN_MODES, run_guardian
 from stepsmith.agents.prompts import Demonstration, compose_messages
 from stepsmith.agents.render import input_names, ir_document, task_ir
+
+from stepsmith.llm.constraint import CONSTRAIN_MODES, Constraint
+from stepsmith.tasks.task import Task
 
 __all__ = ["Attempt", "Agent", "METHODS"]
 
@@ -79,6 +83,7 @@ class Agent:
         guardian: str = "llm",
         repair: int = 0,
         max_tokens: int = 1024,
+        constrain: str = "none",
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
@@ -97,6 +102,14 @@ class Agent:
         self.guardian = guardian if method == "agent" else "none"
         self.repair = repair
         self.max_tokens = max_tokens
+        if constrain not in CONSTRAIN_MODES:
+            raise ValueError(
+                f"constrain must be one of {', '.join(CONSTRAIN_MODES)}; got {constrain!r}"
+            )
+        # the constraint fixes the answer's format (a ```yaml impl block), which only the
+        # structural-IR methods ask for
+        self.constrain = constrain if method != "single-no-ir" else "none"
+        self._constraints: dict[str, Constraint | None] = {}
 
     @property
     def with_ir(self) -> bool:
@@ -105,6 +118,14 @@ class Agent:
     def messages(self, task: Any, demonstrations: list[Demonstration]) -> list[dict]:
         """The proposer's first prompt for `task` (raises LeakageError on a leaking demo)."""
         return compose_messages(task, demonstrations, with_ir=self.with_ir)
+
+    def constraint(self, task: Task) -> Constraint | None:
+        """The decoding constraint for `task` (built once per task: it instantiates it)."""
+        if self.constrain == "none":
+            return None
+        if task.name not in self._constraints:
+            self._constraints[task.name] = constraint_for(task, self.constrain)
+        return self._constraints[task.name]
 
     async def attempt(
         self,
@@ -118,6 +139,7 @@ class Agent:
         from stepsmith.llm import InfrastructureError, LLMError
 
         messages = self.messages(task, list(demonstrations or []))
+        constraint = self.constraint(task)
         params = input_names(ir_document(task_ir(task)))
         totals = _Totals()
         guardian_changed = guardian_corrupted = False
@@ -141,6 +163,7 @@ class Agent:
                     sample_index=sample_index,
                     task=str(getattr(task, "name", "")),
                     tag=tag,
+                    constraint=constraint,
                 )
             except InfrastructureError:
                 raise  # the model could not be asked: stop the run, don't blame the model

@@ -213,6 +213,8 @@ def register(app: typer.Typer) -> None:
         k: Annotated[list[int] | None, typer.Option("--k", help="Extra k for pass@k (pass@1 is always reported).")] = None,
         max_iterations: Annotated[int | None, typer.Option("--max-iterations", help="Cap on Algorithm 1 iterations (quick demo 3).")] = None,
         concurrency: Annotated[int, typer.Option("--concurrency", help="Concurrent LLM requests.")] = 4,
+        constrain: Annotated[str | None, typer.Option("--constrain", help="Decoding constraint: none | grammar (the task's CFG) | typed (only well-typed statements; local models). Default: typed for llamacpp: models, none otherwise.")] = None,
+        server_kind: Annotated[str | None, typer.Option("--server-kind", help="Engine behind an openai-compatible: model, for --constrain grammar: vllm | sglang | llamacpp.")] = None,
         estimate: Annotated[bool, typer.Option(
             "--estimate", help="Print calls, tokens and cost of the first pass, then exit (no model call).")] = False,
         out: Annotated[Path | None, typer.Option("--out", help="Report directory (default $STEPSMITH_HOME/reports/RUN).")] = None,
@@ -240,6 +242,13 @@ def register(app: typer.Typer) -> None:
             started.append(run_id)
             _console().print(f"run id: [bold]{run_id}[/bold] (if interrupted: stepsmith bench --resume {run_id})")
 
+        if server_kind is not None:
+            from stepsmith.llm.constraint import SERVER_KINDS
+
+            if server_kind not in SERVER_KINDS:
+                _fail(f"--server-kind {server_kind!r}: choose one of {', '.join(SERVER_KINDS)}")
+                return
+            os.environ["STEPSMITH_SERVER_KIND"] = server_kind
         try:
             if resume:
                 _preflight(config_from_run(store, resume)[1])
@@ -266,6 +275,7 @@ def register(app: typer.Typer) -> None:
                     max_iterations=max_iterations or (3 if quick else None),
                     demos_file=str(demos) if demos else None, ks=sorted({1, *(k or [])}),
                     concurrency=concurrency, max_tokens=512 if quick else 1024,
+                    constrain=constrain or ("typed" if model.startswith("llamacpp:") else "none"),
                 )
                 if estimate:
                     _print_estimate(cfg, store)

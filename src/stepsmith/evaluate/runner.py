@@ -21,6 +21,8 @@ from stepsmith.improve.demos import load_library
 from stepsmith.improve.loop import LoopConfig, LoopResult, ProgressSink, SelfImprover
 from stepsmith.improve.store import DemoRecord, ExperienceStore
 
+from stepsmith.llm.constraint import CONSTRAIN_MODES
+
 METHODS = ("single", "single-no-ir", "agent", "self-improve")
 GUARDIANS = ("llm", "rule", "llm+rule", "none")
 CACHE_MODES = ("use", "refresh", "replay")
@@ -54,6 +56,7 @@ class BenchConfig:
     concurrency: int = 4
     max_tokens: int = 1024
     workers: int = 2
+    constrain: str = "none"  # decoding constraint: none | grammar | typed
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -68,6 +71,16 @@ class BenchConfig:
             raise BenchError(f"--cache {self.cache_mode!r} is not a mode; choose one of {', '.join(CACHE_MODES)}")
         if self.token_budget is not None and self.token_budget < 1:
             raise BenchError(f"--max-tokens must be >= 1, got {self.token_budget}")
+        if self.constrain not in CONSTRAIN_MODES:
+            raise BenchError(
+                f"--constrain {self.constrain!r} is not a mode; choose one of "
+                f"{', '.join(CONSTRAIN_MODES)}"
+            )
+        if self.constrain == "typed" and not self.model.startswith("llamacpp:"):
+            raise BenchError(
+                "--constrain typed needs a local llamacpp: model (it decodes line by line); "
+                "for an OpenAI-compatible server use --constrain grammar --server-kind ..."
+            )
         if self.repair < 0:
             raise BenchError(f"--repair must be >= 0, got {self.repair}")
         if not self.temperatures:
@@ -181,7 +194,7 @@ def _make_agent(cfg: BenchConfig, run_id: str, store: ExperienceStore, verifier:
     method = "agent" if cfg.method == "self-improve" else cfg.method
     guardian = cfg.guardian if method == "agent" else "none"
     return Agent(client, verifier, method=method, guardian=guardian, repair=cfg.repair,
-                 max_tokens=cfg.max_tokens)
+                 max_tokens=cfg.max_tokens, constrain=cfg.constrain)
 
 
 def _is_budget_stop(exc: BaseException) -> bool:

@@ -91,6 +91,11 @@ class AnthropicBackend:
         )
 
     async def complete(self, messages: list[dict], params: dict[str, Any]) -> Completion:
+        if params.get("constraint") is not None:
+            raise LLMError(
+                f"{self.name}: constrained decoding is not available for Anthropic models; "
+                "use --constrain none"
+            )
         body = build_request(self.model, messages, params, prompt_cache=self.prompt_cache)
         try:
             async with self._client() as client:

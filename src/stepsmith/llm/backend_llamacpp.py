@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from .base import Completion, normalize_finish_reason
+from .constraint import Constraint
 from .errors import LLMError
+from .llama_decode import DecodeResult, decode_constrained
 from .models import KNOWN_MODELS, ensure_model
 
 # "auto": 2 threads when the other core is idle, 1 when something else is running. On this
@@ -75,6 +77,23 @@ def seed_for(sample_index: int) -> int:
 
 class _Cancelled(Exception):
     pass
+
+
+def chat_prompt(llm: Any, messages: list[dict]) -> str:
+    """The prompt text the model's own chat template makes of `messages`, ending where the
+    assistant's answer begins (what create_chat_completion feeds the model)."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    template = llm.metadata.get("tokenizer.chat_template")
+    if not template:
+        raise LLMError("llamacpp: the GGUF has no chat template; constrained decoding needs one")
+    eos = llm.detokenize([llm.token_eos()], special=True).decode("utf-8", errors="replace")
+    bos_id = llm.token_bos()
+    bos = (llm.detokenize([bos_id], special=True).decode("utf-8", errors="replace")
+           if bos_id >= 0 else "")
+    fmt = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos,
+                              add_generation_prompt=True)
+    return fmt(messages=messages).prompt
 
 
 def load_llama(path: Path) -> tuple[Any, threading.Lock, float]:
@@ -151,6 +170,7 @@ class LlamaCppBackend:
         self.path = resolve_model(name_or_path)
         self.tokens_sampled = 0  # of the latest generation (observability; tests use it)
         self.threads_used = N_THREADS
+        self.last_decode: DecodeResult | None = None  # of the latest constrained answer
 
     @property
     def load_seconds(self) -> float:
@@ -174,6 +194,9 @@ class LlamaCppBackend:
 
         import llama_cpp
 
+        constraint = params.get("constraint")
+        if constraint is not None:
+            return self._generate_constrained(llm, lock, messages, params, constraint, cancel)
         kwargs: dict[str, Any] = {
             "messages": messages,
             "temperature": temperature,
@@ -200,6 +223,40 @@ class LlamaCppBackend:
         if cancel.is_set():
             raise _Cancelled()
         return result
+
+    def _generate_constrained(self, llm: Any, lock: threading.Lock, messages: list[dict],
+                              params: dict[str, Any], constraint: Constraint,
+                              cancel: threading.Event) -> dict:
+        """One answer under a grammar or typed constraint (our own decoding loop)."""
+        temperature = params.get("temperature")
+        temperature = 0.0 if temperature is None else float(temperature)
+        prompt = chat_prompt(llm, messages) + constraint.prefix
+        with lock:
+            if cancel.is_set():
+                raise _Cancelled()
+            self.threads_used = choose_threads()
+            llm._ctx.set_n_threads(self.threads_used, self.threads_used)
+            tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+            if len(tokens) + int(params.get("max_tokens") or 1024) > N_CTX:
+                raise LLMError(
+                    f"{self.name}: prompt of {len(tokens)} tokens does not fit the context "
+                    f"window n_ctx={N_CTX} (raise STEPSMITH_LLAMACPP_N_CTX)"
+                )
+            res = decode_constrained(
+                llm, str(self.path), tokens, constraint, temperature=temperature,
+                seed=seed_for(int(params.get("sample_index", 0))),
+                max_tokens=int(params.get("max_tokens") or 1024), cancel=cancel,
+            )
+        if cancel.is_set():
+            raise _Cancelled()
+        self.tokens_sampled = res.sampled_tokens
+        self.last_decode = res
+        finish = {"stop": "stop", "length": "length"}.get(res.finish_reason, res.finish_reason)
+        return {
+            "choices": [{"message": {"content": res.text}, "finish_reason": finish}],
+            "usage": {"prompt_tokens": res.prompt_tokens,
+                      "completion_tokens": res.sampled_tokens},
+        }
 
     async def complete(self, messages: list[dict], params: dict[str, Any]) -> Completion:
         cancel = threading.Event()

@@ -45,6 +45,22 @@ def build_request(model: str, messages: list[dict], params: dict[str, Any], *, o
     return body
 
 
+def grammar_fields(server_kind: str | None, gbnf: str) -> dict[str, Any]:
+    """The request field that carries a GBNF grammar to each engine (sent as `extra_body`):
+    vLLM >= 0.12 `structured_outputs.grammar` (EBNF recognised by `::=`), SGLang `ebnf`,
+    llama.cpp server `grammar`."""
+    if server_kind == "vllm":
+        return {"structured_outputs": {"grammar": gbnf}}
+    if server_kind == "sglang":
+        return {"ebnf": gbnf}
+    if server_kind == "llamacpp":
+        return {"grammar": gbnf}
+    raise LLMError(
+        "--constrain grammar on an OpenAI-compatible server needs to know which engine serves "
+        "it: pass --server-kind vllm|sglang|llamacpp (or set STEPSMITH_SERVER_KIND)"
+    )
+
+
 def cached_prompt_tokens(usage: Any) -> int:
     """Prompt tokens the server read from its prompt cache (0 when it does not say).
 
@@ -75,6 +91,7 @@ class OpenAIBackend:
         base_url: str | None = None,
         api_key: str | None = None,
         timeout_s: float = 120.0,
+        server_kind: str | None = None,
     ):
         import openai  # imported here: keeps `import stepsmith.llm` light
 
@@ -102,6 +119,8 @@ class OpenAIBackend:
         if not compatible and not self._api_key:
             raise LLMError(f"{self.name}: no API key; set OPENAI_API_KEY")
         self.timeout_s = timeout_s
+        self.server_kind = server_kind or provider_setting(
+            section, "server_kind", ("STEPSMITH_SERVER_KIND",))
 
     def _client(self) -> Any:
         """A fresh SDK client per call, closed after it: an httpx client must never outlive or
@@ -115,6 +134,15 @@ class OpenAIBackend:
 
     async def complete(self, messages: list[dict], params: dict[str, Any]) -> Completion:
         body = build_request(self.model, messages, params, official=self.provider == "openai")
+        constraint = params.get("constraint")
+        if constraint is not None:
+            if self.provider == "openai" or constraint.mode != "grammar":
+                raise LLMError(
+                    f"{self.name}: --constrain {constraint.mode} is not available here; typed "
+                    "decoding runs on local llamacpp: models, and grammar pass-through on "
+                    "openai-compatible servers (vLLM, SGLang, llama.cpp server)"
+                )
+            body["extra_body"] = grammar_fields(self.server_kind, constraint.grammar())
         try:
             async with self._client() as client:
                 resp = await client.chat.completions.create(**body)

@@ -11,6 +11,7 @@ from typing import Any
 from .backends import get_backend
 from .base import Backend, Completion, prompt_tokens_upper, validate_messages
 from .budget import Budget
+from .constraint import Constraint
 from .errors import (
     BudgetExceeded,
     CacheMiss,
@@ -22,7 +23,7 @@ from .errors import (
 )
 from .prices import price_for
 from .redact import redact
-from .store import CallStore, cache_key, now_iso, prompt_hash
+from .store import CallStore, cache_key, now_iso, prompt_hash, server_identity
 
 CACHE_MODES = ("use", "refresh", "replay")
 
@@ -90,13 +91,19 @@ class LLMClient:
         sample_index: int = 0,
         task: str = "",
         tag: str = "",
+        constraint: Constraint | None = None,
     ) -> Completion:
-        """One completion (cached, replayed or fresh); see the class docstring for the modes."""
+        """One completion (cached, replayed or fresh); see the class docstring for the modes.
+
+        `constraint` restricts the answer (grammar or typed decoding); its identity is part
+        of the cache key and of the logged parameters."""
         validate_messages(messages)
         if not isinstance(max_tokens, int) or max_tokens < 1:
             raise ValueError(f"max_tokens must be a positive int; found {max_tokens!r}")
         params: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens}
-        key = cache_key(self.model, messages, params, sample_index)
+        if constraint is not None:
+            params["constrain"] = constraint.identity
+        key = cache_key(self.model, messages, params, sample_index, server_identity(self.backend))
         meta = {"run_id": self.run_id, "task": task, "tag": tag}
         started = now_iso()
         t0 = time.perf_counter()
@@ -127,7 +134,8 @@ class LLMClient:
                 async with self._semaphore():
                     t_call = time.perf_counter()  # latency excludes waiting for a slot
                     comp, attempts = await self._call_with_retries(
-                        messages, {**params, "sample_index": sample_index}
+                        messages,
+                        {**params, "sample_index": sample_index, "constraint": constraint},
                     )
             except LLMError as exc:
                 exc.model = self.model

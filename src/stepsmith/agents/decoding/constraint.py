@@ -1,0 +1,104 @@
+"""The two constraints a request can carry: the task's grammar, or its typed statement space."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from stepsmith.llm.constraint import CONSTRAIN_MODES, Constraint, LineRejected
+from stepsmith.tasks.task import Task
+
+from .grammar import task_grammar
+from .space import MAX_STATEMENTS, Facts, ProgramState
+from .statements import PREFIX, SUFFIX, LineOptions, Rejected, advance
+
+# Bump when the language the decoder offers changes (statement spellings, domains): it is part
+# of the cache key, so answers decoded under an older space are not replayed.
+DECODER_VERSION = "typed-1"
+
+
+@dataclass(frozen=True)
+class TypedCursor:
+    """A position in a typed decoding: the state, its options (minus banned lines)."""
+
+    state: ProgramState
+    banned: frozenset[str] = frozenset()
+    _options: list[LineOptions] = field(default_factory=list, compare=False, repr=False)
+
+    def options(self) -> LineOptions:
+        if not self._options:
+            opts = LineOptions.of(self.state)
+            if self.banned:
+                opts = _without(opts, self.banned)
+            self._options.append(opts)
+        return self._options[0]
+
+    @property
+    def complete(self) -> bool:
+        return self.state.done
+
+    def pattern(self) -> str | None:
+        if self.state.done:
+            return None
+        opts = self.options()
+        return None if opts.empty else opts.pattern()
+
+    def feed(self, line: str) -> TypedCursor:
+        try:
+            return TypedCursor(advance(self.state, self.options(), line))
+        except Rejected as exc:
+            raise LineRejected(str(exc)) from None
+
+    def ban(self, line: str) -> TypedCursor:
+        return TypedCursor(self.state, self.banned | {_key(line)})
+
+
+def _key(line: str) -> str:
+    """What a banned line is compared by: its right-hand side (names do not matter)."""
+    text = line.strip()
+    if text.startswith("return "):
+        return text
+    return "= " + text.partition(" = ")[2]
+
+
+def _without(opts: LineOptions, banned: frozenset[str]) -> LineOptions:
+    rets = {t: c for t, c in opts.returns.items() if f"return {t}" not in banned}
+    by = {k: {t: c for t, c in cs.items() if f"= {t}" not in banned}
+          for k, cs in opts.assignments.items()}
+    return LineOptions(by, rets)
+
+
+@dataclass(frozen=True)
+class TaskConstraint:
+    """`grammar` or `typed` decoding of answers to one task."""
+
+    task: Task
+    mode: str
+    facts: Facts
+    max_statements: int = MAX_STATEMENTS
+    prefix: str = PREFIX
+    suffix: str = SUFFIX
+
+    @classmethod
+    def for_task(cls, task: Task, mode: str) -> TaskConstraint:
+        if mode not in CONSTRAIN_MODES or mode == "none":
+            raise ValueError(f"constraint mode must be 'grammar' or 'typed'; found {mode!r}")
+        return cls(task=task, mode=mode, facts=Facts.from_task(task))
+
+    @property
+    def identity(self) -> str:
+        digest = hashlib.sha256(self.grammar().encode()).hexdigest()[:16]
+        return f"{self.mode}:{DECODER_VERSION}:{digest}"
+
+    def grammar(self) -> str:
+        return task_grammar(self.task, self.facts)
+
+    def lines(self) -> TypedCursor:
+        return TypedCursor(ProgramState.start(self.facts, self.max_statements))
+
+
+def constraint_for(task: Task, mode: str) -> Constraint | None:
+    """The constraint for `mode` (None for "none")."""
+    if mode == "none":
+        return None
+    return TaskConstraint.for_task(task, mode)

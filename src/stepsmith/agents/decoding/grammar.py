@@ -1,0 +1,99 @@
+"""The context-free grammar (GBNF) of one task's programs, for `--constrain grammar`.
+
+It fixes the syntax of the STeP subset and the task's vocabulary — primitives with their
+parameters (from the registry's parameter kinds), the task's fns by kind, its input names,
+size symbols and constants — but not types or the consume-once rule (a context-free grammar
+cannot). The same text goes to every engine that takes GBNF: llama.cpp (`grammar`), vLLM
+(`structured_outputs.grammar`, recognised as EBNF by its `::=`), SGLang (`ebnf`), and locally
+llguidance (which converts GBNF to its Lark dialect).
+"""
+
+from __future__ import annotations
+
+import json
+
+from stepsmith.step.registry import REGISTRY, Param, PrimitiveDef
+from stepsmith.tasks.task import Task
+
+from .space import COUNT_INTS, SMALL_INTS, Facts
+from .statements import PREFIX, SUFFIX
+
+
+def _lit(s: str) -> str:
+    return json.dumps(s)
+
+
+def _alt(options: list[str]) -> str:
+    return " | ".join(_lit(o) for o in options) if options else '"\\u0000never"'
+
+
+def _param_rule(p: Param, facts: Facts) -> str:
+    if p.kind == "fn_stateless":
+        return "fnstateless"
+    if p.kind == "fn_stateful":
+        return "fnstateful"
+    if p.kind == "axis":
+        return "int"
+    if p.kind == "axes":
+        return "axes"
+    if p.kind == "size":
+        return "size"
+    return "count"
+
+
+def _call_rule(pdef: PrimitiveDef, facts: Facts, arg: str) -> str:
+    """`"step.Accum(" "fn=" fnstateful ", b=" int ").apply(" arg ")"` with optional params."""
+    parts: list[str] = []
+    first = True
+    for p in pdef.params:
+        sep = "" if first else ", "
+        piece = f'"{sep}{p.name}=" {_param_rule(p, facts)}'
+        parts.append(piece if p.required else f"({piece})?")
+        first = False
+    params = " ".join(parts) if parts else ""
+    return f'"step.{pdef.name}(" {params} ").apply(" {arg} ")"'.replace("  ", " ")
+
+
+def task_grammar(task: Task, facts: Facts | None = None) -> str:
+    """GBNF for the answer to `task`: the fenced `impl: |-` block of statements and a return."""
+    f = facts or Facts.from_task(task)
+    stateless = [n for n, fn in f.fns.items() if not fn.stateful]
+    stateful = [n for n, fn in f.fns.items() if fn.stateful]
+    sizes = list(f.sizes) + [str(k) for k in SMALL_INTS]
+    counts = [n for n, v in f.ints.items() if v > 0] + [str(k) for k in COUNT_INTS]
+    arg_rules = {
+        "stream": "ref",
+        "streams": 'ref | "(" ref (", " ref)+ ")"',
+        "zip": '"(" ref (", " ref)+ ")"',
+        "pair": '"(" ref ", " ref ")"',
+        "parts_sel": '"(" name ", " ref ")"',
+    }
+    calls, elem_calls = [], []
+    for pdef in REGISTRY.values():
+        calls.append(_call_rule(pdef, f, f"arg{pdef.args.replace('_', '')}"))
+        if pdef.args in ("stream", "streams"):
+            elem_calls.append(_call_rule(pdef, f, "elemarg"))
+    rules = [
+        f"root ::= {_lit(PREFIX)} stmt* ret {_lit(SUFFIX)}",
+        'stmt ::= "  " names " = " rhs "\\n"',
+        'ret ::= "  return " retval (", " retval)* "\\n"',
+        "retval ::= ref | call",
+        'names ::= name ("," " "? name)*',
+        "rhs ::= call | comp | fnlist",
+        "call ::= " + " | ".join(calls),
+        "elemcall ::= " + " | ".join(elem_calls),
+        'elemarg ::= name | elemcall',
+        'comp ::= "[" elemcall " for " name (", " name)? " in " (name | "zip(" (fnlist | name) ", " name ")") "]"',
+        'fnlist ::= "[" fnstateless (", " fnstateless)* "]"',
+        'ref ::= name ("[" int "]")?',
+        "name ::= [A-Za-z_] [A-Za-z0-9_]*",
+        "int ::= [0-9] [0-9]?",
+        'axes ::= "[" int (", " int)* "]"',
+        f"fnstateless ::= {_alt(stateless)}",
+        f"fnstateful ::= {_alt(stateful)}",
+        f"size ::= {_alt(sizes)}",
+        f"count ::= {_alt(counts)}",
+    ]
+    for form, rule in arg_rules.items():
+        rules.append(f"arg{form.replace('_', '')} ::= {rule}")
+    return "\n".join(rules) + "\n"

@@ -1,0 +1,415 @@
+"""The space of well-typed STeP programs for one task, one statement at a time.
+
+A `ProgramState` is the typing environment after some statements: which names hold streams (and
+their symbolic types), which hold lists of streams (Partition outputs, comprehensions) or lists
+of fns, and which streams were already consumed. `next_statements()` enumerates every statement
+that may come next: a primitive call from the registry with parameter values drawn from the
+domains of the parameters' kinds, arguments drawn from the unconsumed streams, kept only when
+the primitive's own typing rule accepts it. Nothing here knows a primitive by name: parameters,
+argument forms and output counts come from `step.REGISTRY`.
+
+Statements are spelled canonically (`step.P(k=v, ...).apply(arg)`, the registry's parameter
+order, `(a, b)` tuples) — the spelling of the prompt's reference and of every reference program.
+Comprehension loop variables (`[... for f, p in zip(fns, parts)]`) may be any identifier.
+"""
+
+from __future__ import annotations
+
+import itertools
+import keyword
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from stepsmith import step
+from stepsmith.step.dims import Dim
+from stepsmith.step.dtypes import ElemType, Multihot, TupleType, fields_of
+from stepsmith.step.fn import Fn
+from stepsmith.step.registry import REGISTRY, Param, PrimitiveDef, shapes_equal
+from stepsmith.step.stream import SType
+from stepsmith.tasks.task import Task
+
+# placeholders for comprehension loop variables in candidate texts
+ELEM = "\x00e"
+FNV = "\x00f"
+SMALL_INTS = tuple(range(1, 9))
+COUNT_INTS = (2, 3, 4)
+MAX_TUPLE = 4
+MAX_STATEMENTS = 24
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the task contributes to typing: fns, size symbols, integer constants, input and
+    output types, and the binding typing rules evaluate counts in."""
+
+    fns: dict[str, Fn]
+    sizes: dict[str, Dim]
+    ints: dict[str, int]
+    inputs: dict[str, SType]
+    outputs: tuple[tuple[ElemType, tuple[Dim, ...]], ...]
+    binding: dict[str, int]
+    reserved: frozenset[str]
+    useful_tuples: frozenset[tuple[ElemType, ...]]
+
+    @classmethod
+    def from_task(cls, task: Task) -> Facts:
+        """Facts from the task's paper binding (types are symbolic, so one binding suffices)."""
+        inst = task.instantiate(task.bindings()[0])
+        ns = inst.namespace
+        fns = {k: v for k, v in ns.items() if isinstance(v, Fn)}
+        sizes = {k: v for k, v in ns.items() if isinstance(v, Dim)}
+        ints = {k: v for k, v in ns.items()
+                if isinstance(v, int) and not isinstance(v, bool) and not k.startswith("_")}
+        inputs = {k: SType(s.dtype, tuple(s.shape), k) for k, s in inst.inputs.items()}
+        outputs = tuple((e.dtype, tuple(e.shape)) for e in inst.expected)
+        useful: set[tuple[ElemType, ...]] = set()
+        for t in [f.input_dtype for f in fns.values()] + [d for d, _ in outputs]:
+            fs = tuple(fields_of(t))
+            for i in range(len(fs)):
+                for j in range(i + 2, len(fs) + 1):
+                    useful.add(fs[i:j])
+        reserved = frozenset(ns) | frozenset(inputs) | {"step", "input_data", "ctx", "torch"}
+        return cls(fns=fns, sizes=sizes, ints=ints, inputs=inputs, outputs=outputs,
+                   binding=dict(inst.binding.values), reserved=reserved,
+                   useful_tuples=frozenset(useful))
+
+
+@dataclass(frozen=True)
+class Ref:
+    """An argument that names one stream: `x` or a list element `parts[1]`."""
+
+    text: str
+    stype: SType
+    key: str  # what consuming it marks (the name, or the element text)
+    owner: str | None = None  # the list it belongs to
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One statement right-hand side (or return) that types."""
+
+    text: str  # canonical; comprehension loop variables as ELEM / FNV placeholders
+    outs: tuple[SType, ...]
+    consumes: frozenset[str]
+    is_list: bool = False  # binds one name to a list of streams
+    fn_list: tuple[str, ...] | None = None  # `[fn_a, fn_b]`: binds a list of fns
+
+
+@dataclass(frozen=True)
+class ProgramState:
+    """The typing environment after the statements so far (immutable: backtracking keeps
+    earlier states)."""
+
+    facts: Facts
+    streams: tuple[tuple[str, SType], ...] = ()
+    lists: tuple[tuple[str, tuple[SType, ...]], ...] = ()
+    fn_lists: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    consumed: frozenset[str] = frozenset()
+    statements: int = 0
+    done: bool = False
+    max_statements: int = MAX_STATEMENTS
+
+    @classmethod
+    def start(cls, facts: Facts, max_statements: int = MAX_STATEMENTS) -> ProgramState:
+        return cls(facts=facts, streams=tuple(facts.inputs.items()),
+                   max_statements=max_statements)
+
+    # -- environment ---------------------------------------------------------------------------
+    def bound(self) -> set[str]:
+        return ({n for n, _ in self.streams} | {n for n, _ in self.lists}
+                | {n for n, _ in self.fn_lists} | set(self.facts.reserved))
+
+    def name_ok(self, name: str) -> bool:
+        return name.isidentifier() and not keyword.iskeyword(name) and name not in self.bound()
+
+    def refs(self) -> list[Ref]:
+        """Unconsumed streams and unconsumed elements of unconsumed lists."""
+        out = [Ref(n, t, n) for n, t in self.streams if n not in self.consumed]
+        for name, elems in self.lists:
+            if name in self.consumed:
+                continue
+            for i, t in enumerate(elems):
+                key = f"{name}[{i}]"
+                if key not in self.consumed:
+                    out.append(Ref(key, t, key, owner=name))
+        return out
+
+    def whole_lists(self) -> list[tuple[str, tuple[SType, ...]]]:
+        """Lists none of whose elements was consumed (usable in a comprehension or Merge)."""
+        return [(n, ts) for n, ts in self.lists if n not in self.consumed
+                and not any(f"{n}[{i}]" in self.consumed for i in range(len(ts)))]
+
+    # -- what may come next --------------------------------------------------------------------
+    def assignments(self) -> dict[int, list[Candidate]]:
+        """Right-hand sides by the number of names on the left (0: a name bound to a list)."""
+        if self.done or self.statements >= self.max_statements:
+            return {}
+        by: dict[int, list[Candidate]] = {}
+        for c in self._calls(self.refs()):
+            by.setdefault(0 if c.is_list else len(c.outs), []).append(c)
+        for c in self._comprehensions():
+            by.setdefault(0, []).append(c)
+        for c in self._fn_lists():
+            by.setdefault(0, []).append(c)
+        return by
+
+    def returns(self) -> list[Candidate]:
+        """`return ...` texts whose streams have the task's declared output types, in order."""
+        if self.done:
+            return []
+        outs = self.facts.outputs
+        every = [Ref(n, t, n) for n, t in self.streams]
+        for name, elems in self.lists:
+            every += [Ref(f"{name}[{i}]", t, f"{name}[{i}]") for i, t in enumerate(elems)]
+        options = [[r for r in every if _matches(r.stype, o)] for o in outs]
+        found: list[Candidate] = []
+        for combo in itertools.islice(itertools.product(*options), 2000):
+            if len({r.key for r in combo}) == len(combo):
+                found.append(Candidate(", ".join(r.text for r in combo),
+                                       tuple(r.stype for r in combo), frozenset()))
+        if len(outs) == 1:  # `return step.P(...).apply(...)`
+            for c in self._calls(self.refs()):
+                if not c.is_list and len(c.outs) == 1 and _matches(c.outs[0], outs[0]):
+                    found.append(c)
+        return found
+
+    def bind(self, names: Sequence[str], cand: Candidate) -> ProgramState:
+        """The state after `names = <cand>` (names already checked with `name_ok`)."""
+        consumed = self.consumed | cand.consumes
+        if cand.fn_list is not None:
+            return replace(self, fn_lists=self.fn_lists + ((names[0], cand.fn_list),),
+                           consumed=consumed, statements=self.statements + 1)
+        if cand.is_list:
+            return replace(self, lists=self.lists + ((names[0], cand.outs),), consumed=consumed,
+                           statements=self.statements + 1)
+        new = tuple((n, SType(t.dtype, t.shape, n)) for n, t in zip(names, cand.outs,
+                                                                   strict=True))
+        return replace(self, streams=self.streams + new, consumed=consumed,
+                       statements=self.statements + 1)
+
+    def finish(self, cand: Candidate) -> ProgramState:
+        return replace(self, consumed=self.consumed | cand.consumes, done=True,
+                       statements=self.statements + 1)
+
+    # -- enumeration ---------------------------------------------------------------------------
+    def _calls(self, refs: list[Ref]) -> Iterator[Candidate]:
+        for pdef in REGISTRY.values():
+            for args_text, ins, keys in self._arguments(pdef, refs):
+                yield from self._typed(pdef, args_text, ins, keys)
+
+    def _typed(self, pdef: PrimitiveDef, args_text: str, ins: Sequence[SType],
+               keys: frozenset[str], param_sets: list[dict[str, Any]] | None = None
+               ) -> Iterator[Candidate]:
+        rank = ins[0].rank
+        for values, texts in (param_sets or self._param_values(pdef, rank)):
+            outs = self._type_call(pdef, values, ins)
+            if outs is None:
+                continue
+            n = pdef.output_count(values)
+            params = ", ".join(f"{k}={v}" for k, v in texts.items())
+            text = f"step.{pdef.name}({params}).apply({args_text})"
+            if pdef.outputs == 1 or n is None:
+                yield Candidate(text, outs, keys)
+            else:
+                yield Candidate(text, outs, keys)  # `a, b = ...`
+                if pdef.args != "stream":  # Partition: `parts = ...` binds a list
+                    yield Candidate(text, outs, keys, is_list=True)
+
+    def _type_call(self, pdef: PrimitiveDef, values: dict[str, Any],
+                   ins: Sequence[SType]) -> tuple[SType, ...] | None:
+        """Output types if the primitive's constructor and typing rule accept, else None."""
+        try:
+            with step.Session(binding=dict(self.facts.binding)):
+                prim = pdef.cls(**values)
+                outs = prim.typing(list(ins))
+        except step.StepError:
+            return None
+        return tuple(SType(dt, shp) for dt, shp in outs)
+
+    def _param_values(self, pdef: PrimitiveDef, rank: int
+                      ) -> list[tuple[dict[str, Any], dict[str, str]]]:
+        """Every combination of parameter values from the kinds' domains: (value, text)."""
+        domains: list[list[tuple[str, Any, str] | None]] = []
+        for p in pdef.params:
+            dom: list[tuple[str, Any, str] | None] = [
+                (p.name, v, t) for v, t in self._domain(p, rank)]
+            if not p.required:
+                dom = [None] + dom
+            domains.append(dom)
+        out = []
+        for combo in itertools.product(*domains):
+            values = {c[0]: c[1] for c in combo if c is not None}
+            texts = {c[0]: c[2] for c in combo if c is not None}
+            out.append((values, texts))
+        return out
+
+    def _domain(self, p: Param, rank: int) -> list[tuple[Any, str]]:
+        f = self.facts
+        if p.kind == "fn_stateless":
+            return [(fn, n) for n, fn in f.fns.items() if not fn.stateful]
+        if p.kind == "fn_stateful":
+            return [(fn, n) for n, fn in f.fns.items() if fn.stateful]
+        if p.kind == "axis":
+            return [(k, str(k)) for k in range(0, rank + 2)]
+        if p.kind == "axes":
+            return [(list(range(i, j + 1)), str(list(range(i, j + 1))))
+                    for i in range(0, rank + 2) for j in range(i, rank + 2)]
+        if p.kind == "size":
+            return [(d, n) for n, d in f.sizes.items()] + [(k, str(k)) for k in SMALL_INTS]
+        if p.kind == "count":
+            named = [(v, n) for n, v in f.ints.items() if v > 0]
+            return named + [(k, str(k)) for k in COUNT_INTS]
+        raise ValueError(f"unknown parameter kind {p.kind!r} of {p.name}")
+
+    def _arguments(self, pdef: PrimitiveDef, refs: list[Ref]
+                   ) -> Iterator[tuple[str, list[SType], frozenset[str]]]:
+        form = pdef.args
+        if form in ("stream", "streams"):
+            for r in refs:
+                yield r.text, [r.stype], frozenset({r.key})
+        if form in ("streams", "zip"):
+            for combo in self._tuples(refs):
+                yield ("(" + ", ".join(r.text for r in combo) + ")",
+                       [r.stype for r in combo], frozenset(r.key for r in combo))
+        if form == "pair":
+            for a, b in itertools.permutations(refs, 2):
+                yield f"({a.text}, {b.text})", [a.stype, b.stype], frozenset({a.key, b.key})
+        if form == "parts_sel":
+            for name, elems in self.whole_lists():
+                for r in refs:
+                    if r.owner == name:
+                        continue
+                    yield (f"({name}, {r.text})", [*elems, r.stype],
+                           frozenset({name, r.key}))
+
+    def _tuples(self, refs: list[Ref]) -> Iterator[tuple[Ref, ...]]:
+        """Ordered tuples (2..MAX_TUPLE streams, one shape) whose concatenated fields are a
+        contiguous part of some fn input or output type: nothing else can ever be consumed."""
+        useful = self.facts.useful_tuples
+        prefixes = {u[:i] for u in useful for i in range(1, len(u) + 1)}
+
+        def grow(chosen: tuple[Ref, ...], fields: tuple[ElemType, ...]) -> Iterator[tuple[Ref, ...]]:
+            if len(chosen) >= 2 and fields in useful:
+                yield chosen
+            if len(chosen) == MAX_TUPLE:
+                return
+            for r in refs:
+                if r in chosen or (chosen and not shapes_equal(r.stype.shape,
+                                                              chosen[0].stype.shape)):
+                    continue
+                nf = fields + tuple(fields_of(r.stype.dtype))
+                if nf in prefixes:
+                    yield from grow(chosen + (r,), nf)
+
+        yield from grow((), ())
+
+    def _comprehensions(self) -> Iterator[Candidate]:
+        """`[step.P(...).apply(p) for p in L]`, its one-level nested form
+        `[step.P(...).apply(step.Q(...).apply(p)) for p in L]`, and
+        `[step.P(fn=f, ...).apply(p) for f, p in zip([fn_a, ...] | fs, L)]`."""
+        for name, elems in self.whole_lists():
+            keys = frozenset({name})
+            yield from self._per_element(name, elems, keys, inner=None)
+            for q in REGISTRY.values():
+                if q.args == "stream" and q.outputs == 1 and not any(
+                        p.kind.startswith("fn") for p in q.params):
+                    yield from self._per_element(name, elems, keys, inner=q)
+            yield from self._zipped(name, elems, keys)
+
+    def _per_element(self, name: str, elems: tuple[SType, ...], keys: frozenset[str],
+                     inner: PrimitiveDef | None) -> Iterator[Candidate]:
+        inner_sets: list[tuple[str, tuple[SType, ...]]] = []
+        if inner is None:
+            inner_sets = [(ELEM, elems)]
+        else:
+            for values, texts in self._param_values(inner, elems[0].rank):
+                outs = [self._type_call(inner, values, [e]) for e in elems]
+                if all(o is not None and len(o) == 1 for o in outs):
+                    params = ", ".join(f"{k}={v}" for k, v in texts.items())
+                    inner_sets.append((f"step.{inner.name}({params}).apply({ELEM})",
+                                       tuple(o[0] for o in outs if o is not None)))
+        for arg, ins in inner_sets:
+            for pdef in REGISTRY.values():
+                if pdef.args not in ("stream", "streams") or pdef.outputs != 1:
+                    continue
+                for values, texts in self._param_values(pdef, ins[0].rank):
+                    outs = [self._type_call(pdef, values, [e]) for e in ins]
+                    if any(o is None or len(o) != 1 for o in outs):
+                        continue
+                    params = ", ".join(f"{k}={v}" for k, v in texts.items())
+                    yield Candidate(
+                        f"[step.{pdef.name}({params}).apply({arg}) for {ELEM} in {name}]",
+                        tuple(o[0] for o in outs if o is not None), keys, is_list=True)
+
+    def _zipped(self, name: str, elems: tuple[SType, ...], keys: frozenset[str]
+                ) -> Iterator[Candidate]:
+        for pdef in REGISTRY.values():
+            fn_params = [p for p in pdef.params if p.kind.startswith("fn")]
+            if pdef.args not in ("stream", "streams") or pdef.outputs != 1 or len(fn_params) != 1:
+                continue
+            fp = fn_params[0]
+            rest = [p for p in pdef.params if p is not fp]
+            rest_def = replace(pdef, params=tuple(rest))
+            for values, texts in self._param_values(rest_def, elems[0].rank):
+                per: list[list[tuple[str, SType]]] = []
+                for e in elems:
+                    ok = []
+                    for fv, fname in self._domain(fp, e.rank):
+                        o = self._type_call(pdef, {fp.name: fv, **values}, [e])
+                        if o is not None and len(o) == 1:
+                            ok.append((fname, o[0]))
+                    per.append(ok)
+                params = ", ".join([f"{fp.name}={FNV}"] + [f"{k}={v}" for k, v in texts.items()])
+                call = f"step.{pdef.name}({params}).apply({ELEM})"
+                for combo in itertools.islice(itertools.product(*per), 500):
+                    fns = ", ".join(c[0] for c in combo)
+                    yield Candidate(f"[{call} for {FNV}, {ELEM} in zip([{fns}], {name})]",
+                                    tuple(c[1] for c in combo), keys, is_list=True)
+                for fl_name, fl in self.fn_lists:
+                    if len(fl) != len(elems):
+                        continue
+                    chosen = []
+                    for fname, opts in zip(fl, per, strict=True):
+                        hit = [o for o in opts if o[0] == fname]
+                        if not hit:
+                            break
+                        chosen.append(hit[0][1])
+                    else:
+                        yield Candidate(f"[{call} for {FNV}, {ELEM} in zip({fl_name}, {name})]",
+                                        tuple(chosen), keys, is_list=True)
+
+    def _fn_lists(self) -> Iterator[Candidate]:
+        """`fs = [fn_a, fn_b, fn_c]` — only as long as some list of streams could use it."""
+        lengths = {len(ts) for _, ts in self.whole_lists()}
+        lengths |= {v for v in self.facts.ints.values() if 1 < v <= 8}
+        stateless = [n for n, fn in self.facts.fns.items() if not fn.stateful]
+        for n in sorted(lengths):
+            if n > 4:
+                continue
+            for combo in itertools.islice(itertools.product(stateless, repeat=n), 256):
+                yield Candidate("[" + ", ".join(combo) + "]", (), frozenset(), fn_list=combo)
+
+
+def _matches(s: SType, out: tuple[ElemType, tuple[Dim, ...]]) -> bool:
+    dtype, shape = out
+    return s.dtype == dtype and shapes_equal(s.shape, shape)
+
+
+def is_selector(t: ElemType) -> bool:
+    return isinstance(t, Multihot)
+
+
+def is_tuple(t: ElemType) -> bool:
+    return isinstance(t, TupleType)
+
+
+@dataclass
+class Stats:
+    """Counters a decoder reports (how much the space constrained the model)."""
+
+    statements: int = 0
+    candidates: int = 0
+    rejections: int = 0
+    backtracks: int = 0
+    notes: list[str] = field(default_factory=list)

@@ -1,0 +1,129 @@
+"""Statement-level constraint: the pattern of every well-typed next line, and advancing the
+typing environment by the line the model wrote.
+
+A program is decoded as the answer prefix (```` ```yaml\\nimpl: |-\\n ````) followed by lines
+`  <statement>\\n`, the last being `  return ...\\n`, then the closing fence. Each line is
+constrained by one regular expression, the union of every well-typed statement from the
+current `ProgramState` (`names = rhs` for every arity and right-hand side, or a return). The
+regex cannot check that new names are fresh or that comprehension loop variables are used
+consistently; `advance` does, and rejects the line (the decoder then resamples it).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .space import ELEM, FNV, Candidate, ProgramState
+
+PREFIX = "```yaml\nimpl: |-\n"
+SUFFIX = "```"
+INDENT = "  "
+NAME_RE = r"[A-Za-z_][A-Za-z0-9_]*"
+_COMP_VARS = re.compile(r" for (?:([A-Za-z_]\w*), )?([A-Za-z_]\w*) in ")
+
+
+def _rx(text: str) -> str:
+    """A candidate text as a regex: literal, with loop-variable placeholders as identifiers."""
+    out = re.escape(text)
+    for ph in (re.escape(ELEM), re.escape(FNV)):
+        out = out.replace(ph, NAME_RE)
+    return out
+
+
+@dataclass(frozen=True)
+class LineOptions:
+    """What the next line may be: right-hand sides by left-hand arity, and returns."""
+
+    assignments: dict[int, dict[str, Candidate]]
+    returns: dict[str, Candidate]
+
+    @classmethod
+    def of(cls, state: ProgramState) -> LineOptions:
+        by = {k: {c.text: c for c in cs} for k, cs in state.assignments().items()}
+        rets = {c.text: c for c in state.returns()}
+        return cls(by, rets)
+
+    @property
+    def empty(self) -> bool:
+        return not self.returns and not any(self.assignments.values())
+
+    def count(self) -> int:
+        return len(self.returns) + sum(len(v) for v in self.assignments.values())
+
+    def pattern(self) -> str:
+        """One regex for the whole line, indentation and newline included."""
+        alts = []
+        if self.returns:
+            alts.append("return " + _union(self.returns))
+        for arity, cands in sorted(self.assignments.items()):
+            if not cands:
+                continue
+            lhs = NAME_RE if arity <= 1 else ", ?".join([NAME_RE] * arity)
+            alts.append(f"{lhs} = " + _union(cands))
+        return INDENT + "(?:" + "|".join(alts) + ")\n"
+
+
+def _union(cands: dict[str, Candidate]) -> str:
+    return "(?:" + "|".join(sorted({_rx(t) for t in cands})) + ")"
+
+
+class Rejected(Exception):
+    """The line matched the pattern but is not a legal statement (reason in the message)."""
+
+
+def canonical_rhs(rhs: str) -> str:
+    """The candidate text of a right-hand side: comprehension loop variables replaced by the
+    placeholders, after checking each is used consistently."""
+    if not rhs.startswith("["):
+        return rhs
+    m = _COMP_VARS.search(rhs)
+    if m is None:
+        return rhs
+    fvar, evar = m.group(1), m.group(2)
+    names = [v for v in (fvar, evar) if v is not None]
+    if len(set(names)) != len(names):
+        raise Rejected(f"comprehension loop variables repeat: {', '.join(names)}")
+    out = rhs
+    for var, ph in ((fvar, FNV), (evar, ELEM)):
+        if var is None:
+            continue
+        out = re.sub(rf"(?<![\w.]){re.escape(var)}(?!\w)", ph, out)
+    return out
+
+
+def advance(state: ProgramState, options: LineOptions, line: str) -> ProgramState:
+    """The state after `line` (one statement, with or without indentation/newline)."""
+    text = line.strip()
+    if text.startswith("return "):
+        cand = options.returns.get(text[len("return "):].strip())
+        if cand is None:
+            raise Rejected(f"not a well-typed return: {text!r}")
+        return state.finish(cand)
+    lhs, sep, rhs = text.partition(" = ")
+    if not sep:
+        raise Rejected(f"not an assignment: {text!r}")
+    names = [n.strip() for n in lhs.split(",")]
+    key = canonical_rhs(rhs.strip())
+    arity = len(names)
+    cand = options.assignments.get(arity, {}).get(key)
+    if cand is None and arity == 1:
+        cand = options.assignments.get(0, {}).get(key)
+    if cand is None:
+        raise Rejected(f"not a well-typed statement for {arity} name(s): {text!r}")
+    fresh: set[str] = set()
+    for n in names:
+        if not state.name_ok(n) or n in fresh:
+            raise Rejected(f"name {n!r} is already bound or reserved; use a new name")
+        fresh.add(n)
+    m = _COMP_VARS.search(rhs) if rhs.startswith("[") else None
+    if m is not None:
+        for v in (m.group(1), m.group(2)):
+            if v is not None and (v in state.bound() or v in fresh):
+                raise Rejected(f"loop variable {v!r} shadows a bound name")
+    return state.bind(names, cand)
+
+
+def program_lines(impl: str) -> list[str]:
+    """The statements of a program body (blank lines and comments dropped)."""
+    return [ln.strip() for ln in impl.splitlines() if ln.strip() and not ln.strip().startswith("#")]

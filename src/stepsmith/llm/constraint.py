@@ -1,0 +1,59 @@
+"""What a backend needs to constrain an answer, without knowing the language.
+
+`Constraint` is passed with a request (`LLMClient.sample(..., constraint=c)`). Its `mode` and
+`identity` are part of the call-cache key, so an answer decoded under one constraint is never
+replayed for another. Backends use what they can:
+- a local model decodes under `lines()` (mode "typed": every line is one well-typed statement,
+  advanced by the typing environment) or under the whole-answer `grammar()` (mode "grammar");
+- an OpenAI-compatible server receives `grammar()` in the request field its engine understands.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+CONSTRAIN_MODES = ("none", "grammar", "typed")
+SERVER_KINDS = ("vllm", "sglang", "llamacpp")
+
+
+class LineRejected(Exception):
+    """A line matched its pattern but is not legal in context (the decoder resamples it)."""
+
+
+class LineCursor(Protocol):
+    """Where a line-by-line decoding stands: what the next line may be, and what follows."""
+
+    def pattern(self) -> str | None:
+        """A regex (Rust `regex` syntax) for the whole next line, newline included; None when
+        nothing may follow (the program is complete, or the branch is a dead end)."""
+        ...
+
+    @property
+    def complete(self) -> bool:
+        """The answer is finished (its closing text is `Constraint.suffix`)."""
+        ...
+
+    def feed(self, line: str) -> LineCursor:
+        """The cursor after `line`; raises `LineRejected` with a reason."""
+        ...
+
+    def ban(self, line: str) -> LineCursor:
+        """The same position without `line` among the options (used when backtracking)."""
+        ...
+
+
+class Constraint(Protocol):
+    """A constraint on one answer (see the module docstring)."""
+
+    mode: str  # "grammar" or "typed"
+    identity: str  # stable text identifying the constraint (part of the cache key)
+    prefix: str  # text the answer starts with (decoded as forced text)
+    suffix: str  # text appended after the last line
+
+    def grammar(self) -> str:
+        """A GBNF grammar of the whole answer (prefix included)."""
+        ...
+
+    def lines(self) -> LineCursor:
+        """A cursor at the first line (mode "typed")."""
+        ...

@@ -1,0 +1,260 @@
+"""Constrained decoding on a llama.cpp model: our own sampling loop over the low-level API.
+
+Why our own loop: a typed constraint changes with every line the model writes (the typing
+environment grows, streams get consumed), and a dead end must be undone. llama-cpp-python's
+`grammar=` is one fixed GBNF evaluated over the whole vocabulary per token (slow on Qwen's 152k
+vocabulary), and its generator cannot roll back. Here each line is decoded under a token mask
+computed by llguidance from that line's pattern (a regex, tens of microseconds per token),
+the KV cache is truncated to undo a line, and tokens the pattern forces are evaluated in one
+batch. Sampling matches llama.cpp's defaults (top-k 40, top-p 0.95, min-p 0.05, temperature),
+drawn from a generator seeded per sample so sample i decodes the same way on every run.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .constraint import Constraint, LineCursor, LineRejected
+from .errors import LLMError
+
+TOP_K = 40
+TOP_P = 0.95
+MIN_P = 0.05
+LINE_RETRIES = 3  # resamples of one line that was rejected (e.g. a name already in use)
+MAX_BACKTRACKS = 12  # lines undone at dead ends, per answer
+
+_TOKENIZERS: dict[str, Any] = {}
+_TOK_LOCK = threading.Lock()
+
+
+@dataclass
+class DecodeResult:
+    text: str
+    prompt_tokens: int
+    sampled_tokens: int  # tokens the model chose (every line, including undone ones)
+    finish_reason: str  # "stop" (complete program), "length", "dead_end"
+    lines: int = 0
+    rejected: int = 0
+    backtracks: int = 0
+    seconds: float = 0.0
+    logprob: float = 0.0  # of the kept lines, under the constrained distribution
+    notes: list[str] = field(default_factory=list)
+
+
+def lltokenizer(llm: Any, key: str) -> Any:
+    """llguidance's view of the model's vocabulary (built once per model, ~1 s)."""
+    with _TOK_LOCK:
+        tok = _TOKENIZERS.get(key)
+        if tok is None:
+            try:
+                import llama_cpp
+                from llguidance.llamacpp import lltokenizer_from_vocab
+            except ImportError as exc:  # pragma: no cover - the [local] extra brings both
+                raise LLMError(
+                    "constrained decoding needs the llguidance package (pip install "
+                    "'stepsmith[local]')"
+                ) from exc
+            tok = lltokenizer_from_vocab(llama_cpp.llama_model_get_vocab(llm.model))
+            _TOKENIZERS[key] = tok
+        return tok
+
+
+class _Session:
+    """One answer being decoded: the model's position, the RNG, counters."""
+
+    def __init__(self, llm: Any, tok: Any, temperature: float, seed: int, max_tokens: int,
+                 cancel: threading.Event) -> None:
+        self.llm = llm
+        self.tok = tok
+        self.temperature = temperature
+        self.rng = np.random.default_rng(seed)
+        self.max_tokens = max_tokens
+        self.cancel = cancel
+        self.sampled = 0
+        self.n_vocab = llm.n_vocab()
+        self.logits: np.ndarray | None = None
+
+    # -- model position ------------------------------------------------------------------------
+    def feed_prompt(self, tokens: list[int]) -> None:
+        """Evaluate the prompt, reusing the longest prefix already in the KV cache."""
+        llm = self.llm
+        cached = llm.input_ids[: llm.n_tokens].tolist()
+        common = 0
+        for a, b in zip(cached, tokens, strict=False):
+            if a != b:
+                break
+            common += 1
+        common = min(common, len(tokens) - 1)  # re-evaluate one token: fresh logits
+        llm.n_tokens = common
+        self._eval(tokens[common:])
+
+    def _eval(self, tokens: list[int]) -> None:
+        self.llm.eval(tokens)
+        import numpy.ctypeslib as npc
+
+        self.logits = npc.as_array(self.llm._ctx.get_logits(), shape=(self.n_vocab,)).copy()
+
+    def position(self) -> int:
+        return int(self.llm.n_tokens)
+
+    def rewind(self, pos: int) -> None:
+        """Back to `pos` tokens (undo the tokens after it) with fresh logits."""
+        llm = self.llm
+        last = int(llm.input_ids[pos - 1])
+        llm.n_tokens = pos - 1
+        self._eval([last])
+
+    # -- sampling ------------------------------------------------------------------------------
+    def sample(self, mask: np.ndarray) -> tuple[int, float]:
+        """One token among those `mask` allows (llama.cpp's default filter chain)."""
+        assert self.logits is not None
+        allowed = np.flatnonzero(
+            np.unpackbits(mask.view(np.uint8), bitorder="little")[: self.n_vocab])
+        if allowed.size == 0:
+            raise LineRejected("no token continues the line")
+        logits = self.logits[allowed].astype(np.float64)
+        full = logits - logits.max()
+        logp_all = full - np.log(np.exp(full).sum())
+        if self.temperature <= 0 or allowed.size == 1:
+            i = int(np.argmax(logits))
+            return int(allowed[i]), float(logp_all[i])
+        order = np.argsort(-logits, kind="stable")[:TOP_K]
+        z = logits[order] / self.temperature
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        keep = p >= MIN_P * p.max()
+        cum = np.cumsum(p)
+        keep &= np.concatenate(([True], cum[:-1] < TOP_P))
+        order, p = order[keep], p[keep]
+        p /= p.sum()
+        j = int(self.rng.choice(len(order), p=p))
+        return int(allowed[order[j]]), float(logp_all[order[j]])
+
+    def run_matcher(self, matcher: Any) -> tuple[list[int], float, str]:
+        """Sample until the matcher stops; returns the tokens, their log-prob and why it
+        ended ("stop", "length", "cancel")."""
+        from llguidance.numpy import allocate_token_bitmask, fill_next_token_bitmask
+
+        mask = allocate_token_bitmask(1, self.n_vocab)
+        out: list[int] = []
+        logp = 0.0
+        while not matcher.is_stopped():
+            if self.cancel.is_set():
+                return out, logp, "cancel"
+            if self.sampled >= self.max_tokens:
+                return out, logp, "length"
+            fill_next_token_bitmask(matcher, mask)
+            if matcher.is_error():
+                raise LineRejected(f"grammar error: {matcher.get_error()}")
+            token, lp = self.sample(mask[0])
+            self.sampled += 1
+            logp += lp
+            if not matcher.consume_token(token):
+                raise LineRejected(f"grammar refused token {token}: {matcher.get_error()}")
+            batch = [token]
+            if not matcher.is_stopped():
+                forced = matcher.compute_ff_tokens()
+                if forced and matcher.consume_tokens(forced):
+                    batch += forced
+            out += batch
+            self._eval(batch)
+        return out, logp, "stop"
+
+
+def decode_constrained(llm: Any, model_key: str, prompt_tokens: list[int],
+                       constraint: Constraint, *, temperature: float, seed: int,
+                       max_tokens: int, cancel: threading.Event) -> DecodeResult:
+    """Decode one answer to `prompt_tokens` (which end with the constraint's prefix)."""
+    from llguidance import LLMatcher
+
+    t0 = time.perf_counter()
+    tok = lltokenizer(llm, model_key)
+    s = _Session(llm, tok, temperature, seed, max_tokens, cancel)
+    s.feed_prompt(prompt_tokens)
+    if constraint.mode == "grammar":
+        return _decode_grammar(s, constraint, prompt_tokens, t0)
+    res = DecodeResult(text="", prompt_tokens=len(prompt_tokens), sampled_tokens=0,
+                       finish_reason="stop")
+    # the stack of kept lines: (cursor before the line, token position before it, line text,
+    # its log-prob)
+    stack: list[tuple[LineCursor, int, str, float]] = []
+    cursor: LineCursor = constraint.lines()
+    retries = 0
+    while not cursor.complete:
+        pattern = cursor.pattern()
+        if pattern is None:  # dead end: undo the last line and forbid it there
+            if not stack or res.backtracks >= MAX_BACKTRACKS:
+                res.finish_reason = "dead_end"
+                res.notes.append("no well-typed line continues this program")
+                break
+            prev, pos, line, _ = stack.pop()
+            res.backtracks += 1
+            s.rewind(pos)
+            cursor = prev.ban(line)
+            continue
+        start = s.position()
+        matcher = LLMatcher(tok, LLMatcher.grammar_from_regex(pattern))
+        if matcher.is_error():
+            raise LLMError(f"constrained decoding: bad line pattern: {matcher.get_error()}")
+        try:
+            tokens, logp, why = s.run_matcher(matcher)
+        except LineRejected as exc:
+            res.notes.append(str(exc))
+            why, tokens, logp = "reject", [], 0.0
+        if why in ("length", "cancel"):
+            res.finish_reason = why
+            break
+        line = tok.decode_bytes(tokens).decode("utf-8", errors="replace") if tokens else ""
+        try:
+            if why == "reject":
+                raise LineRejected("the line could not be completed")
+            nxt = cursor.feed(line)
+        except LineRejected as exc:
+            res.rejected += 1
+            res.notes.append(f"rejected {line.strip()!r}: {exc}")
+            s.rewind(start)
+            retries += 1
+            if retries > LINE_RETRIES:
+                cursor = cursor.ban(line)
+                retries = 0
+            continue
+        retries = 0
+        stack.append((cursor, start, line, logp))
+        cursor = nxt
+    body = "".join(line for _, _, line, _ in stack)
+    res.text = constraint.prefix + body + (constraint.suffix if cursor.complete else "")
+    res.lines = len(stack)
+    res.logprob = sum(lp for *_, lp in stack)
+    res.sampled_tokens = s.sampled
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _decode_grammar(s: _Session, constraint: Constraint, prompt_tokens: list[int],
+                    t0: float) -> DecodeResult:
+    """The whole answer under the task's context-free grammar (prefix already in the prompt)."""
+    from llguidance import LLMatcher
+    from llguidance._grammar_from import grammar_from
+
+    matcher = LLMatcher(s.tok, grammar_from("gbnf", constraint.grammar()))
+    if matcher.is_error():
+        raise LLMError(f"constrained decoding: bad grammar: {matcher.get_error()}")
+    prefix = s.tok.tokenize_str(constraint.prefix)
+    if not matcher.consume_tokens(prefix):
+        raise LLMError(f"constrained decoding: grammar rejects the prefix: {matcher.get_error()}")
+    try:
+        tokens, logp, why = s.run_matcher(matcher)
+    except LineRejected as exc:
+        tokens, logp, why = [], 0.0, "dead_end"
+        notes = [str(exc)]
+    else:
+        notes = []
+    text = constraint.prefix + s.tok.decode_bytes(tokens).decode("utf-8", errors="replace")
+    return DecodeResult(text=text, prompt_tokens=len(prompt_tokens), sampled_tokens=s.sampled,
+                        finish_reason=why, seconds=time.perf_counter() - t0, logprob=logp,
+                        notes=notes)
