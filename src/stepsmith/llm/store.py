@@ -18,6 +18,7 @@ import sqlite3
 import threading
 import time
 from datetime import UTC, datetime
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -78,10 +79,29 @@ def prompt_hash(messages: list[dict]) -> str:
     return hashlib.sha256(canonical_json(messages).encode()).hexdigest()
 
 
-def cache_key(model: str, messages: list[dict], params: dict[str, Any], sample_index: int) -> str:
-    """Sampling-aware key: n samples of one prompt stay distinct (sample_index is in it)."""
-    payload = {"model": model, "messages": messages, "params": params, "sample": sample_index}
+def cache_key(model: str, messages: list[dict], params: dict[str, Any], sample_index: int,
+              identity: Mapping[str, Any] | None = None) -> str:
+    """Sampling-aware key: n samples of one prompt stay distinct (sample_index is in it).
+
+    `identity` says where the answer comes from — the server's base URL (`server_identity`),
+    and any other field that changes what an answer can be (e.g. a decoding constraint mode):
+    a different server behind the same model name is a miss, never another server's stale
+    answer. Empty fields are left out, so a backend without an identity (official endpoint,
+    local model) keeps the keys it always had.
+    """
+    payload: dict[str, Any] = {"model": model, "messages": messages, "params": params,
+                               "sample": sample_index}
+    extra = {k: v for k, v in (identity or {}).items() if v not in (None, "", {}, [])}
+    if extra:
+        payload["identity"] = extra
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+
+def server_identity(backend: object) -> dict[str, str]:
+    """The cache identity of a backend's server: its base URL when it has one (an
+    OpenAI-compatible server, or an official API redirected by OPENAI_BASE_URL)."""
+    url = getattr(backend, "base_url", None)
+    return {"base_url": str(url).rstrip("/")} if url else {}
 
 
 def now_iso() -> str:
