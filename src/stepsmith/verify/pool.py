@@ -111,7 +111,12 @@ class _Worker:
         self.conn, child = ctx.Pipe(duplex=True)
         self.proc = ctx.Process(
             target=worker_main,
-            args=(child, memory_limit_bytes),
+            args=(
+                child,
+                memory_limit_bytes,
+                os.getpid(),
+                ctx.get_start_method() == "forkserver",
+            ),
             daemon=True,
             name="stepsmith-verifier",
         )

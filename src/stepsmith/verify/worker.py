@@ -10,9 +10,11 @@ parent hard-kills the worker only if that does not work (a long C call) or the w
 
 from __future__ import annotations
 
+import ctypes
 import os
 import resource
 import signal
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +46,65 @@ class Job:
     affine: str
     timeout_s: float
     executor: str = "fast"
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(owner_pid: int | None, *, forkserver_child: bool) -> bool:
+    """Have the kernel SIGKILL this worker when the pool's owner ends, however it ends.
+
+    A candidate stuck in a C loop (`max(range(10**18))`) holds the GIL and never returns to
+    Python, so no thread or pipe check in the worker can notice a dead owner; only a signal the
+    kernel delivers works. A forkserver child's parent is the fork server, which exits when the
+    owner ends (even by `kill -9`) once no worker holds its "alive" pipe, so the worker closes
+    its inherited copy and arms `PR_SET_PDEATHSIG`: owner -> fork server -> worker. (The
+    signal follows the parent *thread*; with fork/spawn the parent may be a short-lived pool
+    thread, so it is only armed for forkserver children.) Returns whether it is armed.
+    """
+    armed = False
+    if forkserver_child:
+        _close_forkserver_alive_fd()
+    if forkserver_child and sys.platform.startswith("linux"):
+        parent = os.getppid()
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(0)
+    if owner_pid is not None and not _alive(owner_pid):
+        os._exit(0)
+    return armed
+
+
+def _close_forkserver_alive_fd() -> None:
+    """Drop the fork server's keep-alive pipe end that multiprocessing hands every child.
+
+    While any worker holds it the fork server outlives the owner, and so do the workers.
+    Workers never start processes of their own, so they do not need it.
+    """
+    try:
+        from multiprocessing import forkserver
+
+        server = forkserver._forkserver  # noqa: SLF001 - the only handle on the inherited fd
+        fd = getattr(server, "_forkserver_alive_fd", None)
+        if fd is not None:
+            os.close(fd)
+            server._forkserver_alive_fd = None
+    except (ImportError, AttributeError, OSError):
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def limit_memory(limit_bytes: int | None) -> None:
@@ -147,8 +208,14 @@ def warm_up() -> None:
         pass
 
 
-def worker_main(conn: Any, memory_limit_bytes: int | None) -> None:
-    """Entry point of a worker process."""
+def worker_main(
+    conn: Any,
+    memory_limit_bytes: int | None,
+    owner_pid: int | None = None,
+    forkserver_child: bool = False,
+) -> None:
+    """Entry point of a worker process (`owner_pid`: the process that owns the pool)."""
+    die_with_parent(owner_pid, forkserver_child=forkserver_child)
     torch.set_num_threads(1)
     try:
         torch.set_num_interop_threads(1)
