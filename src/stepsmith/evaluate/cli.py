@@ -335,22 +335,81 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path | None, typer.Option("--out", help="Output directory (default $STEPSMITH_HOME/reports/compare-A-B).")] = None,
         db: Annotated[Path | None, typer.Option("--db")] = None,
     ) -> None:
-        """Put runs side by side (e.g. single vs self-improved): table, curves, per-group bars."""
-        from stepsmith.evaluate.report import write_comparison
+        """Put runs side by side on the tasks they share: table, deltas against the first run,
+        tasks gained and lost, curves, per-group bars."""
+        from stepsmith.evaluate.report import gained_lost, write_comparison
         from stepsmith.evaluate.summary import summarize
 
         if len(runs) < 2:
             _fail("compare needs at least two run ids")
         store = _store(db)
         try:
-            summaries = [summarize(store, r) for r in runs]
+            full = [summarize(store, r) for r in runs]
         except KeyError as exc:
             _fail(str(exc.args[0]) if exc.args else str(exc))
             return
+        task_sets = [{t.task for t in s.tasks} for s in full]
+        shared = set.intersection(*task_sets)
+        if not shared:
+            _fail("these runs share no task, so there is nothing to compare: "
+                  + "; ".join(f"{s.run_id}: {', '.join(sorted(ts)) or 'no tasks'}"
+                              for s, ts in zip(full, task_sets, strict=True)))
+            return
+        scope = ""
+        if any(ts != shared for ts in task_sets):
+            left_out = "; ".join(f"{s.run_id} also ran {len(ts - shared)} ({', '.join(sorted(ts - shared))})"
+                                 for s, ts in zip(full, task_sets, strict=True) if ts - shared)
+            scope = (f"Metrics cover the {len(shared)} task(s) every run shares; left out: {left_out}.")
+        summaries = [summarize(store, s.run_id, only=shared) for s in full]
         target = out or store.path.parent / "reports" / ("compare-" + "-vs-".join(s.run_id for s in summaries))
-        md, page = write_comparison(summaries, target)
-        _console().print(_summary_table(summaries))
-        _console().print(f"comparison: {md}\n            {page}")
+        md, page = write_comparison(summaries, target, scope=scope)
+        con = _console()
+        if scope:
+            con.print(f"[yellow]note:[/yellow] {escape(scope)}")
+        con.print(_summary_table(summaries))
+        base = summaries[0]
+        for s in summaries[1:]:
+            gained, lost = gained_lost(base, s)
+            con.print(f"{s.run_id} vs {base.run_id}: Pass@n {s.pass_at_n - base.pass_at_n:+.3f}, "
+                      f"pass@1 {s.pass_at['1'] - base.pass_at['1']:+.3f}; gained: "
+                      f"{', '.join(gained) or 'none'}; lost: {', '.join(lost) or 'none'}",
+                      highlight=False, markup=False)
+        con.print(f"comparison: {md}\n            {page}")
+
+    @app.command()
+    def samples(
+        run: Annotated[str, typer.Argument(help="Run id (or unique prefix).")],
+        task: Annotated[list[str] | None, typer.Option("--task", help="Only these tasks (repeat or comma-separate).")] = None,
+        failed: Annotated[bool, typer.Option("--failed", help="Only samples that did not pass.")] = False,
+        iteration: Annotated[int | None, typer.Option("--iteration", help="Only this iteration.")] = None,
+        db: Annotated[Path | None, typer.Option("--db")] = None,
+    ) -> None:
+        """Every sample of a run: its program, verdict kind and the verifier's feedback."""
+        store = _store(db)
+        try:
+            row = store.find_run(run)
+        except KeyError as exc:
+            _fail(str(exc.args[0]) if exc.args else str(exc))
+            return
+        wanted = set(_split(task))
+        known = set(row.config.get("task_names", [])) | {s.task for s in store.samples(row.run_id)}
+        unknown = sorted(wanted - known)
+        if unknown:
+            _fail(f"run {row.run_id} has no task {', '.join(unknown)}; its tasks: {', '.join(sorted(known))}")
+        recs = [s for s in store.samples(row.run_id, iteration=iteration)
+                if (not wanted or s.task in wanted) and not (failed and s.passed)]
+        recs.sort(key=lambda r: (r.iteration, r.task, r.temp_key, r.sample_index))
+        for r in recs:
+            verdict = "PASSED" if r.passed else f"FAILED {r.failure_kind or 'unknown'}"
+            typer.echo(f"── {r.task} · iteration {r.iteration} · T={r.temp_key} · sample {r.sample_index} · "
+                       f"{verdict} · demos: {', '.join(r.demos) or 'none'}")
+            typer.echo(r.impl.rstrip() if r.impl else "(no program in the answer)")
+            if r.feedback:
+                typer.echo("feedback:")
+                typer.echo("  " + r.feedback.rstrip().replace("\n", "\n  "))
+            typer.echo("")
+        n_pass = sum(r.passed for r in recs)
+        typer.echo(f"{len(recs)} sample(s) shown: {n_pass} passed, {len(recs) - n_pass} failed")
 
     @app.command("runs")
     def runs_cmd(

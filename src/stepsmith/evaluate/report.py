@@ -116,13 +116,14 @@ def summary_rows(summaries: Sequence[RunSummary]) -> tuple[list[str], list[list[
     head = ["run", "method", "model", "status", "tasks", "Pass@n (95% CI)"]
     head += [f"pass@{k}" for k in ks]
     head += ["avg in tok/task", "avg out tok/task", "cost $", "$/solved", "wall s", "demos",
-             "guardian corrupted"]
+             "guardian corrupted", "model failed", "could not ask the model"]
     rows = []
     for s in summaries:
         row = [s.run_id, s.method, s.model, s.status, str(len(s.tasks)), _ci(s.pass_at_n, s.pass_at_n_ci)]
         row += [_ci(s.pass_at[str(k)], s.pass_at_ci[str(k)]) if str(k) in s.pass_at else "–" for k in ks]
-        row += [f"{s.avg_input_tokens:,.0f}", f"{s.avg_output_tokens:,.0f}", f"{s.cost_usd:.4f}",
-                _fmt(s.cost_per_solved), f"{s.wall_seconds:.1f}", str(s.demos), str(s.guardian_corrupted)]
+        row += [f"{s.avg_input_tokens:,.0f}", f"{s.avg_output_tokens:,.0f}", s.cost_text,
+                _fmt(s.cost_per_solved) if s.priced else "unknown", f"{s.wall_seconds:.1f}",
+                str(s.demos), str(s.guardian_corrupted), str(s.model_failures), str(s.call_failures)]
         rows.append(row)
     return head, rows
 
@@ -135,7 +136,8 @@ def task_rows(s: RunSummary) -> tuple[list[str], list[list[str]]]:
         fails = ", ".join(f"{k}×{v}" for k, v in sorted(t.failure_kinds.items()))
         rows.append([t.task, t.group, "yes" if t.solved else "no", _fmt(t.solved_at),
                      f"{t.correct}/{t.samples}", _fmt(t.pass_at.get("1")), str(t.input_tokens),
-                     str(t.output_tokens), f"{t.cost_usd:.4f}", f"{t.seconds:.1f}", _fmt(t.loc),
+                     str(t.output_tokens), f"{t.cost_usd:.4f}" if s.priced else "unknown",
+                     f"{t.seconds:.1f}", _fmt(t.loc),
                      _fmt(t.mi_with_comments), _fmt(t.mi_without_comments), fails or "–"])
     return head, rows
 
@@ -148,12 +150,32 @@ def group_rows(s: RunSummary) -> tuple[list[str], list[list[str]]]:
 
 
 def iteration_rows(s: RunSummary) -> tuple[list[str], list[list[str]]]:
-    head = ["iteration", "level", "demos", "tasks sampled", "newly solved", "Pass@n so far",
-            "avg in tok/task so far"]
-    rows = [[str(it.iteration), str(it.level), str(it.demos), str(it.tasks_sampled),
-             ", ".join(it.newly_solved) or "–", _fmt(it.cumulative_pass_at_n),
+    head = ["iteration", "level", "demos", "demonstrations shown", "tasks sampled", "newly solved",
+            "Pass@n so far", "avg in tok/task so far"]
+    rows = [[str(it.iteration), str(it.level), str(it.demos), ", ".join(it.demo_tasks) or "–",
+             str(it.tasks_sampled), ", ".join(it.newly_solved) or "–", _fmt(it.cumulative_pass_at_n),
              f"{it.cumulative_avg_input_tokens:,.0f}"] for it in s.iterations]
     return head, rows
+
+
+def program_parts(s: RunSummary) -> list[tuple[str, object]]:
+    """Per task: the best (shortest correct) program, and one failing program with the
+    verifier's feedback — so a reader sees which program won and why the others failed."""
+    parts: list[tuple[str, object]] = []
+    for t in s.tasks:
+        parts.append(("subheading", f"{t.task} — {'solved' if t.solved else 'not solved'} "
+                                    f"({t.correct}/{t.samples} samples correct)"))
+        if t.best_impl:
+            parts += [("text", "Best program (shortest correct):"), ("code", t.best_impl)]
+        if t.failing_kind:
+            parts.append(("text", f"A failing program ({t.failing_kind}):"))
+            parts.append(("code", t.failing_impl) if t.failing_impl else
+                         ("text", "(the answer contained no program)"))
+            if t.failing_feedback:
+                parts += [("text", "Verifier feedback:"), ("pre", t.failing_feedback)]
+        if not t.samples:
+            parts.append(("text", "No samples yet."))
+    return parts
 
 
 def _md_table(head: list[str], rows: list[list[str]]) -> str:
@@ -174,6 +196,7 @@ _CSS = (
     "table{border-collapse:collapse;margin:1em 0;font-size:13px}"
     "td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}th{background:#f3f3f3}"
     "img{max-width:100%;margin:0.5em 0}code{background:#f6f6f6}"
+    "pre{background:#f6f6f6;padding:6px;overflow-x:auto}pre.feedback{background:#fff4f4}"
 )
 
 
@@ -204,6 +227,12 @@ def _write(out_dir: Path, title: str, sections: list[tuple[str, list[tuple[str, 
             elif kind == "code":
                 md += ["```python", str(payload).rstrip(), "```", ""]
                 ht.append(f"<pre><code>{html.escape(str(payload))}</code></pre>")
+            elif kind == "pre":
+                md += ["```text", str(payload).rstrip(), "```", ""]
+                ht.append(f"<pre class='feedback'>{html.escape(str(payload))}</pre>")
+            elif kind == "subheading":
+                md += [f"### {payload}", ""]
+                ht.append(f"<h3>{html.escape(str(payload))}</h3>")
     ht.append("</body></html>")
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"
     md_path.write_text("\n".join(md))
@@ -242,6 +271,7 @@ def write_report(summary: RunSummary, out_dir: str | Path, demos: Sequence[objec
         ("Iterations", [("table", iteration_rows(summary))]),
         ("Groups", [("table", group_rows(summary)), ("image", "groups")]),
         ("Tasks", [("table", task_rows(summary))]),
+        ("Programs", program_parts(summary)),
         ("Failure kinds", [("text", ", ".join(f"{k}: {v}" for k, v in sorted(summary.failure_kinds.items())) or "none"),
                            ("image", "failures")]),
     ]
@@ -258,8 +288,32 @@ def write_report(summary: RunSummary, out_dir: str | Path, demos: Sequence[objec
     return _write(Path(out_dir), f"stepsmith run {summary.run_id}", sections, images)
 
 
-def write_comparison(summaries: Sequence[RunSummary], out_dir: str | Path) -> tuple[Path, Path]:
-    """Runs side by side: summary table, learning curves, per-group bars, per-task solved grid."""
+def gained_lost(base: RunSummary, other: RunSummary) -> tuple[list[str], list[str]]:
+    """Tasks ``other`` solves that ``base`` does not (gained), and the reverse (lost)."""
+    a = {t.task for t in base.tasks if t.solved}
+    b = {t.task for t in other.tasks if t.solved}
+    return sorted(b - a), sorted(a - b)
+
+
+def delta_rows(summaries: Sequence[RunSummary]) -> tuple[list[str], list[list[str]]]:
+    """Each later run against the first: Pass@n and pass@1 deltas, tasks gained and lost."""
+    base = summaries[0]
+    head = ["run", "vs", "Δ Pass@n", "Δ pass@1", "Δ avg in tok/task", "gained", "lost"]
+    rows = []
+    for s in summaries[1:]:
+        gained, lost = gained_lost(base, s)
+        rows.append([s.run_id, base.run_id, f"{s.pass_at_n - base.pass_at_n:+.3f}",
+                     f"{s.pass_at['1'] - base.pass_at['1']:+.3f}",
+                     f"{s.avg_input_tokens - base.avg_input_tokens:+,.0f}",
+                     ", ".join(gained) or "–", ", ".join(lost) or "–"])
+    return head, rows
+
+
+def write_comparison(summaries: Sequence[RunSummary], out_dir: str | Path,
+                     scope: str = "") -> tuple[Path, Path]:
+    """Runs side by side: summary table, deltas against the first run (tasks gained and
+    lost), learning curves, per-group bars, per-task solved grid. ``scope`` says which tasks
+    the metrics cover (``compare`` restricts them to the tasks every run shares)."""
     images = {"learning_curve": plot_learning_curve(summaries), "groups": plot_groups(summaries)}
     names = sorted({t.task for s in summaries for t in s.tasks})
     head = ["task"] + [s.run_id for s in summaries]
@@ -270,8 +324,12 @@ def write_comparison(summaries: Sequence[RunSummary], out_dir: str | Path) -> tu
             t = next((x for x in s.tasks if x.task == name), None)
             row.append("–" if t is None else (f"✓ (t={t.solved_at})" if t.solved else "✗"))
         rows.append(row)
+    summary_parts: list[tuple[str, object]] = [("table", summary_rows(summaries))]
+    if scope:
+        summary_parts.append(("text", scope))
     sections: list[tuple[str, list[tuple[str, object]]]] = [
-        ("Summary", [("table", summary_rows(summaries))]),
+        ("Summary", summary_parts),
+        ("Deltas", [("table", delta_rows(summaries))]),
         ("Learning curves", [("image", "learning_curve")]),
         ("Groups", [("image", "groups")]),
         ("Tasks", [("table", (head, rows))]),

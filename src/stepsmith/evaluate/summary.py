@@ -44,6 +44,12 @@ class TaskMetrics:
     failure_kinds: dict[str, int]
     guardian_changed: int
     guardian_corrupted: int
+    # What a reader needs to see *why*: the shortest correct program, and one failing program
+    # (from the task's last batch, preferring one with code) with its verifier feedback.
+    best_impl: str | None = None
+    failing_impl: str | None = None
+    failing_kind: str | None = None
+    failing_feedback: str = ""
 
 
 @dataclass
@@ -65,6 +71,7 @@ class IterationMetrics:
     cumulative_pass_at_n: float
     cumulative_avg_input_tokens: float
     failure_kinds: dict[str, int]
+    demo_tasks: list[str] = field(default_factory=list)  # the demonstrations shown this iteration
 
 
 @dataclass
@@ -143,15 +150,42 @@ def _task_metrics(name: str, group: str, recs: list[SampleRecord], ks: list[int]
         failure_kinds=dict(Counter(r.failure_kind or "unknown" for r in recs if not r.passed)),
         guardian_changed=sum(1 for r in recs if r.guardian_changed),
         guardian_corrupted=sum(1 for r in recs if r.guardian_corrupted),
+        best_impl=_best_impl(correct),
+        **_failing_example(recs, last_it),
     )
 
 
-def summarize(store: ExperienceStore, run_id: str, *, ks: list[int] | None = None) -> RunSummary:
-    """Every metric of one run, from its recorded samples and iterations."""
+def _best_impl(correct: list[SampleRecord]) -> str | None:
+    """The shortest correct program (fewest code lines, then characters)."""
+    from stepsmith.improve.filtering import pure_code_lines
+
+    impls = [r.impl for r in correct if r.impl]
+    return min(impls, key=lambda i: (pure_code_lines(i), len(i)), default=None)
+
+
+def _failing_example(recs: list[SampleRecord], last_it: int) -> dict[str, Any]:
+    """One failed sample to show: the last batch first, one that has a program first."""
+    failed = [r for r in recs if not r.passed]
+    if not failed:
+        return {}
+    pick = min(failed, key=lambda r: (r.iteration != last_it, not r.impl, r.temp_key, r.sample_index))
+    return {"failing_impl": pick.impl, "failing_kind": pick.failure_kind or "unknown",
+            "failing_feedback": pick.feedback or ""}
+
+
+def summarize(store: ExperienceStore, run_id: str, *, ks: list[int] | None = None,
+              only: set[str] | None = None) -> RunSummary:
+    """Every metric of one run, from its recorded samples and iterations.
+
+    ``only`` restricts every metric to those task names (``compare`` uses the tasks the runs
+    share, so two runs over different task sets are never compared as if alike)."""
     run: RunRow = store.find_run(run_id)
     run_id = run.run_id
     samples = store.samples(run_id)
-    cfg = run.config
+    cfg = dict(run.config)
+    if only is not None:
+        samples = [s for s in samples if s.task in only]
+        cfg["task_names"] = [n for n in cfg.get("task_names", []) if n in only]
     ks = sorted({1, *(ks or cfg.get("ks") or [])})
     by_task: dict[str, list[SampleRecord]] = {}
     groups_of: dict[str, str] = dict(cfg.get("task_groups", {}))
@@ -176,23 +210,27 @@ def summarize(store: ExperienceStore, run_id: str, *, ks: list[int] | None = Non
             )
         )
 
+    def kept(names: list[str]) -> list[str]:
+        return [x for x in names if only is None or x in only]
+
     iterations: list[IterationMetrics] = []
     solved_so_far: set[str] = set()
     tokens_so_far = 0
     for it in store.iterations(run_id):
         recs = [s for s in samples if s.iteration == it.iteration]
         tokens_so_far += sum(s.input_tokens for s in recs)
-        solved_so_far.update(it.solved)
+        solved_so_far.update(kept(it.solved))
         iterations.append(
             IterationMetrics(
                 iteration=it.iteration,
                 level=it.level,
                 demos=len(it.demo_tasks),
-                tasks_sampled=len(it.tasks),
-                newly_solved=list(it.solved),
+                tasks_sampled=len(kept(it.tasks)),
+                newly_solved=kept(it.solved),
                 cumulative_pass_at_n=len(solved_so_far) / n_tasks,
                 cumulative_avg_input_tokens=tokens_so_far / n_tasks,
                 failure_kinds=dict(Counter(s.failure_kind or "unknown" for s in recs if not s.passed)),
+                demo_tasks=list(it.demo_tasks),
             )
         )
 
