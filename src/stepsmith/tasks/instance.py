@@ -142,7 +142,8 @@ def _is_multihot(f: Any) -> bool:
 
 def generate(info: StreamInfo, gen: Any, values: dict[str, int], g: torch.Generator) -> torch.Tensor:
     """Draw the tensor of one input/parameter in its stream layout (float64)."""
-    shape = dt.data_shape(info.dtype, info.dims, values)
+    (field,) = dt.fields(info.dtype)  # an input/parameter is never a tuple (checked at load)
+    shape = dt.data_shape(field, info.dims, values)
     kind = gen.kind
     f64 = torch.float64
     if kind == "torch.rand":
@@ -228,16 +229,17 @@ def build_instance(task: Task, binding: Binding, dtype: torch.dtype) -> Instance
     fn_env = dict(env)
     fn_env["input_data"] = input_data
     namespace: dict[str, Any] = {"step": step, **symbols, **{f"{k}_value": v for k, v in values.items()}}
-    for f, info in zip(task.spec.fns, task.fn_infos, strict=True):
+    for fn_spec, fn_info in zip(task.spec.fns, task.fn_infos, strict=True):
         try:
-            namespace[f.func_name] = step.Fn.from_source(
-                name=f.name, apply_src=f.apply, input_dtype=dt.to_step(info.input_dtype, symbols),
-                output_dtype=dt.to_step(info.output_dtype, symbols), init=f.init,
-                func_name=f.func_name, namespace=fn_env)
+            namespace[fn_spec.func_name] = step.Fn.from_source(
+                name=fn_spec.name, apply_src=fn_spec.apply,
+                input_dtype=dt.to_step(fn_info.input_dtype, symbols),
+                output_dtype=dt.to_step(fn_info.output_dtype, symbols), init=fn_spec.init,
+                func_name=fn_spec.func_name, namespace=fn_env)
         except step.StepError as exc:
-            raise task.locator.error(info.path, f"cannot build fn {f.name!r}: {exc}",
+            raise task.locator.error(fn_info.path, f"cannot build fn {fn_spec.name!r}: {exc}",
                                      cls=TaskReferenceError) from exc
-        _probe_fn(namespace[f.func_name], info, values, dtype, probe)
+        _probe_fn(namespace[fn_spec.func_name], fn_info, values, dtype, probe)
     for k, v in env.items():  # plain-int globals such as E_value stay visible to programs
         if k.endswith("_value") and isinstance(v, int) and k not in namespace:
             namespace[k] = v

@@ -8,7 +8,6 @@ static affine rule, compile, then for every binding of the task: fresh inputs, r
 
 from __future__ import annotations
 
-import ast
 import builtins
 import re
 import textwrap
@@ -16,12 +15,19 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from stepsmith.limits import clip
+from stepsmith.step.affine import AffineViolation, check_source
+from stepsmith.step.session import AffineMode, Executor
+from stepsmith.verify import allowlist
 from stepsmith.verify.verdict import BindingResult, FailureKind, Verdict
+
+if TYPE_CHECKING:
+    from stepsmith.tasks import Binding, Task
+    from stepsmith.tasks.instance import Instance
 
 IMPL_FILENAME = "<stepsmith-impl>"
 AFFINE_MODES = ("strict", "warn")
@@ -74,18 +80,14 @@ def normalise_source(src: str) -> str:
     return textwrap.dedent(src).rstrip() + "\n"
 
 
-def fn_aliases(task: Any) -> dict[str, str]:
+def fn_aliases(task: Task) -> dict[str, str]:
     """The task's fn names -> func_names where they differ (for messages about misused names)."""
-    fns = getattr(getattr(task, "spec", None), "fns", None) or []
+    fns = task.spec.fns
     return {f.name: f.func_name for f in fns if f.name and f.func_name and f.name != f.func_name}
 
 
 def static_checks(src: str, aliases: dict[str, str] | None = None) -> Verdict | None:
     """Allow-list check; returns a failed verdict or None."""
-    try:
-        from stepsmith.verify import allowlist
-    except ImportError:  # pragma: no cover - allow-list module is written concurrently
-        allowlist = None
     lines = src.splitlines()
     if not src.strip():
         return Verdict.failure(
@@ -93,30 +95,18 @@ def static_checks(src: str, aliases: dict[str, str] | None = None) -> Verdict | 
             "The program is empty: write the body of the function, ending with "
             "`return <output stream>`.",
         )
-    if allowlist is not None:
-        try:
-            allowlist.check_program(src, aliases)
-        except allowlist.ProgramSyntaxError as e:
-            line = getattr(e, "line", None)
-            return Verdict.failure(
-                FailureKind.parse_error, f"Syntax error: {_with_line(lines, line, e)}", line=line
-            )
-        except allowlist.DisallowedConstruct as e:
-            line = getattr(e, "line", None)
-            return Verdict.failure(
-                FailureKind.disallowed,
-                f"Disallowed construct: {_with_line(lines, line, e)}",
-                line=line,
-            )
-    else:  # minimal fallback: at least reject syntax errors
-        try:
-            ast.parse(src)
-        except SyntaxError as e:
-            return Verdict.failure(
-                FailureKind.parse_error,
-                f"Syntax error: {_at_line(lines, e.lineno)}{e.msg}",
-                line=e.lineno,
-            )
+    try:
+        allowlist.check_program(src, aliases)
+    except allowlist.ProgramSyntaxError as e:
+        return Verdict.failure(
+            FailureKind.parse_error, f"Syntax error: {_with_line(lines, e.line, e)}", line=e.line
+        )
+    except allowlist.DisallowedConstruct as e:
+        return Verdict.failure(
+            FailureKind.disallowed,
+            f"Disallowed construct: {_with_line(lines, e.line, e)}",
+            line=e.line,
+        )
     return None
 
 
@@ -228,11 +218,11 @@ def binding_desc(values: dict[str, int], seed: int | None = None) -> str:
 # ---------------------------------------------------------------------------------------------
 # instantiated-task cache (the fast path: repeated candidates don't regenerate data)
 
-_INSTANCES: dict[tuple[str, str, str], Any] = {}
+_INSTANCES: dict[tuple[str, str, str], Instance] = {}
 _MAX_INSTANCES = 512
 
 
-def get_instance(task: Any, binding: Any, key: str | None, dtype: torch.dtype) -> Any:
+def get_instance(task: Task, binding: Binding, key: str | None, dtype: torch.dtype) -> Instance:
     """`task.instantiate(binding, dtype=...)`, cached per (task hash, binding, dtype)."""
     if key is None:
         return task.instantiate(binding, dtype=dtype)
@@ -246,7 +236,7 @@ def get_instance(task: Any, binding: Any, key: str | None, dtype: torch.dtype) -
     return inst
 
 
-def fresh_inputs(instance: Any) -> dict[str, Any]:
+def fresh_inputs(instance: Instance) -> dict[str, Any]:
     """New input `Stream`s (affine state is per stream object) over cloned data."""
     from stepsmith import step
 
@@ -444,38 +434,31 @@ def check_outputs(
     return None, worst_abs, worst_rel
 
 
-def input_names(task: Any) -> list[str]:
-    spec = getattr(task, "spec", None)
-    inputs = getattr(spec, "inputs", None)
-    if inputs is None:
-        raise TypeError(f"task {getattr(task, 'name', task)!r} has no spec.inputs")
-    return [i["name"] if isinstance(i, dict) else i.name for i in inputs]
+def input_names(task: Task) -> list[str]:
+    """The program's parameters: the task's input names, in order."""
+    return task.input_names
 
 
 # ---------------------------------------------------------------------------------------------
 # the check
 
 
-def _affine_static(src: str, params: list[str]) -> list[Any]:
+def _affine_static(src: str, params: list[str]) -> list[AffineViolation]:
     try:
-        from stepsmith.step import affine
-    except ImportError:  # pragma: no cover - written concurrently
-        return []
-    try:
-        return list(affine.check_source(src, params=params))
+        return list(check_source(src, params=params))
     except Exception:  # noqa: BLE001 - the runtime tracking in Session still enforces the rule
         return []
 
 
 def check_candidate(
-    task: Any,
+    task: Task,
     src: str,
     *,
-    affine: str = "strict",
-    executor: str = "fast",
+    affine: AffineMode = "strict",
+    executor: Executor = "fast",
     key: str | None = None,
     dtype: torch.dtype = torch.float64,
-    bindings: list[Any] | None = None,
+    bindings: list[Binding] | None = None,
     on_binding: Callable[[BindingResult], None] | None = None,
 ) -> Verdict:
     """Verify `src` (an `impl` body) against `task`. Never raises for faults of the program."""
@@ -484,7 +467,7 @@ def check_candidate(
     if affine not in AFFINE_MODES:
         raise ValueError(f"affine must be one of {AFFINE_MODES}, got {affine!r}")
     t0 = time.perf_counter()
-    name = getattr(task, "name", "")
+    name = task.name
     src = normalise_source(src)
 
     def done(v: Verdict) -> Verdict:
@@ -500,9 +483,9 @@ def check_candidate(
     warnings: list[str] = []
     violations = _affine_static(src, params)
     if violations:
-        msgs = [getattr(v, "message", str(v)) for v in violations]
+        msgs = [v.message for v in violations]
         if affine == "strict":
-            vlines = list(getattr(violations[0], "lines", []) or [])
+            vlines = violations[0].lines
             line = vlines[1] if len(vlines) > 1 else (vlines[0] if vlines else None)
             return done(
                 Verdict.failure(
@@ -524,7 +507,7 @@ def check_candidate(
         where = f"binding '{binding.label}' ({binding_desc(values, binding.seed)})"
         br = BindingResult(label=binding.label, passed=False, values=values, seed=binding.seed)
         tb = time.perf_counter()
-        line: int | None = None
+        line = None
         namespace: dict[str, Any] | None = None
         try:
             inst = get_instance(task, binding, key, dtype)
@@ -551,7 +534,7 @@ def check_candidate(
                 tol = inst.tolerance  # the task's fields over its precision's defaults
                 bad, max_abs, max_rel = check_outputs(result, inst.expected, tol.rtol, tol.atol,
                                                       where)
-                for w in getattr(sess, "warnings", []) or []:
+                for w in sess.warnings:
                     if str(w) not in warnings:
                         warnings.append(str(w))
             br.max_abs_error, br.max_rel_error = max_abs, max_rel
@@ -572,7 +555,7 @@ def check_candidate(
         if on_binding is not None:
             on_binding(br)
         if not br.passed and first is None:
-            first = (br.kind, br.error or "", line)
+            first = (br.kind or FailureKind.runtime_error, br.error or "", line)
         if br.kind in (FailureKind.timeout, FailureKind.memory):
             break  # the remaining bindings would only burn the time/memory budget again
 
