@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import itertools
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from stepsmith.step.affine import (
@@ -73,7 +74,7 @@ class _Text:
         start, end = self.span(node)
         return self.src[start:end]
 
-    def replace(self, edits: list[tuple[ast.AST, str]]) -> str:
+    def replace(self, edits: Sequence[tuple[ast.AST, str]]) -> str:
         spans = sorted(((*self.span(n), t) for n, t in edits), reverse=True)
         out = self.src
         for start, end, text in spans:
@@ -142,7 +143,7 @@ class _Generator:
         }
         self.out: list[Mutant] = []
 
-    def add(self, kind: str, description: str, edits: list[tuple[ast.AST, str]]) -> None:
+    def add(self, kind: str, description: str, edits: Sequence[tuple[ast.AST, str]]) -> None:
         self.out.append(Mutant(kind, description, self.text.replace(edits)))
 
     # ----------------------------------------------------------------- kinds
@@ -176,7 +177,7 @@ class _Generator:
                         [(node, new)],
                     )
 
-    def _arg_variants(self, value: ast.expr, symbols: list[str]) -> list[tuple[ast.AST, str]]:
+    def _arg_variants(self, value: ast.expr, symbols: list[str]) -> Sequence[tuple[ast.AST, str]]:
         if isinstance(value, ast.Constant) and type(value.value) is int:
             v = value.value
             return [(value, str(v + 1))] + ([(value, str(v - 1))] if v >= 1 else [])
@@ -293,16 +294,16 @@ class _Generator:
             )
             made += 1
 
-    def _copy_outputs(self, target: ast.expr) -> list[tuple[str, object]]:
+    def _copy_outputs(self, target: ast.expr) -> list[tuple[str, Callable[[ast.AST], bool]]]:
         if isinstance(target, (ast.Tuple, ast.List)):
-            return [
-                (e.id, lambda n, name=e.id: isinstance(n, ast.Name) and n.id == name)
-                for e in target.elts
-                if isinstance(e, ast.Name)
-            ]
+
+            def named(name: str) -> Callable[[ast.AST], bool]:
+                return lambda n: isinstance(n, ast.Name) and n.id == name
+
+            return [(e.id, named(e.id)) for e in target.elts if isinstance(e, ast.Name)]
         if isinstance(target, ast.Name):
             base = target.id
-            out = []
+            out: list[tuple[str, Callable[[ast.AST], bool]]] = []
             for i in (0, 1):
 
                 def matches(n: ast.AST, i: int = i) -> bool:
