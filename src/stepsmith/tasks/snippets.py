@@ -92,10 +92,11 @@ def assigned_names(tree: ast.AST) -> set[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store | ast.Del):
             out.add(node.id)
-        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        elif isinstance(node, ast.ClassDef):
             out.add(node.name)
-            out.update(a.arg for a in node.args.args + node.args.kwonlyargs
-                       if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef))
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            out.add(node.name)
+            out.update(a.arg for a in node.args.args + node.args.kwonlyargs)
         elif isinstance(node, ast.Lambda):
             out.update(a.arg for a in node.args.args)
         elif isinstance(node, ast.alias):
