@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -103,6 +104,24 @@ def check(
     typer.echo(f"{len(checks) - sum(not c.passed for c in checks)}/{len(checks)} tasks passed")
     if failed:
         raise typer.Exit(code=1)
+
+
+@tasks_app.command("new")
+def new(
+    name: str = typer.Argument(..., help="test_name of the new task (also the file name)"),
+    directory: Annotated[Path, typer.Option("--dir", help="where to write NAME.yaml")] = Path("."),
+    force: bool = typer.Option(False, "--force", help="overwrite an existing file"),
+) -> None:
+    """Write a commented, working task file to start from (it passes `tasks check`)."""
+    from stepsmith.tasks.scaffold import ScaffoldError, write_scaffold
+
+    try:
+        path = write_scaffold(name, directory, force=force)
+    except ScaffoldError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+    typer.echo(f"wrote {path}\nedit it (field reference: docs/task-format.md), then: "
+               f"stepsmith tasks check {path}")
 
 
 def register(app: typer.Typer) -> None:
