@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextvars
 import itertools
 from collections.abc import Mapping
-from typing import Literal
+from typing import Literal, TypeGuard
 
 from stepsmith.step.errors import StepArgumentError
 
@@ -17,6 +17,16 @@ AffineMode = Literal["strict", "warn", "off"]
 
 _EXECUTORS = ("fast", "oracle")
 _AFFINE = ("strict", "warn", "off")
+
+
+def is_executor(value: object) -> TypeGuard[Executor]:
+    """True for an executor name `Session` accepts; narrows a string read from a CLI or file."""
+    return value in _EXECUTORS
+
+
+def is_affine_mode(value: object) -> TypeGuard[AffineMode]:
+    """True for an affine mode `Session` accepts; narrows a string read from a CLI or file."""
+    return value in _AFFINE
 
 
 class Session:

@@ -119,8 +119,9 @@ class _Parser:
         return tok[1]
 
     def done(self) -> None:
-        if self.peek() is not None:
-            raise DTypeSyntaxError(f"unexpected {self.peek()[1]!r} after the end of {self.text!r}")
+        tok = self.peek()
+        if tok is not None:
+            raise DTypeSyntaxError(f"unexpected {tok[1]!r} after the end of {self.text!r}")
 
     def dim(self) -> DimExpr:
         coef, syms = 1, []

@@ -35,7 +35,10 @@ def run_instance(task: Task, impl_src: str, instance: Instance, executor: str = 
     """Run the program on a prepared instance (with fresh input streams, so an instance can be
     reused); returns the output streams as a list."""
     from stepsmith import step
+    from stepsmith.step.session import is_affine_mode, is_executor
 
+    if not is_executor(executor) or not is_affine_mode(affine):
+        raise ValueError(f"unknown executor {executor!r} or affine mode {affine!r}")
     fn = compile_program(task, impl_src, instance.namespace)
     inputs = instance.fresh_inputs()
     with step.Session(binding=dict(instance.binding.values), executor=executor, affine=affine):
@@ -45,8 +48,8 @@ def run_instance(task: Task, impl_src: str, instance: Instance, executor: str = 
     return [result]
 
 
-def run_program(task: Task, impl_src: str, binding: Binding | None = None, executor: str = "fast",
-                affine: str = "strict", dtype: torch.dtype = torch.float64) -> list[Any]:
+def run_program(task: Task, impl_src: str, binding: Binding | None = None,
+                executor: str = "fast", affine: str = "strict", dtype: torch.dtype = torch.float64) -> list[Any]:
     """Instantiate ``task`` at ``binding`` (default: the paper's) and run ``impl_src`` on it."""
     instance = task.instantiate(binding or task.bindings()[0], dtype=dtype)
     return run_instance(task, impl_src, instance, executor=executor, affine=affine)

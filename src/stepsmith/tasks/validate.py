@@ -30,7 +30,7 @@ def _allowed_fields(path: Path) -> list[str]:
     """Field names allowed at ``path`` (the mapping that holds an unknown key)."""
     section = path[0] if path else None
     model: Any = {"inputs": StreamSpec, "parameters": StreamSpec, "fns": FnSpec,
-                  "outputs": OutputSpec, "tolerance": Tolerance}.get(section, TaskSpec)
+                  "outputs": OutputSpec, "tolerance": Tolerance}.get(str(section), TaskSpec)
     if section in ("inputs", "parameters") and "data_gen" in path[1:]:
         model = DataGen
     names = [f.alias or name for name, f in model.model_fields.items()]
@@ -168,7 +168,9 @@ def _check_bindings(spec: TaskSpec, loc: Locator) -> None:
 def validate(spec: TaskSpec, loc: Locator, text: str, source_path: FsPath | None) -> Task:
     """Cross-field checks on a schema-valid spec; returns the ``Task``."""
     names: dict[str, Path] = {}
-    inputs, params, outputs = [], [], []
+    inputs: list[StreamInfo] = []
+    params: list[StreamInfo] = []
+    outputs: list[StreamInfo] = []
     for field, out in (("inputs", inputs), ("parameters", params)):
         for i, entry in enumerate(getattr(spec, field)):
             path = (field, i)
@@ -192,7 +194,7 @@ def validate(spec: TaskSpec, loc: Locator, text: str, source_path: FsPath | None
                 raise loc.error((*path, "data_gen"), f"min/max only apply to data_gen multihot, "
                                                      f"not {gen.kind}")
             out.append(info)
-    fns = []
+    fns: list[FnInfo] = []
     seen_fn: dict[str, int] = {}
     for i, f in enumerate(spec.fns):
         if f.func_name in seen_fn:
@@ -219,8 +221,8 @@ def validate(spec: TaskSpec, loc: Locator, text: str, source_path: FsPath | None
         for d in info.dims:
             symbols.extend(d.symbols)
         symbols.extend(dt.dtype_symbols(info.dtype))
-    for f in fns:
-        symbols.extend(dt.dtype_symbols(f.input_dtype) + dt.dtype_symbols(f.output_dtype))
+    for fn_info in fns:
+        symbols.extend(dt.dtype_symbols(fn_info.input_dtype) + dt.dtype_symbols(fn_info.output_dtype))
     ctx_keys: list[str] = []
     if spec.global_:  # `ctx[G] = ...` in global declares G a size symbol even if no dims use it
         gtree = parse_code(spec.global_, ("global",), loc, what="global")

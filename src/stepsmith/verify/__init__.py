@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from stepsmith.step.session import AffineMode, Executor
 from stepsmith.verify.pool import DEFAULT_TIMEOUT_S, VerifierError, VerifierPool
 from stepsmith.verify.runner import check_candidate
 from stepsmith.verify.verdict import VERIFIER_VERSION, BindingResult, FailureKind, Verdict
@@ -53,7 +54,7 @@ def verify(
     task: Any,
     impl_source: str,
     *,
-    affine: str = "strict",
+    affine: AffineMode = "strict",
     pool: VerifierPool | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> Verdict:
@@ -64,7 +65,7 @@ def verify(
 def verify_many(
     items: list[tuple[Any, str]],
     *,
-    affine: str = "strict",
+    affine: AffineMode = "strict",
     pool: VerifierPool | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> list[Verdict]:
@@ -76,8 +77,8 @@ def verify_in_process(
     task: Any,
     impl_source: str,
     *,
-    affine: str = "strict",
-    executor: str = "fast",
+    affine: AffineMode = "strict",
+    executor: Executor = "fast",
     dtype: torch.dtype = torch.float64,
 ) -> Verdict:
     """Same check without the sandbox or time limit — only for trusted programs."""

@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
+from stepsmith.step.session import AffineMode
 from stepsmith.verify.payload import task_payload
 from stepsmith.verify.runner import AFFINE_MODES
 from stepsmith.verify.verdict import BindingResult, FailureKind, Verdict
@@ -95,7 +96,8 @@ def _main_module_hidden() -> Iterator[None]:
         if main is None:
             yield
             return
-        saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+        saved: dict[str, Any] = {k: main.__dict__[k] for k in ("__file__", "__spec__")
+                                 if k in main.__dict__}
         try:
             main.__dict__.pop("__file__", None)
             main.__spec__ = None
@@ -263,7 +265,7 @@ class VerifierPool:
         task: Any,
         src: str,
         *,
-        affine: str = "strict",
+        affine: AffineMode = "strict",
         timeout_s: float | None = None,
     ) -> Verdict:
         """Verify one candidate in a worker; never raises for faults of the program."""
@@ -297,7 +299,7 @@ class VerifierPool:
         self,
         items: Iterable[tuple[Any, str]],
         *,
-        affine: str = "strict",
+        affine: AffineMode = "strict",
         timeout_s: float | None = None,
     ) -> list[Verdict]:
         """Verify `(task, src)` pairs in parallel across workers; results in input order."""

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch  # noqa: F401 - imported once here so every candidate finds it warm
 
+from stepsmith.step.session import AffineMode, Executor
 from stepsmith.verify.payload import TaskPayload, load_payload
 from stepsmith.verify.runner import CandidateTimeout, check_candidate, get_instance
 from stepsmith.verify.verdict import FailureKind, Verdict
@@ -43,9 +44,9 @@ class Job:
     job_id: int
     payload: TaskPayload
     src: str
-    affine: str
+    affine: AffineMode
     timeout_s: float
-    executor: str = "fast"
+    executor: Executor = "fast"
 
 
 _PR_SET_PDEATHSIG = 1
@@ -92,7 +93,7 @@ def _close_forkserver_alive_fd() -> None:
         fd = getattr(server, "_forkserver_alive_fd", None)
         if fd is not None:
             os.close(fd)
-            server._forkserver_alive_fd = None
+            server._forkserver_alive_fd = None  # type: ignore[attr-defined]  # private stdlib attr
     except (ImportError, AttributeError, OSError):
         pass
 
