@@ -52,10 +52,8 @@ class Locator:
     def error(self, path: Path, message: str, *, offset: int | None = None,
               cls: type[TaskFormatError] = TaskFormatError) -> TaskFormatError:
         """Build an error at ``path``; ``offset`` (1-based) is a line inside the field's string value."""
-        if offset is not None and self.content_line(path) is not None:
-            line = self.content_line(path) + offset - 1
-        else:
-            line = self.line(path)
+        first = self.content_line(path)
+        line = first + offset - 1 if offset is not None and first is not None else self.line(path)
         return cls(message, source=self.source, line=line, field=format_path(path) or None)
 
 
@@ -101,8 +99,8 @@ def parse_yaml(text: str, source: str = "<text>") -> tuple[Any, Locator]:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
         problem = " ".join(p for p in (exc.context, exc.problem) if p)
-        if exc.context_mark is not None and mark is not exc.context_mark and \
-                exc.context_mark.line != mark.line:
+        if exc.context_mark is not None and mark is not None and mark is not exc.context_mark \
+                and exc.context_mark.line != mark.line:
             problem += f" (the construct started on line {exc.context_mark.line + 1})"
         raise TaskFormatError(f"invalid YAML syntax: {problem}", source=source, line=line) from None
     except yaml.YAMLError as exc:
