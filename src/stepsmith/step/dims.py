@@ -229,7 +229,7 @@ def dim(x: int | str | Dim) -> Dim:
             result = result * (Dim.const(int(part)) if part.isdigit() else Dim.sym(part))
         return result
     if hasattr(x, "__index__"):
-        return Dim.const(int(x.__index__()))  # type: ignore[union-attr]
+        return Dim.const(int(x.__index__()))
     raise StepShapeError(
         f"a dimension must be an int, a symbol name or a Dim, found {type(x).__name__} {x!r}"
     )

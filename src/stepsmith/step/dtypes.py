@@ -84,6 +84,14 @@ class Buffer:
         object.__setattr__(self, "shape", shape)
         object.__setattr__(self, "elem", elem)
 
+    @classmethod
+    def of(cls, elem: Scalar | Multihot | Buffer, shape: tuple[Dim, ...]) -> Buffer:
+        """`Buffer(elem, shape)` for any non-tuple element; a Buffer element collapses (typed
+        entry point for that rule, which the constructor also applies)."""
+        if isinstance(elem, Buffer):
+            return cls(elem.elem, elem.shape + tuple(shape))
+        return cls(elem, shape)
+
     def __str__(self) -> str:
         return f"Buffer({self.elem}, {shape_str(self.shape)})"
 
@@ -223,7 +231,7 @@ class _Parser:
             self.take(")")
             if isinstance(inner, TupleType):
                 raise StepDtypeError(f"a Buffer cannot hold a tuple: {self.text!r}")
-            return Buffer(inner, tuple(shape))
+            return Buffer.of(inner, tuple(shape))
         self.i -= 1
         raise self.fail("fp32, Buffer(...), Multihot(...) or [...]")
 

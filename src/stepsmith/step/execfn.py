@@ -22,7 +22,7 @@ Shape = tuple[int | None, ...]
 try:  # the internals of torch.func.vmap, minus its per-call pytree/validation overhead
     from torch._functorch.vmap import _add_batch_dim, _remove_batch_dim, vmap_increment_nesting
 except ImportError:  # pragma: no cover - other torch versions: the public API
-    vmap_increment_nesting = None
+    vmap_increment_nesting = None  # type: ignore[assignment]  # checked before every use
 
 
 def vmap_call(func: Any, args: Sequence[torch.Tensor], n: int) -> tuple[torch.Tensor, ...]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import inspect
 import math
+import sys
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -99,7 +100,7 @@ class Fn:
         return self.body(inp, state)
 
     def signature(self) -> str:
-        kind = f"stateful, init {list(self.init)}" if self.stateful else "stateless"
+        kind = f"stateful, init {list(self.init)}" if self.init is not None else "stateless"
         return f"fn {self.func_name!r}: {self.input_dtype} -> {self.output_dtype} ({kind})"
 
     def __repr__(self) -> str:
@@ -142,8 +143,9 @@ class Fn:
             posonlyargs=[], args=[ast.arg("input"), ast.arg("state")], vararg=None,
             kwonlyargs=[], kw_defaults=[], kwarg=None, defaults=[ast.Constant(None)],
         )
+        new_fields: dict[str, Any] = {"type_params": []} if sys.version_info >= (3, 12) else {}
         func = ast.FunctionDef(name="_body", args=args, body=tree.body or [ast.Pass()],
-                               decorator_list=[], returns=None, type_params=[])
+                               decorator_list=[], returns=None, **new_fields)
         module = ast.Module(body=[func], type_ignores=[])
         ast.fix_missing_locations(module)
         glb: dict[str, Any] = namespace if namespace is not None else {}

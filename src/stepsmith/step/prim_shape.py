@@ -127,7 +127,7 @@ class Promote(Primitive):
         return "" if self.b is None else f"b={self.b}"
 
     def _k(self, s: SType) -> int:
-        return s.rank + 1 if self.b is None else self.b  # type: ignore[return-value]
+        return s.rank + 1 if self.b is None else self.b
 
     def typing(self, ins: Sequence[SType]) -> list[OutType]:
         s = ins[0]
@@ -327,7 +327,7 @@ def _buffer_of(prim: Primitive, s: SType, shape: tuple[Dim, ...]) -> Buffer:
             expected="a stream of fp32, Multihot or Buffer elements", found=str(s.dtype),
             hint="Bufferize each stream before Zip",
         )
-    return Buffer(s.dtype, shape)
+    return Buffer.of(s.dtype, shape)
 
 
 @primitive(

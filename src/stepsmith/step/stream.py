@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from types import FrameType
 
 import torch
 
@@ -166,7 +167,7 @@ def _check_dim(
 
 def user_var_name(stream: SType) -> str | None:
     """The program variable currently bound to `stream` (searched only when reporting errors)."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         fname = os.path.abspath(frame.f_code.co_filename)
         if not fname.startswith(_PKG_DIR):

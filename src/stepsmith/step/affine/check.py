@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import builtins
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from stepsmith.step.affine.source import AffineParseError, ParsedProgram, parse_program
@@ -53,7 +54,7 @@ class _Obj:
 class _Use:
     obj: _Obj
     key: object  # None (whole) | int | "each" | ("dyn", text) | ("slice", text)
-    node: ast.AST | None
+    node: ast.expr | None
     line: int
     consumer: str
     call: ast.Call | None
@@ -69,7 +70,7 @@ class _Use:
 class _Ref:
     obj: _Obj
     key: object
-    node: ast.AST | None
+    node: ast.expr | None
 
 
 @dataclass(eq=False)
@@ -106,7 +107,7 @@ class _Loop:
     single_generator: bool = True
 
 
-def _stored_names(nodes: list[ast.stmt] | list[ast.AST]) -> frozenset[str]:
+def _stored_names(nodes: Sequence[ast.AST]) -> frozenset[str]:
     out: set[str] = set()
     for node in nodes:
         for sub in ast.walk(node):
@@ -709,7 +710,8 @@ def _violating_groups(objs: list[_Obj]) -> list[_Group]:
         for key, uses in by_key.items():
             n, exact = _count(uses)
             if n >= 2:
-                label = f"{obj.name}[{key}]" if isinstance(key, int) else str(key[1])
+                label = f"{obj.name}[{key}]" if isinstance(key, int) else (
+                    str(key[1]) if isinstance(key, tuple) else str(key))
                 out.append(_Group(obj, label, key, uses, n, exact))
     out.sort(key=lambda g: (min(u.line for u in g.uses), g.label))
     return out

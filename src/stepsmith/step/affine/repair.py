@@ -117,7 +117,7 @@ class _Repairer:
             if row >= len(self.lines):
                 return None
             line = self.lines[row]
-            start, end = char_col(line, node.col_offset), char_col(line, node.end_col_offset)
+            start, end = char_col(line, node.col_offset), char_col(line, node.end_col_offset or 0)
             if group.key is None and line[start:end] != obj.name:
                 return None
             spans.append((row, start, end))
@@ -143,7 +143,7 @@ class _Repairer:
             if node.lineno != node.end_lineno or node.lineno - 1 >= len(self.lines):
                 return None
             line = self.lines[node.lineno - 1]
-            start, end = char_col(line, node.col_offset), char_col(line, node.end_col_offset)
+            start, end = char_col(line, node.col_offset), char_col(line, node.end_col_offset or 0)
             spans.append((node.lineno - 1, start, end))
         target, iterable = spans
         return _LoopSlot(use.factor, target, iterable, lp.id, isinstance(lp.target, ast.Name))
@@ -296,11 +296,11 @@ def _repair_round(src: str, params: list[str] | None) -> str:
     for slot, adds in loop_adds.values():
         # insertions only, so renames inside the iterable (`[a, b]` -> `[a_x, b_x]`) survive
         (tr, ts, te), (ir, is_, ie) = slot.target, slot.iter
-        names = ", ".join(var for var, _ in adds)
+        joined = ", ".join(var for var, _ in adds)
         if slot.target_is_name:
-            edits.append((tr, te, te, f", {names}"))
+            edits.append((tr, te, te, f", {joined}"))
         else:
-            edits += [(tr, ts, ts, "("), (tr, te, te, f"), {names}")]
+            edits += [(tr, ts, ts, "("), (tr, te, te, f"), {joined}")]
         edits += [(ir, is_, is_, "zip("), (ir, ie, ie, ", " + ", ".join(c for _, c in adds) + ")")]
     lines = list(rep.lines)
     for row, start, end, text in sorted(edits, reverse=True):

@@ -68,9 +68,10 @@ def parse_program(src: str) -> ParsedProgram:
         try:
             wrapped = quiet_parse("if 1:\n" + src)
         except (SyntaxError, ValueError) as second:
-            err, line = exc, exc.lineno
-            if is_indented(src) and getattr(second, "lineno", None):
-                err, line = second, second.lineno - 1  # type: ignore[union-attr]
+            err: SyntaxError | ValueError = exc
+            line = exc.lineno
+            if is_indented(src) and isinstance(second, SyntaxError) and second.lineno:
+                err, line = second, second.lineno - 1
             text = " ".join((getattr(err, "text", None) or "").split())
             text = text if len(text) <= 80 else text[:77] + "..."
             where = f"line {line}: " if line else ""
