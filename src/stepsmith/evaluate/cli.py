@@ -161,9 +161,22 @@ def _fail_infrastructure(exc: BaseException, run_id: str | None) -> None:
 
 
 def _split(values: list[str] | None) -> list[str]:
+    """Repeated and comma-separated option values, flattened (`--k 2,5 --k 10`)."""
     out: list[str] = []
     for v in values or []:
         out += [p.strip() for p in v.split(",") if p.strip()]
+    return out
+
+
+def _ints(option: str, values: list[str] | None) -> list[int]:
+    """`_split` for integer options; a non-integer is a usage error naming the option."""
+    out = []
+    for part in _split(values):
+        try:
+            out.append(int(part))
+        except ValueError:
+            raise typer.BadParameter(f"{part!r} is not an integer (expected e.g. 2,5)",
+                                     param_hint=option) from None
     return out
 
 
@@ -202,7 +215,7 @@ def register(app: typer.Typer) -> None:
         groups: Annotated[list[str] | None, typer.Option("--groups", help="Benchmark groups (repeat or comma-separate; 'all' includes extra).")] = None,
         n: Annotated[int | None, typer.Option("-n", help="Samples per task per temperature (default 8; quick demo 2).")] = None,
         temperatures: Annotated[str | None, typer.Option("--temperatures", help="Comma list (default 0.4,0.7,1.0; quick demo 0.7).")] = None,
-        m: Annotated[int, typer.Option("-m", help="Difficulty levels for stratification.")] = 3,
+        m: Annotated[int, typer.Option("--levels", "-m", help="Difficulty levels for stratification (the paper's m).")] = 3,
         guardian: Annotated[str | None, typer.Option("--guardian", help="llm | rule | llm+rule | none (default llm; quick demo rule).")] = None,
         repair: Annotated[int, typer.Option("--repair", help="Verifier-feedback repair turns per failed sample.")] = 0,
         max_cost: Annotated[float | None, typer.Option("--max-cost", help="Stop cleanly when this many USD are spent.")] = None,
@@ -210,7 +223,7 @@ def register(app: typer.Typer) -> None:
         cache: Annotated[str | None, typer.Option("--cache", help="LLM call cache: use (default) | refresh | replay (offline; a miss fails).")] = None,
         resume: Annotated[str | None, typer.Option("--resume", help="Continue run RUN from its recorded samples.")] = None,
         demos: Annotated[Path | None, typer.Option("--demos", help="Demonstration library (JSON/YAML) to start from.")] = None,
-        k: Annotated[list[int] | None, typer.Option("--k", help="Extra k for pass@k (pass@1 is always reported).")] = None,
+        k: Annotated[list[str] | None, typer.Option("--k", help="Extra k for pass@k, e.g. 2,5 (repeat or comma-separate; pass@1 is always reported).")] = None,
         max_iterations: Annotated[int | None, typer.Option("--max-iterations", help="Cap on Algorithm 1 iterations (quick demo 3).")] = None,
         concurrency: Annotated[int, typer.Option("--concurrency", help="Concurrent LLM requests.")] = 4,
         constrain: Annotated[str | None, typer.Option("--constrain", help="Decoding constraint: none | grammar (the task's CFG) | typed (only well-typed statements; local models). Default: typed for llamacpp: models, none otherwise.")] = None,
@@ -273,7 +286,7 @@ def register(app: typer.Typer) -> None:
                     m=m, guardian=guardian or ("rule" if quick else "llm"), repair=repair,
                     max_cost=max_cost, token_budget=max_tokens, cache_mode=cache or "use",
                     max_iterations=max_iterations or (3 if quick else None),
-                    demos_file=str(demos) if demos else None, ks=sorted({1, *(k or [])}),
+                    demos_file=str(demos) if demos else None, ks=sorted({1, *_ints("--k", k)}),
                     concurrency=concurrency, max_tokens=512 if quick else 1024,
                     constrain=constrain or ("typed" if model.startswith("llamacpp:") else "none"),
                 )
@@ -312,7 +325,7 @@ def register(app: typer.Typer) -> None:
     def report(
         run: Annotated[str, typer.Argument(help="Run id (or unique prefix).")],
         out: Annotated[Path | None, typer.Option("--out", help="Output directory (default $STEPSMITH_HOME/reports/RUN).")] = None,
-        k: Annotated[list[int] | None, typer.Option("--k", help="Extra k for pass@k.")] = None,
+        k: Annotated[list[str] | None, typer.Option("--k", help="Extra k for pass@k, e.g. 2,5 (repeat or comma-separate).")] = None,
         db: Annotated[Path | None, typer.Option("--db")] = None,
     ) -> None:
         """Write report.md and a self-contained report.html (plots embedded) for a run."""
@@ -321,8 +334,9 @@ def register(app: typer.Typer) -> None:
 
         store = _store(db)
         try:
-            md, page = make_report(store, run, out, ks=list(k or []))
-            summary = summarize(store, run, ks=list(k or []))
+            ks = _ints("--k", k)
+            md, page = make_report(store, run, out, ks=ks)
+            summary = summarize(store, run, ks=ks)
         except (KeyError, ValueError) as exc:
             _fail(str(exc.args[0]) if exc.args else str(exc))
             return

@@ -74,6 +74,19 @@ def visible_demos(task: Any, demos: Sequence[DemoRecord]) -> list[DemoRecord]:
 
 
 # -- library files ---------------------------------------------------------------------------
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (programs, task IRs) as `|` block scalars: readable and diffable,
+    not one escaped line. PyYAML falls back to quoting when a block cannot represent one."""
+
+
+def _str_block(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_BlockDumper.add_representer(str, _str_block)
+
+
 def export_library(demos: Iterable[DemoRecord], path: str | Path, *, run_id: str = "") -> Path:
     """Write demonstrations with provenance; ``.yaml``/``.yml`` gives YAML, anything else JSON."""
     path = Path(path)
@@ -98,7 +111,7 @@ def export_library(demos: Iterable[DemoRecord], path: str | Path, *, run_id: str
     doc = {"format": LIBRARY_FORMAT, "run_id": run_id, "demos": entries}
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() in (".yaml", ".yml"):
-        path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+        path.write_text(yaml.dump(doc, Dumper=_BlockDumper, sort_keys=False, allow_unicode=True))
     else:
         path.write_text(json.dumps(doc, indent=2))
     return path

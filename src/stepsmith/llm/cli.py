@@ -111,22 +111,36 @@ def log_recent(
     if not rows:
         err.print("no calls logged yet", style="dim")
         return
-    table = Table(show_lines=False)
-    for col in ("id", "when", "run", "task", "model", "T", "#", "in", "out", "cost", "s", "status",
-                "response"):
-        table.add_column(col, overflow="ellipsis", no_wrap=True,
-                         max_width=None if col != "response" else 60)
+    cells = []
     for r in rows:
         status = "cached" if r["cached"] else r["status"]
         preview = (r["response"] or r["error"] or "").replace("\n", " ")[:60]
-        table.add_row(
+        cells.append([
             str(r["id"]), r["started_at"][5:19].replace("T", " "), r["run_id"], r["task"],
             r["model"], "-" if r["temperature"] is None else f"{r['temperature']:g}",
             str(r["sample_index"]), str(r["input_tokens"]), str(r["output_tokens"]),
             "0" if r["cached"] else _money(r["cost_usd"]),
             "" if r["latency_s"] is None else f"{r['latency_s']:.1f}", status, preview,
-        )
-    out.print(table)
+        ])
+    # Ids, times and numbers are never cut (an id is what `log show` needs). On a pipe the
+    # table is as wide as it needs; on a terminal task and model wrap if they must, and the
+    # response preview gets what is left of the width (or is left out).
+    cols = ("id", "when", "run", "task", "model", "T", "#", "in", "out", "cost", "s", "status")
+    widths = [max(len(col), *(len(c[i]) for c in cells)) for i, col in enumerate(cols)]
+    needed = sum(widths) + 3 * len(cols) + 1
+    con = out if out.is_terminal else Console(width=max(out.width, needed + 63))
+    room = con.width - needed - 3
+    table = Table(show_lines=False)
+    for col, width in zip(cols, widths, strict=True):
+        if col in ("task", "model") and needed > con.width:
+            table.add_column(col, overflow="fold", min_width=min(width, 12))
+        else:
+            table.add_column(col, no_wrap=True, min_width=width)
+    if room >= 10:
+        table.add_column("response", no_wrap=True, overflow="ellipsis", width=min(60, room))
+    for c in cells:
+        table.add_row(*(c if room >= 10 else c[:-1]))
+    con.print(table)
 
 
 @log_app.command("show")

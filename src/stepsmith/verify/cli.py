@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -27,6 +28,10 @@ def _load(task_arg: str):  # -> Task
         ) from e
 
 
+# A fenced block, `impl: |` or `def impl(`: a model's answer rather than a bare program body.
+_ANSWER_FORM = re.compile(r"^\s*(```|impl:\s*[|>]|def impl\()", re.M)
+
+
 def verify_command(
     task: Annotated[str, typer.Argument(help="Task YAML file or benchmark task name.")],
     impl: Annotated[
@@ -38,7 +43,7 @@ def verify_command(
         str, typer.Option("--affine", help="strict (reject stream reuse) or warn.")
     ] = "strict",
     timeout: Annotated[
-        float, typer.Option("--timeout", help="Wall-clock limit per candidate, seconds.")
+        float, typer.Option("--timeout", help="CPU-time limit per candidate, seconds (CPU, not wall time, so a busy machine does not cause timeouts).")
     ] = 10.0,
 ) -> None:
     """Verify a STeP program against a task at all its bindings (sandboxed); exit 0 iff passed."""
@@ -63,6 +68,14 @@ def verify_command(
         except OSError as e:
             console.print(f"[red]cannot read --impl {impl}:[/red] {e.strerror}")
             raise typer.Exit(2) from None
+        if _ANSWER_FORM.search(src):  # the format the model answers in: ```yaml impl: |- ...```
+            from stepsmith.agents.extract import Unparsable, extract_impl
+
+            try:
+                src = extract_impl(src)
+            except Unparsable as e:
+                console.print(f"[red]--impl {impl}: no program found:[/red] {e.reason}")
+                raise typer.Exit(2) from None
     else:
         src = t.impl or ""
         if not src.strip():
