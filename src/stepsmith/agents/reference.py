@@ -66,7 +66,7 @@ class Example:
 
 
 def _uses(impl: str | None, primitive: str) -> bool:
-    return bool(impl) and re.search(rf"\bstep\.{re.escape(primitive)}\s*\(", impl) is not None
+    return impl is not None and re.search(rf"\bstep\.{re.escape(primitive)}\s*\(", impl) is not None
 
 
 def _distinct_primitives(impl: str | None) -> int:
@@ -140,7 +140,7 @@ def _registry_example_python(definition: Any) -> str | None:
     """The registry example as a commented Python function (no structural IR)."""
     example = getattr(definition, "example", None)
     program = getattr(example, "program", None)
-    if not isinstance(program, str) or not program.strip():
+    if example is None or not isinstance(program, str) or not program.strip():
         return None
     lines = []
     if getattr(example, "explanation", None):

@@ -258,6 +258,7 @@ class CallStore:
                     error,
                 ),
             )
+            assert cur.lastrowid is not None  # an INSERT always sets it
             return int(cur.lastrowid)
 
     # -- reading ------------------------------------------------------------------------------
