@@ -26,38 +26,11 @@ class DemoLibraryError(ValueError):
 
 
 def task_ir_yaml(task: Any) -> str:
-    """The task's structural IR as YAML, without ``test_name`` and without ``impl``.
+    """The task's structural IR as YAML, without ``test_name`` and without ``impl``: the
+    ``stepsmith.agents`` rendering, so a demonstration looks exactly like a prompt's task."""
+    from stepsmith.agents.render import task_ir  # lazily: agents is above improve
 
-    Prefers ``stepsmith.agents`` rendering (so a demonstration looks exactly like a prompt's task);
-    falls back to dumping the task spec.
-    """
-    try:
-        from stepsmith.agents.render import task_ir as agents_task_ir
-    except ImportError:
-        agents_task_ir = None
-    if agents_task_ir is not None:
-        return agents_task_ir(task)
-    data = _task_mapping(task)
-    data.pop("test_name", None)
-    data.pop("impl", None)
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
-
-
-def _task_mapping(task: Any) -> dict[str, Any]:
-    spec = getattr(task, "spec", None)
-    if spec is not None and hasattr(spec, "model_dump"):
-        return dict(spec.model_dump(mode="json", by_alias=True, exclude_none=True))
-    path = getattr(task, "source_path", None)
-    if path:
-        loaded = yaml.safe_load(Path(path).read_text())
-        if isinstance(loaded, dict):
-            return loaded
-    if isinstance(spec, dict):
-        return dict(spec)
-    raise DemoLibraryError(
-        f"cannot render the structural IR of task {getattr(task, 'name', task)!r}: it has neither "
-        "a pydantic spec nor a readable source_path"
-    )
+    return task_ir(task)
 
 
 def leaks(task: Any, demo: DemoRecord) -> bool:
@@ -65,7 +38,7 @@ def leaks(task: Any, demo: DemoRecord) -> bool:
     if demo.task_name == getattr(task, "name", None):
         return True
     ref = getattr(task, "impl", None)
-    return bool(ref) and canonical_form(ref) == canonical_form(demo.impl)
+    return isinstance(ref, str) and bool(ref) and canonical_form(ref) == canonical_form(demo.impl)
 
 
 def visible_demos(task: Any, demos: Sequence[DemoRecord]) -> list[DemoRecord]:
