@@ -20,9 +20,10 @@ from stepsmith.agents.extract import Unparsable, extract_impl
 from stepsmith.agents.guardian import GUARDIAN_MODES, run_guardian
 from stepsmith.agents.prompts import Demonstration, compose_messages
 from stepsmith.agents.render import input_names, ir_document, task_ir
-
+from stepsmith.llm.client import LLMClient
 from stepsmith.llm.constraint import CONSTRAIN_MODES, Constraint
 from stepsmith.tasks.task import Task
+from stepsmith.verify.verdict import Verdict, Verifier
 
 __all__ = ["Attempt", "Agent", "METHODS"]
 
@@ -34,7 +35,7 @@ class Attempt:
     """The outcome of one sample (including its guardian call and repair turns)."""
 
     impl: str | None
-    verdict: Any  # stepsmith.verify.Verdict | None
+    verdict: Verdict | None
     failure_kind: str | None  # "unparsable", "llm_error", "verifier_error" or verdict.kind
     passed: bool
     input_tokens: int
@@ -76,8 +77,8 @@ class Agent:
 
     def __init__(
         self,
-        client: Any,
-        verifier: Any,
+        client: LLMClient,
+        verifier: Verifier,
         *,
         method: str = "agent",
         guardian: str = "llm",
@@ -146,7 +147,7 @@ class Agent:
         notes: list[str] = []
         impl: str | None = None
         unguarded: str | None = None
-        verdict: Any = None
+        verdict: Verdict | None = None
         failure: str | None = None
         feedback = ""
         answer = ""
@@ -232,7 +233,7 @@ class Agent:
         totals: _Totals,
         notes: list[str],
         turn: int,
-    ) -> tuple[str, Any, bool, bool, str | None]:
+    ) -> tuple[str, Verdict | None, bool, bool, str | None]:
         """Guardian then verifier; a changed program is verified before and after (corruption)."""
         if self.guardian == "none":
             return impl, await self._verify(task, impl, notes), False, False, None
@@ -265,7 +266,7 @@ class Agent:
             notes.append("guardian corrupted a program that already passed")
         return guarded.impl, after, True, corrupted, impl
 
-    async def _verify(self, task: Any, impl: str, notes: list[str]) -> Any:
+    async def _verify(self, task: Any, impl: str, notes: list[str]) -> Verdict | None:
         """Run the (blocking, thread-safe) verifier off the event loop; None if it crashed."""
         try:
             result = await asyncio.to_thread(self.verifier.verify, task, impl)

@@ -16,13 +16,20 @@ import torch
 from stepsmith.step.session import AffineMode, Executor
 from stepsmith.verify.pool import DEFAULT_TIMEOUT_S, VerifierError, VerifierPool
 from stepsmith.verify.runner import check_candidate
-from stepsmith.verify.verdict import VERIFIER_VERSION, BindingResult, FailureKind, Verdict
+from stepsmith.verify.verdict import (
+    VERIFIER_VERSION,
+    BindingResult,
+    FailureKind,
+    Verdict,
+    Verifier,
+)
 
 __all__ = [
     "VERIFIER_VERSION",
     "BindingResult",
     "FailureKind",
     "Verdict",
+    "Verifier",
     "VerifierError",
     "VerifierPool",
     "default_pool",

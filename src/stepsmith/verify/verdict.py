@@ -7,11 +7,16 @@ boundaries, lands in SQLite and in reports as plain JSON.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from enum import StrEnum
+from typing import TYPE_CHECKING, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from stepsmith.limits import MAX_MESSAGE_CHARS, clip
+
+if TYPE_CHECKING:
+    from stepsmith.tasks import Task
 
 # Bump when a change can flip a verdict (tolerance, bindings, rules): stored verdicts and demo
 # libraries record it so they can be re-verified.
@@ -114,3 +119,10 @@ class Verdict(BaseModel):
             seconds=seconds,
             warnings=warnings or [],
         )
+
+
+class Verifier(Protocol):
+    """What an agent needs from a verifier: a verdict for one candidate of one task.
+    `VerifierPool` (sandboxed, the reward) is the real one; `verify` may also be async."""
+
+    def verify(self, task: Task, impl_source: str, /) -> Verdict | Awaitable[Verdict]: ...
