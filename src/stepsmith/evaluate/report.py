@@ -12,6 +12,7 @@ import html
 import io
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import matplotlib
 
@@ -212,7 +213,7 @@ def _write(out_dir: Path, title: str, sections: list[tuple[str, list[tuple[str, 
         ht.append(f"<h2>{html.escape(heading)}</h2>")
         for kind, payload in parts:
             if kind == "table":
-                head, rows = payload  # type: ignore[misc]
+                head, rows = cast(tuple[list[str], list[list[str]]], payload)
                 md += [_md_table(head, rows), ""]
                 ht.append(_html_table(head, rows))
             elif kind == "text":
