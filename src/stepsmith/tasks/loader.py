@@ -32,8 +32,13 @@ def _looks_like_path(text: str) -> bool:
         return False
 
 
-def load_task(path_or_text: str | FsPath, *, check_bindings: bool = True) -> Task:
-    """Load a task from a path or YAML text; raises ``TaskFormatError`` (file, line, field)."""
+def load_task(path_or_text: str | FsPath, *, check_bindings: bool = True,
+              source: str | None = None) -> Task:
+    """Load a task from a path or YAML text; raises ``TaskFormatError`` (file, line, field).
+
+    ``source`` names YAML text in error messages (a worker loads a file's text, and its errors
+    should still name the file, not ``<text>``).
+    """
     if not isinstance(path_or_text, str | FsPath):
         raise TypeError(f"load_task expects a path or YAML text, found {type(path_or_text).__name__}")
     source_path: FsPath | None = None
@@ -46,7 +51,7 @@ def load_task(path_or_text: str | FsPath, *, check_bindings: bool = True) -> Tas
             raise TaskFormatError(f"cannot read task file: {why}", source=str(source_path)) from None
         source = str(source_path)
     else:
-        text, source = str(path_or_text), "<text>"
+        text, source = str(path_or_text), source or "<text>"
     data, loc = parse_yaml(text, source)
     if not isinstance(data, dict):
         raise TaskFormatError(f"a task file must be a mapping (test_name: ..., inputs: ...), "

@@ -7,10 +7,15 @@ at the snippet's own line in the YAML file, through the ``Locator``.
 from __future__ import annotations
 
 import ast
+import signal
 import textwrap
+import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
+
+from stepsmith.limits import clip
 
 from .errors import TaskFormatError, TaskReferenceError
 from .yamlsrc import Locator, Path, format_path
@@ -39,7 +44,11 @@ def split_expression(src: str, path: Path, loc: Locator) -> tuple[str, str]:
     last = tree.body[-1]
     lines = src.splitlines()
     setup = "\n".join(lines[: last.lineno - 1])
-    expr = ast.get_source_segment(src, last.value) or ast.unparse(last.value)
+    if last.col_offset == 0 and last.end_lineno is not None:
+        # whole lines: a multi-line expression keeps its continuation lines' own indentation
+        expr = "\n".join(lines[last.lineno - 1 : last.end_lineno])
+    else:  # `a = 1; a + b`: the expression starts mid-line
+        expr = ast.get_source_segment(src, last.value) or ast.unparse(last.value)
     pad = "\n" * (last.lineno - 1)  # keep line numbers of the expression for error mapping
     return setup, pad + expr
 
@@ -52,17 +61,68 @@ def _error_line(exc: BaseException, filename: str) -> int | None:
     return line
 
 
+#: Wall-clock limit on one piece of task code run in the caller's thread (``global`` while
+#: loading): a hanging task file must be an error naming the file, not a hung command.
+TASK_CODE_LIMIT_S = 60.0
+
+
+class _TaskCodeTimeout(BaseException):  # noqa: N818 - BaseException: task code can't swallow it
+    """Raised by the alarm inside task code that ran too long."""
+
+
+@contextmanager
+def _time_limit(seconds: float) -> Iterator[bool]:
+    """Interrupt Python-level task code after ``seconds`` (SIGALRM), where that is safe: in the
+    main thread and only if nobody else uses the real-time timer. Yields whether it is armed."""
+    usable = (
+        hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+        and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+        and signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, signal.SIG_IGN, None)
+    )
+    if not usable:
+        yield False
+        return
+
+    def _expire(_signum: int, _frame: Any) -> None:
+        raise _TaskCodeTimeout()
+
+    previous = signal.signal(signal.SIGALRM, _expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield True
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def run_guarded(action: Callable[[], Any], path: Path, loc: Locator, filename: str,
                 what: str) -> Any:
-    """Run ``action``; an exception becomes a ``TaskReferenceError`` at the failing snippet line."""
+    """Run ``action``; an exception becomes a ``TaskReferenceError`` at the failing snippet line.
+
+    Task files are code (README, "Trust model"), but a careless one must not end or hang the
+    command that reads it: ``SystemExit`` (``exit()``, ``sys.exit``) and running longer than
+    ``TASK_CODE_LIMIT_S`` are errors naming the file too.
+    """
     try:
-        return action()
+        with _time_limit(TASK_CODE_LIMIT_S):
+            return action()
     except TaskFormatError:
         raise
+    except _TaskCodeTimeout as exc:
+        line = _error_line(exc, filename)
+        raise loc.error(path, f"{what} did not finish within {TASK_CODE_LIMIT_S:g} s (an "
+                              "endless loop?); task code must compute its values quickly",
+                        offset=line, cls=TaskReferenceError) from None
+    except SystemExit as exc:
+        line = _error_line(exc, filename)
+        raise loc.error(path, f"{what} tried to exit the program (SystemExit({exc.code!r})); "
+                              "task code must not call exit()", offset=line,
+                        cls=TaskReferenceError) from None
     except Exception as exc:
         line = _error_line(exc, filename)
-        raise loc.error(path, f"{what} raised {type(exc).__name__}: {exc}", offset=line,
-                        cls=TaskReferenceError) from exc
+        raise loc.error(path, f"{what} raised {type(exc).__name__}: {clip(exc, 1000)}",
+                        offset=line, cls=TaskReferenceError) from exc
 
 
 def exec_code(src: str, ns: dict[str, Any], path: Path, loc: Locator, what: str) -> None:

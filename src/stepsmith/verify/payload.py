@@ -77,7 +77,7 @@ def load_payload(payload: TaskPayload) -> Any:
     if task is None:
         from stepsmith.tasks import load_task
 
-        task = load_task(payload.text)
+        task = load_task(payload.text, source=payload.path)  # errors name the file
         if payload.path and getattr(task, "source_path", None) in (None, ""):
             try:
                 task.source_path = Path(payload.path)
