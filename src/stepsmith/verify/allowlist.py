@@ -409,6 +409,13 @@ class _Checker:
                     f"calling `{func.id}(...)` is not allowed; a program may call step "
                     f"primitives and the builtins {allowed}",
                 )
+            for kw in node.keywords:
+                if kw.arg == "key":  # max(xs, key=f) would call f: a way around this list
+                    self.reject(
+                        node,
+                        f"`{func.id}(..., key=...)` is not allowed: it calls a function on "
+                        "every item; compare sizes or streams directly",
+                    )
         elif isinstance(func, ast.Attribute):
             self.attribute(func)
             star_ok = False
