@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._http_errors import translate
+from ._http_errors import checked_usage, translate, within_deadline
 from .base import Completion, estimate_tokens, normalize_finish_reason
 from .config import provider_flag, provider_setting
 from .errors import LLMError, RetryableError
+from .redact import redact_secrets
 
 PROMPT_CACHE_ENV = "STEPSMITH_ANTHROPIC_PROMPT_CACHE"
 
@@ -99,18 +100,27 @@ class AnthropicBackend:
         body = build_request(self.model, messages, params, prompt_cache=self.prompt_cache)
         try:
             async with self._client() as client:
-                resp = await client.messages.create(**body)
+                resp = await within_deadline(
+                    client.messages.create(**body), self.timeout_s, self.name
+                )
+        except LLMError:
+            raise
         except Exception as exc:  # noqa: BLE001 - translated into our taxonomy
             raise translate(exc, self._sdk, self.name) from None
         blocks = getattr(resp, "content", None)
         if blocks is None:
             raise RetryableError(f"{self.name}: response has no content: {str(resp)[:200]}")
         text = "".join(getattr(b, "text", "") or "" for b in blocks)
+        text = redact_secrets(text, [self._api_key] if self._api_key else [])
         usage = getattr(resp, "usage", None)
         finish = normalize_finish_reason(getattr(resp, "stop_reason", None))
         if usage is not None and getattr(usage, "input_tokens", None) is not None:
+            checked_usage(self.name, usage.input_tokens, usage.output_tokens,
+                          int(body["max_tokens"]))
             uncached, write, read = usage_input_parts(usage)
-            return Completion(text, uncached + write + read, int(usage.output_tokens or 0), finish,
+            _, output_tokens = checked_usage(self.name, uncached + write + read,
+                                             usage.output_tokens, int(body["max_tokens"]))
+            return Completion(text, uncached + write + read, output_tokens, finish,
                               cache_read_tokens=read, cache_write_tokens=write)
         return Completion(
             text,

@@ -6,10 +6,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ._http_errors import translate
+from ._http_errors import checked_usage, translate, within_deadline
 from .base import Completion, estimate_tokens, normalize_finish_reason
 from .config import provider_setting
 from .errors import LLMError, RetryableError
+from .redact import redact_secrets
 
 # o1/o3/o4-style reasoning models: no temperature, `max_completion_tokens`, no system role.
 _REASONING = re.compile(r"^(o\d+)(-|$)|^gpt-5")
@@ -145,7 +146,11 @@ class OpenAIBackend:
             body["extra_body"] = grammar_fields(self.server_kind, constraint.grammar())
         try:
             async with self._client() as client:
-                resp = await client.chat.completions.create(**body)
+                resp = await within_deadline(
+                    client.chat.completions.create(**body), self.timeout_s, self.name
+                )
+        except LLMError:
+            raise
         except Exception as exc:  # noqa: BLE001 - translated into our taxonomy
             raise translate(exc, self._sdk, self.name) from None
         choices = getattr(resp, "choices", None)
@@ -153,13 +158,19 @@ class OpenAIBackend:
             raise RetryableError(f"{self.name}: response has no choices: {str(resp)[:200]}")
         choice = choices[0]
         text = (choice.message.content if choice.message else None) or ""
+        if not isinstance(text, str):
+            raise RetryableError(f"{self.name}: the answer is {type(text).__name__}, not text")
+        text = redact_secrets(text, [self._api_key] if self._api_key else [])
         usage = getattr(resp, "usage", None)
         if usage is not None and usage.prompt_tokens is not None:
-            input_tokens = int(usage.prompt_tokens or 0)
+            input_tokens, output_tokens = checked_usage(
+                self.name, usage.prompt_tokens, usage.completion_tokens,
+                int(params.get("max_tokens") or 1024),
+            )
             return Completion(
                 text=text,
                 input_tokens=input_tokens,
-                output_tokens=int(usage.completion_tokens or 0),
+                output_tokens=output_tokens,
                 finish_reason=normalize_finish_reason(choice.finish_reason),
                 cache_read_tokens=min(cached_prompt_tokens(usage), input_tokens),
             )

@@ -22,6 +22,8 @@ from .errors import (
     infrastructure_error,
 )
 from .prices import price_for
+from ._http_errors import call_deadline_s as call_deadline_s_setting
+from ._http_errors import within_deadline
 from .redact import redact
 from .store import CallStore, cache_key, now_iso, prompt_hash, server_identity
 
@@ -53,6 +55,7 @@ class LLMClient:
         backoff_max_s: float = 30.0,
         base_url: str | None = None,
         api_key: str | None = None,
+        call_deadline_s: float | None = None,
     ):
         if cache_mode not in CACHE_MODES:
             raise ValueError(f"cache_mode must be one of {CACHE_MODES}; found {cache_mode!r}")
@@ -66,6 +69,8 @@ class LLMClient:
         self.cache_mode = cache_mode
         self.concurrency = concurrency
         self.max_retries = max_retries
+        # one call, retries and backoff included, ends by this many seconds (slow drips, hangs)
+        self.call_deadline_s = call_deadline_s_setting(call_deadline_s)
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self.price = price_for(self.model)
@@ -226,14 +231,23 @@ class LLMClient:
 
     async def _call_with_retries(self, messages: list[dict], params: dict) -> tuple[Completion, int]:
         last: RetryableError | None = None
+        deadline = time.monotonic() + self.call_deadline_s
+        tries = 0
         for attempt in range(self.max_retries + 1):
+            tries = attempt + 1
             try:
-                return await self.backend.complete(messages, params), attempt + 1
+                return await within_deadline(
+                    self.backend.complete(messages, params), deadline - time.monotonic(),
+                    f"{self.model} (call deadline {self.call_deadline_s:g} s)",
+                ), attempt + 1
             except RetryableError as exc:
                 last = exc
                 if attempt == self.max_retries:
                     break
-                await asyncio.sleep(self.backoff_delay(attempt, exc.retry_after_s))
+                delay = self.backoff_delay(attempt, exc.retry_after_s)
+                if time.monotonic() + delay >= deadline:
+                    break  # no time left for another attempt within the call deadline
+                await asyncio.sleep(delay)
             except LLMError as exc:
                 exc.attempts = attempt + 1
                 infra = infrastructure_error(exc, endpoint=endpoint_of(self.backend),
@@ -251,8 +265,8 @@ class LLMClient:
         assert last is not None
         raise InfrastructureError(
             f"could not ask the model at {endpoint_of(self.backend)}: {redact(str(last))} — gave "
-            f"up after {self.max_retries + 1} attempts",
-            attempts=self.max_retries + 1,
+            f"up after {tries} attempts",
+            attempts=tries,
             status=last.status,
             endpoint=endpoint_of(self.backend),
         )

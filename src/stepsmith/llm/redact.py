@@ -46,3 +46,18 @@ def redact(text: str, extra_secrets: list[str] | tuple[str, ...] = ()) -> str:
     text = _PATTERNS[2].sub(lambda m: m.group(1) + REDACTED, text)
     text = _PATTERNS[3].sub(lambda m: m.group(1) + REDACTED + "@", text)
     return text
+
+
+def redact_secrets(text: str, extra_secrets: list[str] | tuple[str, ...] = ()) -> str:
+    """Replace only the configured secret values (not key-shaped patterns) in `text`.
+
+    For model answers, which are stored and replayed: a model that echoes the API key must not
+    put it in the call log, but program text such as `mask-attention_w` must stay intact, so
+    the pattern rules of `redact` do not apply here.
+    """
+    if not text:
+        return text
+    for secret in [*extra_secrets, *known_secrets()]:
+        if secret and len(secret) >= 6 and secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
