@@ -152,7 +152,7 @@ EXIT_INFRASTRUCTURE = 4
 def _fail_infrastructure(exc: BaseException, run_id: str | None) -> None:
     """A loud stop that names the endpoint and error, and how to continue once it is fixed."""
     con = _console()
-    con.print(f"[red]error:[/red] {exc}", highlight=False)
+    con.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
     if run_id:
         con.print(f"run {run_id} is saved (no sample was charged to the model for this failure); "
                   f"fix the server, URL or key, then continue with: stepsmith bench --resume {run_id}",
