@@ -27,9 +27,9 @@ __all__ = [
 
 #: Longest message (feedback, error value, repr) kept anywhere; the LLM and the database see this.
 MAX_MESSAGE_CHARS = 4000
-#: Largest program text parsed at all (reference programs are < 2 KB).
-MAX_PROGRAM_CHARS = 100_000
-MAX_PROGRAM_LINES = 2_000
+#: Largest program text parsed at all (reference programs are < 2 KB, < 40 lines).
+MAX_PROGRAM_CHARS = 20_000
+MAX_PROGRAM_LINES = 500
 #: Deepest syntax tree accepted (reference programs reach 11); keeps recursive visitors
 #: (allow-list, affine check, `ast.dump`, `compile`) far from Python's recursion limit.
 MAX_AST_DEPTH = 100

@@ -24,7 +24,7 @@ from .errors import (
 from .prices import price_for
 from ._http_errors import call_deadline_s as call_deadline_s_setting
 from ._http_errors import within_deadline
-from .redact import redact
+from .redact import redact, storable_text
 from .store import CallStore, cache_key, now_iso, prompt_hash, server_identity
 
 CACHE_MODES = ("use", "refresh", "replay")
@@ -142,6 +142,7 @@ class LLMClient:
                         messages,
                         {**params, "sample_index": sample_index, "constraint": constraint},
                     )
+                    comp.text = storable_text(comp.text or "")  # "\ud800" from JSON
             except LLMError as exc:
                 exc.model = self.model
                 self._record(messages, params, sample_index, key, meta, started,

@@ -61,3 +61,14 @@ def redact_secrets(text: str, extra_secrets: list[str] | tuple[str, ...] = ()) -
         if secret and len(secret) >= 6 and secret in text:
             text = text.replace(secret, REDACTED)
     return text
+
+
+def storable_text(text: str) -> str:
+    """`text` with lone surrogates replaced (U+FFFD): JSON lets a server send `"\\ud800"`, and
+    such a string cannot be encoded as UTF-8, so it would crash the call log, the cache key
+    and every later prompt that quotes the answer."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return text
