@@ -1,0 +1,145 @@
+"""Hostile or careless task files fail with an error naming the file and line, never a hang,
+an exit, or a machine-sized allocation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stepsmith.tasks import load_task
+from stepsmith.tasks.errors import TaskFormatError, TaskReferenceError
+
+TASK = """\
+test_name: faults_rowsum
+inputs:
+  - name: X
+    dtype: fp32
+    dims: [D, M]
+    data_gen: torch.randn
+fns:
+  - name: Square
+    func_name: fn_sq
+    input_dtype: fp32
+    output_dtype: fp32
+    apply: |-
+      return [input[0] * input[0]]
+  - name: Sum
+    func_name: fn_sum
+    init: [0]
+    input_dtype: fp32
+    output_dtype: fp32
+    apply: |-
+      return [state[0] + input[0]]
+outputs:
+  - name: O
+    dtype: fp32
+    dims: [M]
+    data_transform:
+      - |-
+        (input_data['X'] ** 2).sum(-1)
+impl: |-
+  E1 = step.Map(fn=fn_sq).apply(X)
+  return step.Accum(fn=fn_sum, b=1).apply(E1)
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "task.yaml"
+    path.write_text(text)
+    return path
+
+
+def line_of(exc: TaskFormatError, path: Path) -> str:
+    assert exc.source == str(path), f"the error names {exc.source!r}, not the file"
+    assert exc.line is not None
+    return path.read_text().splitlines()[exc.line - 1].strip()
+
+
+def with_global(code: str) -> str:
+    return TASK.replace("outputs:", "global: |-\n" + "".join(
+        f"  {line}\n" for line in code.splitlines()) + "outputs:")
+
+
+def test_the_base_task_loads(tmp_path: Path) -> None:
+    task = load_task(write(tmp_path, TASK))
+    task.instantiate(task.bindings()[0])
+
+
+def test_an_alias_bomb_is_refused_before_expansion(tmp_path: Path) -> None:
+    bomb = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    bomb += [f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    path = write(tmp_path, "\n".join(bomb) + "\n" + TASK)
+    with pytest.raises(TaskFormatError, match="alias bomb") as info:
+        load_task(path)
+    assert info.value.source == str(path)
+
+
+def test_moderate_aliases_still_work(tmp_path: Path) -> None:
+    text = TASK.replace("    dims: [D, M]\n", "    dims: &dims [D, M]\n", 1)
+    text = text.replace("    dims: [M]\n", "    dims: [M]\n", 1)
+    load_task(write(tmp_path, text))
+
+
+def test_a_recursive_alias_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(TaskFormatError, match="refers to itself|recursive"):
+        load_task(write(tmp_path, "a: &a [*a]\n" + TASK))
+
+
+def test_deep_nesting_is_a_format_error(tmp_path: Path) -> None:
+    with pytest.raises(TaskFormatError, match="nested"):
+        load_task(write(tmp_path, "deep: " + "[" * 3000 + "]" * 3000 + "\n" + TASK))
+
+
+@pytest.mark.parametrize("code", ["raise SystemExit(3)", "import sys\nsys.exit(0)", "exit(0)"])
+def test_exiting_global_is_an_error_naming_the_line(tmp_path: Path, code: str) -> None:
+    path = write(tmp_path, with_global(code))
+    with pytest.raises(TaskReferenceError, match="tried to exit") as info:
+        load_task(path)
+    assert "exit" in line_of(info.value, path).lower()
+
+
+def test_an_endless_global_is_an_error_not_a_hang(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import stepsmith.tasks.snippets as snippets
+
+    monkeypatch.setattr(snippets, "TASK_CODE_LIMIT_S", 0.3)
+    path = write(tmp_path, with_global("a = 0\nwhile True:\n    a += 1"))
+    with pytest.raises(TaskReferenceError, match="did not finish") as info:
+        load_task(path)
+    assert line_of(info.value, path).startswith(("while", "a += 1"))
+
+
+def test_global_as_a_list_points_at_the_failing_item(tmp_path: Path) -> None:
+    path = write(tmp_path, TASK.replace("outputs:", "global:\n  - a = 1\n  - b = 1/0\noutputs:"))
+    with pytest.raises(TaskReferenceError, match="ZeroDivisionError") as info:
+        load_task(path)
+    assert line_of(info.value, path) == "- b = 1/0"
+
+
+def test_multiline_reference_expression_runs_and_errors_name_its_line(tmp_path: Path) -> None:
+    good = TASK.replace("        (input_data['X'] ** 2).sum(-1)",
+                        "        y = 2\n        ((input_data['X'] ** y)\n          .sum(-1))")
+    task = load_task(write(tmp_path, good))
+    task.instantiate(task.bindings()[0])
+    bad = TASK.replace("        (input_data['X'] ** 2).sum(-1)",
+                       "        y = 2\n        ((input_data['X'] ** y).sum(-1)\n          + nope)")
+    path = write(tmp_path, bad)
+    task = load_task(path)
+    with pytest.raises(TaskReferenceError, match="NameError") as info:
+        task.instantiate(task.bindings()[0])
+    assert line_of(info.value, path) == "+ nope)"
+
+
+def test_reference_errors_in_a_worker_name_the_file(tmp_path: Path) -> None:
+    from stepsmith.verify import VerifierPool
+
+    bad = TASK.replace("        (input_data['X'] ** 2).sum(-1)",
+                       "        y = 1\n        (input_data['X'] ** 2).sum(-1) + nope")
+    path = write(tmp_path, bad)
+    with VerifierPool(workers=1) as pool:
+        v = pool.verify(path, "E1 = step.Map(fn=fn_sq).apply(X)\n"
+                              "return step.Accum(fn=fn_sum, b=1).apply(E1)")
+    assert not v.passed and "not caused by the program" in v.feedback
+    line = bad.splitlines().index("        (input_data['X'] ** 2).sum(-1) + nope") + 1
+    assert f"{path}:{line}" in v.feedback, v.feedback
