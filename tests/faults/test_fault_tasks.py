@@ -76,8 +76,9 @@ def test_an_alias_bomb_is_refused_before_expansion(tmp_path: Path) -> None:
 
 
 def test_moderate_aliases_still_work(tmp_path: Path) -> None:
-    text = TASK.replace("    dims: [D, M]\n", "    dims: &dims [D, M]\n", 1)
-    text = text.replace("    dims: [M]\n", "    dims: [M]\n", 1)
+    text = TASK.replace("    input_dtype: fp32\n", "    input_dtype: &t fp32\n", 1)
+    text = text.replace("    output_dtype: fp32\n", "    output_dtype: *t\n")
+    assert text.count("*t") == 2
     load_task(write(tmp_path, text))
 
 
