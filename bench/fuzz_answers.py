@@ -36,6 +36,7 @@ TASKS = (
 )
 
 Mutation = Callable[[str, random.Random], str]
+MAX_FUZZ_CHARS = 1_000_000  # larger than any answer extraction reads (so the cap is exercised)
 
 
 def yaml_answer(impl: str) -> str:
@@ -50,7 +51,7 @@ def seed_answers(impl: str) -> list[str]:
         yaml_answer(impl),
         f"```python\n{impl}\n```",
         f"Sure! The idea is to stream rows.\n\n```python\ndef impl(E0):\n{indented}\n```\nDone.",
-        f"<think>plan</think>\n```yaml\nimpl: |-\n" + "\n".join(
+        "<think>plan</think>\n```yaml\nimpl: |-\n" + "\n".join(
             "  " + line for line in impl.splitlines()) + "\n```",
     ]
 
@@ -124,7 +125,8 @@ def flip_chars(text: str, rng: random.Random) -> str:
 def duplicate_lines(text: str, rng: random.Random) -> str:
     lines = _lines(text)
     i = rng.randrange(len(lines))
-    lines[i:i] = [lines[i]] * rng.choice([10, 500, 5000])
+    k = min(rng.choice([10, 500, 5000]), MAX_FUZZ_CHARS // (len(lines[i]) + 1) + 1)
+    lines[i:i] = [lines[i]] * k
     return "\n".join(lines)
 
 
@@ -215,6 +217,7 @@ def mutated_answers(n: int, seed: int, impls: list[str], spin_rate: float = 0.00
                 text = text[: rng.randrange(len(text) + 1)] + other[rng.randrange(len(other)):]
             else:
                 text = rng.choice(MUTATIONS)(text, rng)
+            text = text[:MAX_FUZZ_CHARS]  # compounding mutations (5000 x a 300 KB line) stop here
         out.append(text)
     return out
 

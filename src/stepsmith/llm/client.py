@@ -8,6 +8,8 @@ import time
 import weakref
 from typing import Any
 
+from ._http_errors import call_deadline_s as call_deadline_s_setting
+from ._http_errors import within_deadline
 from .backends import get_backend
 from .base import Backend, Completion, prompt_tokens_upper, validate_messages
 from .budget import Budget
@@ -22,8 +24,6 @@ from .errors import (
     infrastructure_error,
 )
 from .prices import price_for
-from ._http_errors import call_deadline_s as call_deadline_s_setting
-from ._http_errors import within_deadline
 from .redact import redact, storable_text
 from .store import CallStore, cache_key, now_iso, prompt_hash, server_identity
 

@@ -63,6 +63,7 @@ class Locator:
         """Build an error at ``path``; ``offset`` (1-based) is a line inside the field's string value."""
         first = self.content_line(path)
         joined = self.joined_lines.get(tuple(path))
+        line: int | None
         if offset is not None and joined and 1 <= offset <= len(joined):
             line = joined[offset - 1]  # a list of strings joined into one snippet
         elif offset is not None and first is not None:
