@@ -65,8 +65,9 @@ def verify_command(
     if impl is not None:
         try:
             src = impl.read_text(encoding="utf-8")
-        except OSError as e:
-            console.print(f"[red]cannot read --impl {impl}:[/red] {e.strerror}")
+        except (OSError, UnicodeDecodeError) as e:
+            why = e.strerror if isinstance(e, OSError) else f"not UTF-8 text ({e.reason})"
+            console.print(f"[red]cannot read --impl {impl}:[/red] {why}")
             raise typer.Exit(2) from None
         if _ANSWER_FORM.search(src):  # the format the model answers in: ```yaml impl: |- ...```
             from stepsmith.agents.extract import Unparsable, extract_impl
