@@ -144,3 +144,23 @@ def test_reference_errors_in_a_worker_name_the_file(tmp_path: Path) -> None:
     assert not v.passed and "not caused by the program" in v.feedback
     line = bad.splitlines().index("        (input_data['X'] ** 2).sum(-1) + nope") + 1
     assert f"{path}:{line}" in v.feedback, v.feedback
+
+
+def test_a_non_utf8_impl_file_is_a_clear_cli_error(tmp_path: Path) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from stepsmith.verify.cli import register
+
+    app = typer.Typer()
+    register(app)
+
+    @app.command("noop")
+    def _noop() -> None:  # a second command keeps `verify` a named sub-command
+        """Nothing."""
+
+    impl = tmp_path / "impl.py"
+    impl.write_bytes(b"E1 = step.Map(fn=fn_sq).apply(X)\n\xff\xfe return E1\n")
+    result = CliRunner().invoke(app, ["verify", str(write(tmp_path, TASK)), "--impl", str(impl)])
+    assert result.exit_code == 2 and "not UTF-8" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
