@@ -7,6 +7,7 @@ at the snippet's own line in the YAML file, through the ``Locator``.
 from __future__ import annotations
 
 import ast
+import os
 import signal
 import textwrap
 import threading
@@ -96,6 +97,36 @@ def _time_limit(seconds: float) -> Iterator[bool]:
         signal.signal(signal.SIGALRM, previous)
 
 
+class _TaskCodeExit(BaseException):  # noqa: N818 - BaseException: task code can't swallow it
+    """Raised instead of ending the process when task code calls `os._exit` / `os.abort`."""
+
+    def __init__(self, call: str) -> None:
+        super().__init__(call)
+        self.call = call
+
+
+@contextmanager
+def _no_process_exit() -> Iterator[None]:
+    """While task code runs, `os._exit(n)` and `os.abort()` raise instead of ending the process.
+
+    `os._exit(0)` in a `global` used to end `stepsmith verify` with status 0 — a false success.
+    Task files are trusted code (README), so this guards against carelessness, not attacks.
+    """
+    saved = os._exit, os.abort
+
+    def refuse_exit(code: int = 0) -> None:
+        raise _TaskCodeExit(f"os._exit({code!r})")
+
+    def refuse_abort() -> None:
+        raise _TaskCodeExit("os.abort()")
+
+    os._exit, os.abort = refuse_exit, refuse_abort  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        os._exit, os.abort = saved
+
+
 def run_guarded(action: Callable[[], Any], path: Path, loc: Locator, filename: str,
                 what: str) -> Any:
     """Run ``action``; an exception becomes a ``TaskReferenceError`` at the failing snippet line.
@@ -105,10 +136,14 @@ def run_guarded(action: Callable[[], Any], path: Path, loc: Locator, filename: s
     ``TASK_CODE_LIMIT_S`` are errors naming the file too.
     """
     try:
-        with _time_limit(TASK_CODE_LIMIT_S):
+        with _time_limit(TASK_CODE_LIMIT_S), _no_process_exit():
             return action()
     except TaskFormatError:
         raise
+    except _TaskCodeExit as exc:
+        line = _error_line(exc, filename)
+        raise loc.error(path, f"{what} tried to end the process ({exc.call}); task code must "
+                              "not exit", offset=line, cls=TaskReferenceError) from None
     except _TaskCodeTimeout as exc:
         line = _error_line(exc, filename)
         raise loc.error(path, f"{what} did not finish within {TASK_CODE_LIMIT_S:g} s (an "
