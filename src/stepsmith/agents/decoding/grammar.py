@@ -24,7 +24,7 @@ def _lit(s: str) -> str:
 
 
 def _alt(options: list[str]) -> str:
-    return " | ".join(_lit(o) for o in options) if options else '"\\u0000never"'
+    return " | ".join(_lit(o) for o in options)
 
 
 def _param_rule(p: Param, facts: Facts) -> str:
@@ -41,13 +41,17 @@ def _param_rule(p: Param, facts: Facts) -> str:
     return "count"
 
 
-def _call_rule(pdef: PrimitiveDef, facts: Facts, arg: str) -> str:
-    """`"step.Accum(" "fn=" fnstateful ", b=" int ").apply(" arg ")"` with optional params."""
+def _call_rule(pdef: PrimitiveDef, facts: Facts, arg: str, loop: bool = False) -> str:
+    """`"step.Accum(" "fn=" fnstateful ", b=" int ").apply(" arg ")"` with optional params;
+    inside a comprehension (`loop`) a fn may be the loop variable (`fn=f`)."""
     parts: list[str] = []
     first = True
     for p in pdef.params:
         sep = "" if first else ", "
-        piece = f'"{sep}{p.name}=" {_param_rule(p, facts)}'
+        rule = _param_rule(p, facts)
+        if loop and p.kind.startswith("fn"):
+            rule = f"({rule} | name)"
+        piece = f'"{sep}{p.name}=" {rule}'
         parts.append(piece if p.required else f"({piece})?")
         first = False
     params = " ".join(parts) if parts else ""
@@ -69,31 +73,36 @@ def task_grammar(task: Task, facts: Facts | None = None) -> str:
         "parts_sel": '"(" name ", " ref ")"',
     }
     calls, elem_calls = [], []
+    missing = {k for k, names in (("fn_stateless", stateless), ("fn_stateful", stateful))
+               if not names}
     for pdef in REGISTRY.values():
+        if any(p.kind in missing and p.required for p in pdef.params):
+            continue  # the task has no fn of that kind: the primitive cannot be used
         calls.append(_call_rule(pdef, f, f"arg{pdef.args.replace('_', '')}"))
         if pdef.args in ("stream", "streams"):
-            elem_calls.append(_call_rule(pdef, f, "elemarg"))
+            elem_calls.append(_call_rule(pdef, f, "elemarg", loop=True))
     rules = [
         f"root ::= {_lit(PREFIX)} stmt* ret {_lit(SUFFIX)}",
         'stmt ::= "  " names " = " rhs "\\n"',
         'ret ::= "  return " retval (", " retval)* "\\n"',
         "retval ::= ref | call",
         'names ::= name ("," " "? name)*',
-        "rhs ::= call | comp | fnlist",
+        "rhs ::= call | comp" + (" | fnlist" if stateless else ""),
         "call ::= " + " | ".join(calls),
         "elemcall ::= " + " | ".join(elem_calls),
         'elemarg ::= name | elemcall',
-        'comp ::= "[" elemcall " for " name (", " name)? " in " (name | "zip(" (fnlist | name) ", " name ")") "]"',
-        'fnlist ::= "[" fnstateless (", " fnstateless)* "]"',
+        ('comp ::= "[" elemcall " for " name (", " name)? " in " (name | "zip(" '
+         + ('(fnlist | name)' if stateless else "name") + ' ", " name ")") "]"'),
+        'fnlist ::= "[" fnstateless (", " fnstateless)* "]"' if stateless else "",
         'ref ::= name ("[" int "]")?',
         "name ::= [A-Za-z_] [A-Za-z0-9_]*",
         "int ::= [0-9] [0-9]?",
         'axes ::= "[" int (", " int)* "]"',
-        f"fnstateless ::= {_alt(stateless)}",
-        f"fnstateful ::= {_alt(stateful)}",
+        f"fnstateless ::= {_alt(stateless)}" if stateless else "",
+        f"fnstateful ::= {_alt(stateful)}" if stateful else "",
         f"size ::= {_alt(sizes)}",
         f"count ::= {_alt(counts)}",
     ]
     for form, rule in arg_rules.items():
         rules.append(f"arg{form.replace('_', '')} ::= {rule}")
-    return "\n".join(rules) + "\n"
+    return "\n".join(r for r in rules if r) + "\n"

@@ -199,7 +199,8 @@ class ProgramState:
                 yield from self._typed(pdef, args_text, ins, keys)
 
     def _typed(self, pdef: PrimitiveDef, args_text: str, ins: Sequence[SType],
-               keys: frozenset[str], param_sets: list[dict[str, Any]] | None = None
+               keys: frozenset[str],
+               param_sets: list[tuple[dict[str, Any], dict[str, str]]] | None = None
                ) -> Iterator[Candidate]:
         rank = ins[0].rank
         for values, texts in (param_sets or self._param_values(pdef, rank)):
@@ -235,7 +236,7 @@ class ProgramState:
             dom: list[tuple[str, Any, str] | None] = [
                 (p.name, v, t) for v, t in self._domain(p, rank)]
             if not p.required:
-                dom = [None] + dom
+                dom = [None, *dom]
             domains.append(dom)
         out = []
         for combo in itertools.product(*domains):

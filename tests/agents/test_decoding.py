@@ -1,0 +1,205 @@
+"""The typed decoder's space is complete (every reference program is accepted, statement by
+statement, by the line patterns and by the task grammar) and sound (programs built only from
+offered statements pass every static check of the verifier)."""
+
+from __future__ import annotations
+
+import random
+import re
+import sys
+from pathlib import Path
+
+import pytest
+from llguidance import LLMatcher, LLTokenizer, TokenizerWrapper
+from llguidance._grammar_from import grammar_from
+
+from stepsmith.agents.decoding.constraint import TaskConstraint, TypedCursor, constraint_for
+from stepsmith.agents.decoding.space import Facts, ProgramState
+from stepsmith.agents.decoding.statements import (
+    PREFIX,
+    SUFFIX,
+    LineOptions,
+    Rejected,
+    advance,
+    program_lines,
+)
+from stepsmith.llm.constraint import LineRejected
+from stepsmith.tasks.suite import benchmark_tasks, demo_tasks, get_task
+from stepsmith.verify import verify
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "llm"))
+from llm_fake_server import FakeLLMServer  # noqa: E402
+
+ALL = [t for t in [*benchmark_tasks(), *demo_tasks()] if t.impl]
+STATIC_KINDS = {"unparsable", "parse_error", "disallowed", "type_error", "shape_error",
+                "dtype_error", "affine", "output_mismatch"}
+
+
+class _Bytes:
+    """A byte-level vocabulary (one token per byte + EOS) for grammar tests without a model."""
+
+    def __init__(self) -> None:
+        self.tokens = [bytes([i]) for i in range(256)] + [b"\xff<eos>"]
+        self.eos_token_id = 256
+        self.bos_token_id = None
+        self.special_token_ids = [256]
+
+    def __call__(self, s: bytes) -> list[int]:
+        return list(s)
+
+
+@pytest.fixture(scope="module")
+def byte_tok() -> LLTokenizer:
+    return LLTokenizer(TokenizerWrapper(_Bytes()))
+
+
+def _accepts(tok: LLTokenizer, grammar: str, text: str) -> bool:
+    m = LLMatcher(tok, grammar)
+    assert not m.is_error(), m.get_error()
+    ok = m.consume_tokens(list(text.encode()))
+    return bool(ok and m.is_accepting() and not m.is_error())
+
+
+@pytest.mark.parametrize("task", ALL, ids=lambda t: t.name)
+def test_every_reference_program_is_accepted_line_by_line(task, byte_tok) -> None:
+    state = ProgramState.start(Facts.from_task(task))
+    for line in program_lines(task.impl or ""):
+        opts = LineOptions.of(state)
+        pattern = opts.pattern()
+        full = f"  {line}\n"
+        assert re.fullmatch(pattern, full), f"line pattern rejects {line!r}"
+        assert _accepts(byte_tok, LLMatcher.grammar_from_regex(pattern), full), line
+        state = advance(state, opts, line)
+    assert state.done, "the reference program must end with an offered return"
+
+
+@pytest.mark.parametrize("task", ALL[::3], ids=lambda t: t.name)
+def test_task_grammar_accepts_the_reference_answer(task, byte_tok) -> None:
+    c = TaskConstraint.for_task(task, "grammar")
+    answer = PREFIX + "".join(f"  {ln}\n" for ln in program_lines(task.impl or "")) + SUFFIX
+    assert _accepts(byte_tok, grammar_from("gbnf", c.grammar()), answer)
+    assert not _accepts(byte_tok, grammar_from("gbnf", c.grammar()),
+                        answer.replace("step.", "stp.", 1))
+
+
+def _random_program(task, rng: random.Random) -> str | None:
+    """A program made only of offered statements (fresh names, random choices)."""
+    cursor: TypedCursor = TaskConstraint.for_task(task, "typed").lines()
+    lines: list[str] = []
+    k = 0
+    while not cursor.complete:
+        opts = cursor.options()
+        if opts.empty:
+            return None
+        if opts.returns and (rng.random() < 0.3 or not any(opts.assignments.values())):
+            line = "return " + rng.choice(sorted(opts.returns))
+        else:
+            arity = rng.choice(sorted(a for a, cs in opts.assignments.items() if cs))
+            rhs = rng.choice(sorted(opts.assignments[arity]))
+            rhs = rhs.replace("\x00e", "p").replace("\x00f", "f")
+            names = [f"v{k + i}" for i in range(max(1, arity))]
+            k += len(names)
+            line = f"{', '.join(names)} = {rhs}"
+        cursor = cursor.feed(line)
+        lines.append(line)
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("name", ["gemm_bias_relu", "norm_layernorm", "rope_neox_rows",
+                                  "attn_online_softmax", "expert_linear_sum", "bmm_mnk_mkd"])
+def test_programs_of_offered_statements_pass_every_static_check(name) -> None:
+    task = get_task(name)
+    rng = random.Random(7)
+    checked = 0
+    for _ in range(12):
+        src = _random_program(task, rng)
+        if src is None:
+            continue
+        verdict = verify(task, src)
+        kind = verdict.kind.value if verdict.kind is not None else None
+        assert kind not in STATIC_KINDS, f"{kind}: {verdict.feedback}\n{src}"
+        checked += 1
+    assert checked >= 6
+
+
+def test_ill_typed_and_reused_names_are_rejected() -> None:
+    task = get_task("norm_rmsnorm_rows")
+    state = ProgramState.start(Facts.from_task(task))
+    opts = LineOptions.of(state)
+    first = program_lines(task.impl or "")[0]
+    with pytest.raises(Rejected):  # the input's own name cannot be rebound
+        advance(state, opts, "E0 = " + first.partition(" = ")[2])
+    with pytest.raises(Rejected):  # b beyond the rank fails the registry's typing rule
+        advance(state, opts, "x = step.Accum(fn=fn_sum, b=5).apply(E0)")
+    cursor = TaskConstraint.for_task(task, "typed").lines()
+    with pytest.raises(LineRejected):
+        cursor.feed("y = step.Bogus().apply(E0)")
+
+
+def test_a_consumed_stream_is_never_offered_again() -> None:
+    task = get_task("norm_rmsnorm_rows")
+    state = ProgramState.start(Facts.from_task(task))
+    line = program_lines(task.impl or "")[0]
+    state = advance(state, LineOptions.of(state), line)
+    consumed = sorted(state.consumed)
+    opts = LineOptions.of(state)
+    for cands in opts.assignments.values():
+        for text in cands:
+            for name in consumed:
+                assert not re.search(rf"[(, ]{name}[),]", text), (name, text)
+
+
+def test_banned_lines_are_not_offered() -> None:
+    task = get_task("gemm_bias_relu")
+    cursor = TaskConstraint.for_task(task, "typed").lines()
+    first = program_lines(task.impl or "")[0]
+    banned = cursor.ban(first)
+    assert re.fullmatch(cursor.pattern() or "", f"  {first}\n")
+    assert not re.fullmatch(banned.pattern() or "", f"  {first}\n")
+
+
+def test_constraint_identity_depends_on_mode_and_task() -> None:
+    a, b = get_task("gemm_bias_relu"), get_task("norm_layernorm")
+    ids = {constraint_for(t, m).identity for t in (a, b) for m in ("grammar", "typed")}
+    assert len(ids) == 4 and constraint_for(a, "none") is None
+
+
+@pytest.mark.parametrize("kind,field", [("vllm", "structured_outputs"), ("sglang", "ebnf"),
+                                        ("llamacpp", "grammar")])
+def test_grammar_reaches_the_server_in_its_engines_field(kind, field, monkeypatch,
+                                                         tmp_path) -> None:
+    from stepsmith.llm import LLMClient
+    from stepsmith.llm.store import CallStore
+
+    monkeypatch.setenv("STEPSMITH_HOME", str(tmp_path))
+    monkeypatch.setenv("STEPSMITH_SERVER_KIND", kind)
+    server = FakeLLMServer()
+    try:
+        client = LLMClient(f"openai-compatible:coder@{server.url}/v1",
+                           store=CallStore(tmp_path / "c.db"), max_retries=0)
+        c = constraint_for(get_task("gemm_bias_relu"), "grammar")
+        client.sample_sync([{"role": "user", "content": "hi"}], temperature=0.0, constraint=c)
+        body = server.requests[0]["body"]
+        sent = body[field]["grammar"] if kind == "vllm" else body[field]
+        assert sent == c.grammar() and "::=" in sent
+        # a second identical request with another constraint mode is not a cache hit
+        client.sample_sync([{"role": "user", "content": "hi"}], temperature=0.0)
+        assert len(server.requests) == 2
+    finally:
+        server.close()
+
+
+def test_typed_mode_is_refused_by_servers(monkeypatch, tmp_path) -> None:
+    from stepsmith.llm import LLMClient, LLMError
+    from stepsmith.llm.store import CallStore
+
+    server = FakeLLMServer()
+    try:
+        client = LLMClient(f"openai-compatible:coder@{server.url}/v1",
+                           store=CallStore(tmp_path / "c.db"), max_retries=0)
+        c = constraint_for(get_task("gemm_bias_relu"), "typed")
+        with pytest.raises(LLMError, match="typed"):
+            client.sample_sync([{"role": "user", "content": "hi"}], constraint=c)
+        assert not server.requests
+    finally:
+        server.close()
