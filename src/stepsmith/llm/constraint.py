@@ -45,10 +45,26 @@ class LineCursor(Protocol):
 class Constraint(Protocol):
     """A constraint on one answer (see the module docstring)."""
 
-    mode: str  # "grammar" or "typed"
-    identity: str  # stable text identifying the constraint (part of the cache key)
-    prefix: str  # text the answer starts with (decoded as forced text)
-    suffix: str  # text appended after the last line
+    # read-only members (a frozen dataclass or a property satisfies them)
+    @property
+    def mode(self) -> str:
+        """"grammar" or "typed"."""
+        ...
+
+    @property
+    def identity(self) -> str:
+        """Stable text identifying the constraint (part of the cache key)."""
+        ...
+
+    @property
+    def prefix(self) -> str:
+        """Text the answer starts with (decoded as forced text)."""
+        ...
+
+    @property
+    def suffix(self) -> str:
+        """Text appended after the last line."""
+        ...
 
     def grammar(self) -> str:
         """A GBNF grammar of the whole answer (prefix included)."""
