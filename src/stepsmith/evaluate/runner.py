@@ -20,7 +20,6 @@ from typing import Any
 from stepsmith.improve.demos import load_library
 from stepsmith.improve.loop import LoopConfig, LoopResult, ProgressSink, SelfImprover
 from stepsmith.improve.store import DemoRecord, ExperienceStore
-
 from stepsmith.llm.constraint import CONSTRAIN_MODES
 
 METHODS = ("single", "single-no-ir", "agent", "self-improve")

@@ -17,8 +17,8 @@ import json
 import sqlite3
 import threading
 import time
-from datetime import UTC, datetime
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
