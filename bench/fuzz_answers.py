@@ -202,12 +202,28 @@ def hostile_corpus() -> list[str]:
     ]
 
 
+#: Mutations that keep an answer readable: applied to the program before it is wrapped, so
+#: hostile programs (not just hostile answers) reach the verifier.
+PROGRAM_MUTATIONS: list[Mutation] = [
+    minus_chain, binop_chain, call_chain, huge_value, huge_value, abuse, abuse, duplicate_lines,
+]
+
+
 def mutated_answers(n: int, seed: int, impls: list[str], spin_rate: float = 0.005) -> list[str]:
-    """`n` answers: mutations (1-3 each) of the seed answers of `impls`, reproducibly."""
+    """`n` answers, reproducibly: half are correct answers around a mutated program, half are
+    mutations (1-3 each) of whole answers."""
     rng = random.Random(seed)
     seeds = [a for impl in impls for a in seed_answers(impl)]
     out = []
     for _ in range(n):
+        if rng.random() < 0.5:
+            program = rng.choice(impls)
+            for _ in range(rng.randint(1, 2)):
+                mutate = rng.choice(RARE) if rng.random() < spin_rate * 4 else rng.choice(
+                    PROGRAM_MUTATIONS)
+                program = mutate(program, rng)[:MAX_FUZZ_CHARS]
+            out.append(rng.choice(seed_answers(program)))
+            continue
         text = rng.choice(seeds)
         for _ in range(rng.randint(1, 3)):
             if rng.random() < spin_rate:
