@@ -65,10 +65,11 @@ class _Text:
         return self.starts[lineno - 1] + char_col(line, col)
 
     def span(self, node: ast.AST) -> tuple[int, int]:
-        return (
-            self.offset(node.lineno, node.col_offset),  # type: ignore[attr-defined]
-            self.offset(node.end_lineno, node.end_col_offset),  # type: ignore[attr-defined]
-        )
+        if not isinstance(node, ast.expr | ast.stmt):
+            raise TypeError(f"no source position on {type(node).__name__}")
+        end_line = node.end_lineno if node.end_lineno is not None else node.lineno
+        end_col = node.end_col_offset if node.end_col_offset is not None else node.col_offset
+        return self.offset(node.lineno, node.col_offset), self.offset(end_line, end_col)
 
     def text(self, node: ast.AST) -> str:
         start, end = self.span(node)
@@ -120,6 +121,14 @@ def _stream_args(call: ast.Call) -> list[ast.expr]:
     return out
 
 
+def _ctor(call: ast.Call) -> ast.Call:
+    """`step.P(...)` of an apply call `step.P(...).apply(...)` (as `_applies` found it)."""
+    func = call.func
+    if not (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Call)):
+        raise TypeError("not a `step.P(...).apply(...)` call")
+    return func.value
+
+
 def _line(node: ast.AST) -> int:
     return getattr(node, "lineno", 0)
 
@@ -165,7 +174,7 @@ class _Generator:
     def change_arg(self) -> None:
         symbols = sorted(self.binding)
         for call, prim in self.applies:
-            ctor = call.func.value  # type: ignore[attr-defined]
+            ctor = _ctor(call)
             for kw in ctor.keywords:
                 if kw.arg not in _ARG_NAMES:
                     continue
@@ -198,7 +207,7 @@ class _Generator:
         """Names of specialized fns: `fn=` arguments and their sibling list entries."""
         names: set[str] = set()
         for call, _ in self.applies:
-            for kw in call.func.value.keywords:  # type: ignore[attr-defined]
+            for kw in _ctor(call).keywords:
                 if kw.arg == "fn" and isinstance(kw.value, ast.Name):
                     names.add(kw.value.id)
         for stmt in self.body:
@@ -353,12 +362,13 @@ class _Generator:
 
         for stmt in self.body:
             nodes = [
-                n
+                (n, symbol)
                 for n in ast.walk(stmt)
-                if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and symbol_of(n.id)
+                if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+                and (symbol := symbol_of(n.id)) is not None
             ]
-            for node in sorted(nodes, key=lambda n: (n.lineno, n.col_offset)):
-                value = self.binding[symbol_of(node.id)]  # type: ignore[index]
+            for node, symbol in sorted(nodes, key=lambda ns: (ns[0].lineno, ns[0].col_offset)):
+                value = self.binding[symbol]
                 self.add(
                     "symbol_to_literal",
                     f"line {_line(node)}: size symbol `{node.id}` hard-coded as {value}",
