@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Mapping
+from typing import TypeGuard
 
 # one program parser for the allow-list and the affine analysis (bodies copied from inside a
 # `def` are indented; untrusted text must not spray SyntaxWarnings)
@@ -193,7 +194,10 @@ def _parse(src: str) -> ast.Module:
                 "of the impl function (STeP calls, assignments and a return)",
                 line,
             ) from None
-        body = mod.body[0].body  # type: ignore[attr-defined]
+        wrapper = mod.body[0]
+        if not isinstance(wrapper, ast.If):  # pragma: no cover - "if 1:" parses as an If
+            raise TypeError("unexpected wrapper statement") from None
+        body = wrapper.body
         for stmt in body:
             ast.increment_lineno(stmt, -1)
         return ast.Module(body=body, type_ignores=[])
@@ -341,7 +345,7 @@ class _Checker:
         if store and ident in ALLOWED_BUILTINS:
             self.reject(node, f"the builtin `{ident}` cannot be reassigned; pick another name")
 
-    def _is_step_primitive(self, node: ast.AST) -> bool:
+    def _is_step_primitive(self, node: ast.AST) -> TypeGuard[ast.Attribute]:
         return (
             isinstance(node, ast.Attribute)
             and isinstance(node.value, ast.Name)
@@ -399,7 +403,7 @@ class _Checker:
                     "step.Map(fn=fn_name).apply(stream)",
                 )
         elif self._is_step_primitive(func):
-            self.attribute(func)  # type: ignore[arg-type]
+            self.attribute(func)
         elif isinstance(func, ast.Name):
             self.name(func)
             if func.id not in ALLOWED_BUILTINS:
