@@ -28,6 +28,7 @@ from .redact import redact, storable_text
 from .store import CallStore, cache_key, now_iso, prompt_hash, server_identity
 
 CACHE_MODES = ("use", "refresh", "replay")
+LOCAL_CALL_DEADLINE_S = 6 * 3600.0
 
 
 class LLMClient:
@@ -71,6 +72,10 @@ class LLMClient:
         self.max_retries = max_retries
         # one call, retries and backoff included, ends by this many seconds (slow drips, hangs)
         self.call_deadline_s = call_deadline_s_setting(call_deadline_s)
+        if self.backend.provider == "llamacpp" and call_deadline_s is None:
+            # an in-process model cannot hang on a network; on a busy 2-core machine reading
+            # a long prompt legitimately takes many minutes
+            self.call_deadline_s = LOCAL_CALL_DEADLINE_S
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self.price = price_for(self.model)
