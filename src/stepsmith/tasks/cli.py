@@ -75,21 +75,18 @@ def check(
 ) -> None:
     """PASS/FAIL per task: the file is valid, the reference evaluates at every binding and the
     task's own impl (when it has one) reproduces it. Exit 1 if any task fails."""
-    from stepsmith.tasks.preflight import check_ref, check_task, duplicate_names
+    from stepsmith.tasks.preflight import check_ref, duplicate_names
+    from stepsmith.tasks.suite import task_files
 
     if executor not in ("fast", "oracle"):
         typer.echo(f"error: --executor must be fast or oracle, found {executor!r}", err=True)
         raise typer.Exit(code=2)
     checks, loaded = [], []
-    if names:
-        for n in names:
-            task, result = check_ref(n, executor=executor)
-            checks.append(result)
-            if task is not None:
-                loaded.append(task)
-    else:
-        loaded = _selected(demos, None)
-        checks = [check_task(t, executor=executor) for t in loaded]
+    for ref in names or [str(p) for p in task_files(demos=demos)]:
+        task, result = check_ref(ref, executor=executor)
+        checks.append(result)
+        if task is not None:
+            loaded.append(task)
     failed = 0
     for c in checks:
         failed += not c.passed

@@ -34,6 +34,12 @@ def _files(root: Path) -> list[Path]:
     return sorted(root.glob("*/*.yaml")) if root.is_dir() else []
 
 
+def task_files(*, demos: bool = False) -> list[Path]:
+    """The packaged task files (benchmark, or demonstrations), without loading them: a checker
+    reports a broken file as one failure instead of failing to list the rest."""
+    return _files(DEMO_DIR if demos else BENCH_DIR)
+
+
 def _group_key(task: Task) -> tuple[int, str, str]:
     g = task.group
     return (GROUP_ORDER.index(g) if g in GROUP_ORDER else len(GROUP_ORDER), g, task.name)
