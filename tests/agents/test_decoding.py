@@ -25,7 +25,7 @@ from stepsmith.agents.decoding.statements import (
 )
 from stepsmith.llm.constraint import LineRejected
 from stepsmith.tasks.suite import benchmark_tasks, demo_tasks, get_task
-from stepsmith.verify import verify
+from stepsmith.verify import VerifierPool
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "llm"))
 from llm_fake_server import FakeLLMServer  # noqa: E402
@@ -46,6 +46,12 @@ class _Bytes:
 
     def __call__(self, s: bytes) -> list[int]:
         return list(s)
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with VerifierPool(workers=1) as p:
+        yield p
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +113,7 @@ def _random_program(task, rng: random.Random) -> str | None:
 
 @pytest.mark.parametrize("name", ["gemm_bias_relu", "norm_layernorm", "rope_neox_rows",
                                   "attn_online_softmax", "expert_linear_sum", "bmm_mnk_mkd"])
-def test_programs_of_offered_statements_pass_every_static_check(name) -> None:
+def test_programs_of_offered_statements_pass_every_static_check(name, pool) -> None:
     task = get_task(name)
     rng = random.Random(7)
     checked = 0
@@ -115,7 +121,7 @@ def test_programs_of_offered_statements_pass_every_static_check(name) -> None:
         src = _random_program(task, rng)
         if src is None:
             continue
-        verdict = verify(task, src)
+        verdict = pool.verify(task, src)
         kind = verdict.kind.value if verdict.kind is not None else None
         assert kind not in STATIC_KINDS, f"{kind}: {verdict.feedback}\n{src}"
         checked += 1

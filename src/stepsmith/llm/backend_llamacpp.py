@@ -20,7 +20,7 @@ from . import prefix_cache
 from .base import Completion, normalize_finish_reason
 from .constraint import Constraint
 from .errors import LLMError
-from .llama_decode import DecodeResult, decode_constrained
+from .llama_decode import DecodeResult, decode_constrained, lltokenizer
 from .models import KNOWN_MODELS, ensure_model
 
 # "auto": 2 threads when the other core is idle, 1 when something else is running. On this
@@ -258,7 +258,7 @@ class LlamaCppBackend:
             prefix_cache.prepare(llm, str(self.path), tokens,
                                  prefix_cache.system_prefix_len(llm, messages, tokens, chat_prompt))
             res = decode_constrained(
-                llm, str(self.path), tokens, constraint, temperature=temperature,
+                llm, lltokenizer(llm, str(self.path)), tokens, constraint, temperature=temperature,
                 seed=seed_for(int(params.get("sample_index", 0))),
                 max_tokens=int(params.get("max_tokens") or 1024), cancel=cancel,
             )

@@ -97,6 +97,7 @@ class _Session:
         self.llm.eval(tokens)
         import numpy.ctypeslib as npc
 
+        # the last evaluated token's logits (llama.cpp keeps one row without logits_all)
         self.logits = npc.as_array(self.llm._ctx.get_logits(), shape=(self.n_vocab,)).copy()
 
     def position(self) -> int:
@@ -166,14 +167,17 @@ class _Session:
         return out, logp, "stop"
 
 
-def decode_constrained(llm: Any, model_key: str, prompt_tokens: list[int],
+def decode_constrained(llm: Any, tok: Any, prompt_tokens: list[int],
                        constraint: Constraint, *, temperature: float, seed: int,
                        max_tokens: int, cancel: threading.Event) -> DecodeResult:
-    """Decode one answer to `prompt_tokens` (which end with the constraint's prefix)."""
+    """Decode one answer to `prompt_tokens` (which end with the constraint's prefix).
+
+    `llm` is a llama_cpp.Llama (or anything with its `eval`, `n_tokens`, `input_ids`,
+    `n_vocab()` and `_ctx.get_logits()`); `tok` is llguidance's tokenizer for its vocabulary.
+    """
     from llguidance import LLMatcher
 
     t0 = time.perf_counter()
-    tok = lltokenizer(llm, model_key)
     s = _Session(llm, tok, temperature, seed, max_tokens, cancel)
     s.feed_prompt(prompt_tokens)
     if constraint.mode == "grammar":

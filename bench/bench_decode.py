@@ -1,0 +1,76 @@
+"""Seconds per sample on the local model: typed decoding vs unconstrained, in one run.
+
+For each task, the same proposer prompt is sampled `-n` times unconstrained and `-n` times under
+the typed constraint (same seeds, temperature, max tokens). Prints per-mode median and p90
+seconds per sample, output tokens, how many samples verify and their failure kinds, the first
+call of the process (prompt reading, served from the on-disk prefix state when present) and
+the ratio of medians.
+
+    python bench/bench_decode.py --model qwen2.5-coder-1.5b --tasks gemm_bias_relu,norm_rmsnorm_rows -n 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections import Counter
+
+from stepsmith.agents.decoding.constraint import constraint_for
+from stepsmith.agents.extract import Unparsable, extract_impl
+from stepsmith.agents.prompts import compose_messages
+from stepsmith.llm import LLMClient
+from stepsmith.llm.store import CallStore
+from stepsmith.tasks.suite import get_task
+from stepsmith.verify import verify
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="qwen2.5-coder-1.5b")
+    ap.add_argument("--tasks", default="gemm_bias_relu,norm_rmsnorm_rows,bmm_mnk_mkd")
+    ap.add_argument("-n", type=int, default=2)
+    ap.add_argument("--temperature", type=float, default=0.7)
+    ap.add_argument("--max-tokens", type=int, default=512)
+    args = ap.parse_args()
+
+    client = LLMClient(f"llamacpp:{args.model}", store=CallStore(":memory:"))
+    t0 = time.perf_counter()
+    first = client.sample_sync([{"role": "user", "content": "Say OK."}], max_tokens=2)
+    print(f"model load + first call: {time.perf_counter() - t0:.1f}s ({first.text!r})")
+    rows: dict[str, list[tuple[float, int, str]]] = {"none": [], "typed": []}
+    first_call: dict[str, float] = {}
+    for name in args.tasks.split(","):
+        task = get_task(name.strip())
+        msgs = compose_messages(task, [], with_ir=True)
+        for mode in ("none", "typed"):
+            c = constraint_for(task, mode)
+            for i in range(args.n):
+                t = time.perf_counter()
+                comp = client.sample_sync(msgs, temperature=args.temperature, sample_index=i,
+                                          max_tokens=args.max_tokens, constraint=c,
+                                          task=task.name)
+                dt = time.perf_counter() - t
+                first_call.setdefault(mode, dt)
+                try:
+                    v = verify(task, extract_impl(comp.text))
+                    kind = "PASS" if v.passed else (v.kind.value if v.kind else "fail")
+                except Unparsable:
+                    kind = "unparsable"
+                rows[mode].append((dt, comp.output_tokens, kind))
+                print(f"{name:28s} {mode:5s} #{i} {dt:6.1f}s {comp.output_tokens:4d} tok {kind}",
+                      flush=True)
+    med = {}
+    for mode, rs in rows.items():
+        secs = sorted(r[0] for r in rs)
+        med[mode] = statistics.median(secs)
+        p90 = secs[min(len(secs) - 1, int(0.9 * len(secs)))]
+        kinds = Counter(r[2] for r in rs)
+        print(f"{mode:5s}: median {med[mode]:.1f}s/sample, p90 {p90:.1f}s, "
+              f"mean output {statistics.mean(r[1] for r in rs):.0f} tok, "
+              f"first call {first_call[mode]:.1f}s, kinds {dict(kinds)}")
+    print(f"typed / unconstrained median seconds per sample: {med['typed'] / med['none']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""The constrained decoding loop on a scripted byte-level model: it writes only offered lines,
+undoes rejected ones in the model's context, and finishes or stops cleanly."""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+
+import numpy as np
+import pytest
+from llguidance import LLTokenizer, TokenizerWrapper
+
+from stepsmith.agents.decoding.constraint import constraint_for
+from stepsmith.agents.decoding.statements import PREFIX, program_lines
+from stepsmith.llm.llama_decode import decode_constrained
+from stepsmith.tasks.suite import get_task
+
+EOS = 256
+
+
+class _Bytes:
+    def __init__(self) -> None:
+        self.tokens = [bytes([i]) for i in range(256)] + [b"\xff<eos>"]
+        self.eos_token_id = EOS
+        self.bos_token_id = None
+        self.special_token_ids = [EOS]
+
+    def __call__(self, s: bytes) -> list[int]:
+        return list(s)
+
+
+class _Ctx:
+    def __init__(self, model: ScriptedModel) -> None:
+        self.model = model
+
+    def get_logits(self) -> ctypes._Pointer:
+        return self.model.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+
+
+class ScriptedModel:
+    """A 'model' over bytes that wants to write `script` after the prompt: the next script
+    byte gets a high logit, every other byte a low one (so the mask decides when they differ).
+    It records every eval, so the test sees what reached the context."""
+
+    def __init__(self, script: str, prompt_len: int) -> None:
+        self.script = script.encode()
+        self.prompt_len = prompt_len
+        self.input_ids = np.zeros(1 << 14, dtype=np.intc)
+        self.n_tokens = 0
+        self.logits = np.zeros(257, dtype=np.float32)
+        self._ctx = _Ctx(self)
+        self.evals = 0
+
+    def n_vocab(self) -> int:
+        return 257
+
+    def eval(self, tokens: list[int]) -> None:
+        self.input_ids[self.n_tokens:self.n_tokens + len(tokens)] = tokens
+        self.n_tokens += len(tokens)
+        self.evals += 1
+        written = bytes(int(t) for t in self.input_ids[self.prompt_len:self.n_tokens])
+        self.logits[:] = np.linspace(0, 1, 257, dtype=np.float32)  # a weak, fixed preference
+        # continue the script where the context agrees with it; else prefer a newline
+        k = len(written)
+        if written == self.script[:k] and k < len(self.script):
+            self.logits[self.script[k]] = 30.0
+        else:
+            self.logits[ord("\n")] = 20.0
+
+
+@pytest.fixture(scope="module")
+def tok() -> LLTokenizer:
+    return LLTokenizer(TokenizerWrapper(_Bytes()))
+
+
+def _run(task_name: str, body: str, tok: LLTokenizer, max_tokens: int = 4000):
+    task = get_task(task_name)
+    c = constraint_for(task, "typed")
+    prompt = list(b"<prompt>" + PREFIX.encode())
+    model = ScriptedModel(body, len(prompt))
+    res = decode_constrained(model, tok, prompt, c, temperature=0.0, seed=1,
+                             max_tokens=max_tokens, cancel=threading.Event())
+    return task, c, model, res
+
+
+def test_the_reference_program_decodes_to_itself(tok) -> None:
+    task = get_task("norm_rmsnorm_rows")
+    body = "".join(f"  {ln}\n" for ln in program_lines(task.impl or ""))
+    _, c, model, res = _run("norm_rmsnorm_rows", body, tok)
+    assert res.finish_reason == "stop" and res.rejected == 0 and res.backtracks == 0
+    assert res.text == PREFIX + body + c.suffix
+    written = bytes(int(t) for t in model.input_ids[len(b"<prompt>") + len(PREFIX):model.n_tokens])
+    assert written.decode() == body  # the context holds exactly the kept answer
+
+
+def test_an_ill_typed_wish_is_bent_into_a_well_typed_line(tok) -> None:
+    # the model wants Accum with b=3 on a rank-1 stream: the mask allows only legal b values
+    task = get_task("norm_rmsnorm_rows")
+    lines = program_lines(task.impl or "")
+    bad = "  x = step.Accum(fn=fn_mean, b=3).apply(E0)\n"
+    _, c, _, res = _run("norm_rmsnorm_rows", bad, tok, max_tokens=600)
+    assert "b=3" not in res.text
+    cursor = c.lines()
+    for line in res.text[len(PREFIX):].removesuffix(c.suffix).splitlines():
+        cursor = cursor.feed(line)  # every kept line was offered
+    assert lines  # the task has a reference program
+
+
+def test_a_reused_name_is_rejected_and_undone(tok) -> None:
+    task = get_task("gemm_bias_relu")
+    first = program_lines(task.impl or "")[0]
+    rhs = first.partition(" = ")[2]
+    body = f"  E0 = {rhs}\n"  # E0 is an input: rebinding it is not allowed
+    _, c, model, res = _run("gemm_bias_relu", body, tok, max_tokens=800)
+    assert res.rejected >= 1
+    assert "  E0 = " not in res.text[len(PREFIX):]
+    # the context never keeps a rejected line: it holds exactly the kept answer
+    kept = res.text[len(PREFIX):].removesuffix(c.suffix)
+    written = bytes(int(t) for t in model.input_ids[len(b"<prompt>") + len(PREFIX):model.n_tokens])
+    assert written.decode().startswith(kept)
+
+
+def test_the_token_budget_stops_decoding(tok) -> None:
+    task = get_task("gemm_bias_relu")
+    body = "".join(f"  {ln}\n" for ln in program_lines(task.impl or ""))
+    _, _, _, res = _run("gemm_bias_relu", body, tok, max_tokens=20)
+    assert res.finish_reason == "length" and res.sampled_tokens <= 20
