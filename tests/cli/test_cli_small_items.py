@@ -112,3 +112,14 @@ def test_unpriced_model_shows_unknown_cost(server: FakeLLMServer, tmp_path: Path
     line = next(x for x in result.output.splitlines() if "cost $" in x)
     assert "unknown" in line and "0.0000" not in line
     assert "| unknown |" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_naming_the_default_model_says_it_runs_the_full_protocol(tmp_path: Path) -> None:
+    from stepsmith.llm import DEFAULT_MODEL
+
+    db = str(tmp_path / "db.sqlite")
+    named = _run("bench", "--model", DEFAULT_MODEL, "--estimate", "--db", db, env={"COLUMNS": "200"})
+    assert named.exit_code == 0, named.output
+    assert "runs the full protocol" in named.output and "without --model" in named.output
+    quick = _run("bench", "--estimate", "--db", db)
+    assert quick.exit_code == 0 and "full protocol" not in quick.output and "3 tasks" in quick.output

@@ -149,6 +149,18 @@ def _preflight(tasks: Sequence[Task]) -> None:
 EXIT_INFRASTRUCTURE = 4
 
 
+def _note_full_protocol(cfg: BenchConfig, quick: bool, chosen: bool) -> None:
+    """Naming the default model explicitly runs the full protocol, not the quick demo: say so,
+    since the two commands otherwise look like the same job at 200x the size."""
+    from stepsmith.llm import DEFAULT_MODEL
+
+    if quick or chosen or cfg.model != DEFAULT_MODEL:
+        return
+    _console().print(f"[yellow]note:[/yellow] --model {cfg.model} runs the full protocol (the paper's "
+                     f"tasks, n={cfg.n} at {len(cfg.temperatures)} temperatures, guardian {cfg.guardian}); "
+                     "without --model, bench runs the quick demo (3 tasks, n=2).", highlight=False)
+
+
 def _fail_infrastructure(exc: BaseException, run_id: str | None) -> None:
     """A loud stop that names the endpoint and error, and how to continue once it is fixed."""
     con = _console()
@@ -290,6 +302,7 @@ def register(app: typer.Typer) -> None:
                     concurrency=concurrency, max_tokens=512 if quick else 1024,
                     constrain=constrain or ("typed" if model.startswith("llamacpp:") else "none"),
                 )
+                _note_full_protocol(cfg, quick, bool(task_refs or group_refs or n))
                 if estimate:
                     _print_estimate(cfg, store)
                     return
