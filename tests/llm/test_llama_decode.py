@@ -106,18 +106,22 @@ def test_an_ill_typed_wish_is_bent_into_a_well_typed_line(tok) -> None:
     assert lines  # the task has a reference program
 
 
-def test_a_reused_name_is_rejected_and_undone(tok) -> None:
+def test_a_name_in_use_cannot_even_be_started(tok) -> None:
     task = get_task("gemm_bias_relu")
-    first = program_lines(task.impl or "")[0]
-    rhs = first.partition(" = ")[2]
-    body = f"  E0 = {rhs}\n"  # E0 is an input: rebinding it is not allowed
-    _, c, model, res = _run("gemm_bias_relu", body, tok, max_tokens=800)
+    rhs = program_lines(task.impl or "")[0].partition(" = ")[2]
+    _, _, _, res = _run("gemm_bias_relu", f"  E0 = {rhs}\n", tok, max_tokens=300)
+    assert "  E0 = " not in res.text and res.rejected == 0  # E0 is an input
+
+
+def test_a_rejected_line_is_undone_in_the_context(tok) -> None:
+    # the same new name twice on the left passes the line pattern but not `advance`
+    _, c, model, res = _run("gemm_bias_relu", "  a, a = step.Copy().apply(E0)\n", tok,
+                            max_tokens=800)
     assert res.rejected >= 1
-    assert "  E0 = " not in res.text[len(PREFIX):]
-    # the context never keeps a rejected line: it holds exactly the kept answer
+    assert "a, a = " not in res.text
     kept = res.text[len(PREFIX):].removesuffix(c.suffix)
     written = bytes(int(t) for t in model.input_ids[len(b"<prompt>") + len(PREFIX):model.n_tokens])
-    assert written.decode().startswith(kept)
+    assert written.decode().startswith(kept)  # the rejected line is gone from the context
 
 
 def test_the_token_budget_stops_decoding(tok) -> None:

@@ -65,7 +65,7 @@ def _without(opts: LineOptions, banned: frozenset[str]) -> LineOptions:
     rets = {t: c for t, c in opts.returns.items() if f"return {t}" not in banned}
     by = {k: {t: c for t, c in cs.items() if f"= {t}" not in banned}
           for k, cs in opts.assignments.items()}
-    return LineOptions(by, rets)
+    return LineOptions(by, rets, opts.taken)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ consistently; `advance` does, and rejects the line (the decoder then resamples i
 
 from __future__ import annotations
 
+import keyword
 import re
 from dataclasses import dataclass
 
@@ -23,8 +24,39 @@ NAME_RE = r"[A-Za-z_][A-Za-z0-9_]*"
 _COMP_VARS = re.compile(r" for (?:([A-Za-z_]\w*), )?([A-Za-z_]\w*) in ")
 
 
+_ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_0123456789"
+
+
+def fresh_name_re(taken: set[str]) -> str:
+    """A regex for identifiers that are not in `taken` (nor Python keywords), built from the
+    trie of the taken words: the decoder cannot even start writing a name already in use."""
+    words = {w for w in taken | set(keyword.kwlist) if w.isidentifier()}
+    trie: dict = {}
+    for w in words:
+        node = trie
+        for ch in w:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def rest(node: dict, first: bool) -> str:
+        chars = _ID_CHARS[:53] if first else _ID_CHARS
+        alts = [] if (first or "" in node) else [""]
+        others = "".join(c for c in chars if c not in node)
+        if others:
+            alts.append(f"[{others}][A-Za-z0-9_]*")
+        for ch, child in sorted(node.items()):
+            if ch:
+                alts.append(re.escape(ch) + rest(child, False))
+        if not alts:
+            return "(?:[^\\x00-\\x7f])"  # unreachable in practice: no identifier left
+        return "(?:" + "|".join(alts) + ")"
+
+    return rest(trie, True)
+
+
 def _rx(text: str) -> str:
-    """A candidate text as a regex: literal, with loop-variable placeholders as identifiers."""
+    """A candidate text as a regex: literal, with loop-variable placeholders as identifiers
+    (checked for freshness after the line, by `advance`)."""
     out = re.escape(text)
     for ph in (re.escape(ELEM), re.escape(FNV)):
         out = out.replace(ph, NAME_RE)
@@ -37,12 +69,13 @@ class LineOptions:
 
     assignments: dict[int, dict[str, Candidate]]
     returns: dict[str, Candidate]
+    taken: frozenset[str] = frozenset()  # names a new binding may not use
 
     @classmethod
     def of(cls, state: ProgramState) -> LineOptions:
         by = {k: {c.text: c for c in cs} for k, cs in state.assignments().items()}
         rets = {c.text: c for c in state.returns()}
-        return cls(by, rets)
+        return cls(by, rets, frozenset(state.bound()))
 
     @property
     def empty(self) -> bool:
@@ -54,12 +87,13 @@ class LineOptions:
     def pattern(self) -> str:
         """One regex for the whole line, indentation and newline included."""
         alts = []
+        fresh = fresh_name_re(set(self.taken))
         if self.returns:
             alts.append("return " + _union(self.returns))
         for arity, cands in sorted(self.assignments.items()):
             if not cands:
                 continue
-            lhs = NAME_RE if arity <= 1 else ", ?".join([NAME_RE] * arity)
+            lhs = fresh if arity <= 1 else ", ?".join([fresh] * arity)
             alts.append(f"{lhs} = " + _union(cands))
         return INDENT + "(?:" + "|".join(alts) + ")\n"
 
