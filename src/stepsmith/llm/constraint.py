@@ -70,6 +70,10 @@ class Constraint(Protocol):
         """A GBNF grammar of the whole answer (prefix included)."""
         ...
 
+    def lark(self) -> str:
+        """The same grammar in llguidance's Lark dialect (local `grammar` decoding)."""
+        ...
+
     def lines(self) -> LineCursor:
         """A cursor at the first line (mode "typed")."""
         ...

@@ -243,9 +243,8 @@ def _decode_grammar(s: _Session, constraint: Constraint, prompt_tokens: list[int
                     t0: float) -> DecodeResult:
     """The whole answer under the task's context-free grammar (prefix already in the prompt)."""
     from llguidance import LLMatcher
-    from llguidance._grammar_from import grammar_from
 
-    matcher = LLMatcher(s.tok, grammar_from("gbnf", constraint.grammar()))
+    matcher = LLMatcher(s.tok, LLMatcher.grammar_from_lark(constraint.lark()))
     if matcher.is_error():
         raise LLMError(f"constrained decoding: bad grammar: {matcher.get_error()}")
     prefix = s.tok.tokenize_str(constraint.prefix)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from stepsmith.llm.constraint import CONSTRAIN_MODES, Constraint, LineRejected
 from stepsmith.tasks.task import Task
 
-from .grammar import task_grammar
+from .grammar import task_grammar, task_lark
 from .space import MAX_STATEMENTS, Facts, ProgramState
 from .statements import PREFIX, SUFFIX, LineOptions, Rejected, advance
 
@@ -92,6 +92,9 @@ class TaskConstraint:
 
     def grammar(self) -> str:
         return task_grammar(self.task, self.facts)
+
+    def lark(self) -> str:
+        return task_lark(self.task, self.facts)
 
     def lines(self) -> TypedCursor:
         return TypedCursor(ProgramState.start(self.facts, self.max_statements))

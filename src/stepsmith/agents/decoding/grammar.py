@@ -11,6 +11,7 @@ llguidance (which converts GBNF to its Lark dialect).
 from __future__ import annotations
 
 import json
+import re
 
 from stepsmith.step.registry import REGISTRY, Param, PrimitiveDef
 from stepsmith.tasks.task import Task
@@ -60,6 +61,31 @@ def _call_rule(pdef: PrimitiveDef, facts: Facts, arg: str, loop: bool = False) -
 
 def task_grammar(task: Task, facts: Facts | None = None) -> str:
     """GBNF for the answer to `task`: the fenced `impl: |-` block of statements and a return."""
+    return "\n".join(f"{name} ::= {body}" for name, body in _rules(task, facts)) + "\n"
+
+
+_TERMINALS = {"name": ("NAME", "/[A-Za-z_][A-Za-z0-9_]*/"), "int": ("INT", "/[0-9][0-9]?/")}
+
+
+def task_lark(task: Task, facts: Facts | None = None) -> str:
+    """The same grammar in llguidance's Lark dialect (what local `grammar` decoding uses).
+
+    Written directly rather than converted from the GBNF: the converter turns rules made only
+    of literals into lexemes, and a lexeme `"  return ..."` then shadows the `"  "` that starts
+    every other line (the lexer is greedy)."""
+    out = []
+    for name, body in _rules(task, facts):
+        if name in _TERMINALS:
+            term, rx = _TERMINALS[name]
+            out.append(f"{term}: {rx}")
+            continue
+        for n, (term, _) in _TERMINALS.items():
+            body = re.sub(rf"(?<![\w\"]){n}(?![\w\"])", term, body)
+        out.append(f"{'start' if name == 'root' else name}: {body}")
+    return "\n".join(out) + "\n"
+
+
+def _rules(task: Task, facts: Facts | None = None) -> list[tuple[str, str]]:
     f = facts or Facts.from_task(task)
     stateless = [n for n, fn in f.fns.items() if not fn.stateful]
     stateful = [n for n, fn in f.fns.items() if fn.stateful]
@@ -83,8 +109,17 @@ def task_grammar(task: Task, facts: Facts | None = None) -> str:
             elem_calls.append(_call_rule(pdef, f, "elemarg", loop=True))
     rules = [
         f"root ::= {_lit(PREFIX)} stmt* ret {_lit(SUFFIX)}",
+    ]
+    rules = [r.replace(" ::= ", "\x00", 1) for r in rules + _more_rules(
+        stateless, stateful, sizes, counts, calls, elem_calls, arg_rules)]
+    return [tuple(r.split("\x00", 1)) for r in rules if r]  # type: ignore[misc]
+
+
+def _more_rules(stateless: list[str], stateful: list[str], sizes: list[str], counts: list[str],
+                calls: list[str], elem_calls: list[str], arg_rules: dict[str, str]) -> list[str]:
+    rules = [
         'stmt ::= "  " names " = " rhs "\\n"',
-        'ret ::= "  return " retval (", " retval)* "\\n"',
+        'ret ::= "  " "return " retval (", " retval)* "\\n"',
         "retval ::= ref | call",
         'names ::= name ("," " "? name)*',
         "rhs ::= call | comp" + (" | fnlist" if stateless else ""),
@@ -105,4 +140,4 @@ def task_grammar(task: Task, facts: Facts | None = None) -> str:
     ]
     for form, rule in arg_rules.items():
         rules.append(f"arg{form.replace('_', '')} ::= {rule}")
-    return "\n".join(r for r in rules if r) + "\n"
+    return rules

@@ -36,6 +36,11 @@ SMALL_INTS = tuple(range(1, 9))
 COUNT_INTS = (2, 3, 4)
 MAX_TUPLE = 4
 MAX_STATEMENTS = 24
+# Bounds that keep small models out of runaway branches (Repeat of Repeat of ..., piles of
+# unused streams). The reference programs reach at most 5 produced-but-unconsumed streams and
+# rank 2 above the task's largest input/output rank; the completeness test guards the margins.
+MAX_DANGLING = 6
+RANK_MARGIN = 3
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ class Facts:
     binding: dict[str, int]
     reserved: frozenset[str]
     useful_tuples: frozenset[tuple[ElemType, ...]]
+    max_rank: int = 8
 
     @classmethod
     def from_task(cls, task: Task) -> Facts:
@@ -70,9 +76,10 @@ class Facts:
                 for j in range(i + 2, len(fs) + 1):
                     useful.add(fs[i:j])
         reserved = frozenset(ns) | frozenset(inputs) | {"step", "input_data", "ctx", "torch"}
+        base = max([t.rank for t in inputs.values()] + [len(shp) - 1 for _, shp in outputs])
         return cls(fns=fns, sizes=sizes, ints=ints, inputs=inputs, outputs=outputs,
                    binding=dict(inst.binding.values), reserved=reserved,
-                   useful_tuples=frozenset(useful))
+                   useful_tuples=frozenset(useful), max_rank=base + RANK_MARGIN)
 
 
 @dataclass(frozen=True)
@@ -146,20 +153,43 @@ class ProgramState:
         if self.done or self.statements >= self.max_statements:
             return {}
         by: dict[int, list[Candidate]] = {}
-        for c in self._calls(self.refs()):
+        dangling = self.dangling()
+        for c in [*self._calls(self.refs()), *self._comprehensions()]:
+            if any(t.rank > self.facts.max_rank for t in c.outs):
+                continue
+            if dangling - self._produced_among(c.consumes) + len(c.outs) > MAX_DANGLING:
+                continue
             by.setdefault(0 if c.is_list else len(c.outs), []).append(c)
-        for c in self._comprehensions():
-            by.setdefault(0, []).append(c)
         for c in self._fn_lists():
             by.setdefault(0, []).append(c)
         return by
+
+    def dangling(self) -> int:
+        """Streams the program produced and nothing consumed yet (list elements counted)."""
+        n = sum(1 for name, _ in self.streams
+                if name not in self.facts.inputs and name not in self.consumed)
+        for name, elems in self.lists:
+            if name not in self.consumed:
+                n += sum(1 for i in range(len(elems)) if f"{name}[{i}]" not in self.consumed)
+        return n
+
+    def _produced_among(self, keys: frozenset[str]) -> int:
+        lists = dict(self.lists)
+        n = 0
+        for k in keys:
+            if k in lists:
+                n += sum(1 for i in range(len(lists[k])) if f"{k}[{i}]" not in self.consumed)
+            elif k not in self.facts.inputs:
+                n += 1
+        return n
 
     def returns(self) -> list[Candidate]:
         """`return ...` texts whose streams have the task's declared output types, in order."""
         if self.done:
             return []
         outs = self.facts.outputs
-        every = [Ref(n, t, n) for n, t in self.streams]
+        # an input returned unchanged computes nothing (write Identity() if that is meant)
+        every = [Ref(n, t, n) for n, t in self.streams if n not in self.facts.inputs]
         for name, elems in self.lists:
             every += [Ref(f"{name}[{i}]", t, f"{name}[{i}]") for i, t in enumerate(elems)]
         options = [[r for r in every if _matches(r.stype, o)] for o in outs]
