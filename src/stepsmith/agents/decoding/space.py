@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import itertools
 import keyword
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from stepsmith import step
 from stepsmith.step.dims import Dim
-from stepsmith.step.dtypes import ElemType, Multihot, TupleType, fields_of
+from stepsmith.step.dtypes import ElemType, Multihot, TupleType, elem_dims, fields_of
 from stepsmith.step.fn import Fn
 from stepsmith.step.registry import REGISTRY, Param, PrimitiveDef, shapes_equal
 from stepsmith.step.stream import SType
@@ -41,6 +42,18 @@ MAX_STATEMENTS = 24
 # rank 2 above the task's largest input/output rank; the completeness test guards the margins.
 MAX_DANGLING = 6
 RANK_MARGIN = 3
+# ... and out of loops: the same call (`step.Repeat(n=K)`) at most 3 times when it has
+# parameters, 5 times without (`step.Copy()`); references reach 2 and 4. A stream's dims plus
+# its buffer dims stay within 3 of the largest the task's inputs, outputs and fns use (+2 seen).
+MAX_SAME_CALL = 3
+MAX_SAME_BARE_CALL = 5
+DIMS_MARGIN = 3
+_CALL = re.compile(r"step\.\w+\([^)]*\)")
+
+
+def total_dims(t: SType) -> int:
+    """Stream dims plus the largest buffer's dims: how big an element of work gets."""
+    return len(t.shape) + max(len(elem_dims(f)) for f in fields_of(t.dtype))
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,7 @@ class Facts:
     reserved: frozenset[str]
     useful_tuples: frozenset[tuple[ElemType, ...]]
     max_rank: int = 8
+    max_dims: int = 12
 
     @classmethod
     def from_task(cls, task: Task) -> Facts:
@@ -77,9 +91,14 @@ class Facts:
                     useful.add(fs[i:j])
         reserved = frozenset(ns) | frozenset(inputs) | {"step", "input_data", "ctx", "torch"}
         base = max([t.rank for t in inputs.values()] + [len(shp) - 1 for _, shp in outputs])
+        dims = max([total_dims(t) for t in inputs.values()]
+                   + [total_dims(SType(d, shp)) for d, shp in outputs]
+                   + [len(elem_dims(x)) + 1 for fn in fns.values()
+                      for x in (*fields_of(fn.input_dtype), *fields_of(fn.output_dtype))])
         return cls(fns=fns, sizes=sizes, ints=ints, inputs=inputs, outputs=outputs,
                    binding=dict(inst.binding.values), reserved=reserved,
-                   useful_tuples=frozenset(useful), max_rank=base + RANK_MARGIN)
+                   useful_tuples=frozenset(useful), max_rank=base + RANK_MARGIN,
+                   max_dims=dims + DIMS_MARGIN)
 
 
 @dataclass(frozen=True)
@@ -116,6 +135,7 @@ class ProgramState:
     statements: int = 0
     done: bool = False
     max_statements: int = MAX_STATEMENTS
+    calls: tuple[str, ...] = ()  # every `step.P(params)` written so far
 
     @classmethod
     def start(cls, facts: Facts, max_statements: int = MAX_STATEMENTS) -> ProgramState:
@@ -154,8 +174,13 @@ class ProgramState:
             return {}
         by: dict[int, list[Candidate]] = {}
         dangling = self.dangling()
+        used = {k: self.calls.count(k) for k in set(self.calls)}
         for c in [*self._calls(self.refs()), *self._comprehensions()]:
-            if any(t.rank > self.facts.max_rank for t in c.outs):
+            if any(t.rank > self.facts.max_rank or total_dims(t) > self.facts.max_dims
+                   for t in c.outs):
+                continue
+            if any(used.get(k, 0) >= (MAX_SAME_BARE_CALL if k.endswith("()") else MAX_SAME_CALL)
+                   for k in _CALL.findall(c.text)):
                 continue
             if dangling - self._produced_among(c.consumes) + len(c.outs) > MAX_DANGLING:
                 continue
@@ -206,17 +231,16 @@ class ProgramState:
 
     def bind(self, names: Sequence[str], cand: Candidate) -> ProgramState:
         """The state after `names = <cand>` (names already checked with `name_ok`)."""
-        consumed = self.consumed | cand.consumes
+        after = replace(self, consumed=self.consumed | cand.consumes,
+                        statements=self.statements + 1,
+                        calls=self.calls + tuple(_CALL.findall(cand.text)))
         if cand.fn_list is not None:
-            return replace(self, fn_lists=self.fn_lists + ((names[0], cand.fn_list),),
-                           consumed=consumed, statements=self.statements + 1)
+            return replace(after, fn_lists=self.fn_lists + ((names[0], cand.fn_list),))
         if cand.is_list:
-            return replace(self, lists=self.lists + ((names[0], cand.outs),), consumed=consumed,
-                           statements=self.statements + 1)
+            return replace(after, lists=self.lists + ((names[0], cand.outs),))
         new = tuple((n, SType(t.dtype, t.shape, n)) for n, t in zip(names, cand.outs,
                                                                    strict=True))
-        return replace(self, streams=self.streams + new, consumed=consumed,
-                       statements=self.statements + 1)
+        return replace(after, streams=self.streams + new)
 
     def finish(self, cand: Candidate) -> ProgramState:
         return replace(self, consumed=self.consumed | cand.consumes, done=True,
