@@ -49,11 +49,12 @@ def verify_command(
     """Verify a STeP program against a task at all its bindings (sandboxed); exit 0 iff passed."""
     from rich.console import Console
 
+    from stepsmith.step.session import is_affine_mode
     from stepsmith.verify import VerifierPool
     from stepsmith.verify.report import render_verdict
 
     console = Console(stderr=False)
-    if affine not in ("strict", "warn"):
+    if affine not in ("strict", "warn") or not is_affine_mode(affine):
         raise typer.BadParameter(f"--affine must be 'strict' or 'warn', got {affine!r}")
     try:
         t = _load(task)
