@@ -282,7 +282,7 @@ def register(app: typer.Typer) -> None:
                                     announce=announce)
             else:
                 quick = model is None
-                if quick:
+                if model is None:  # (not `if quick`: mypy narrows `model` itself)
                     from stepsmith.llm import DEFAULT_MODEL, ensure_model
 
                     model = DEFAULT_MODEL
