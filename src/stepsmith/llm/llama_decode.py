@@ -27,6 +27,7 @@ TOP_P = 0.95
 MIN_P = 0.05
 LINE_RETRIES = 3  # resamples of one line that was rejected (e.g. a name already in use)
 MAX_BACKTRACKS = 12  # lines undone at dead ends, per answer
+MAX_REJECTIONS = 8  # rejected lines per answer before it ends as a dead end
 
 _TOKENIZERS: dict[str, Any] = {}
 _TOK_LOCK = threading.Lock()
@@ -222,6 +223,9 @@ def decode_constrained(llm: Any, tok: Any, prompt_tokens: list[int],
             res.rejected += 1
             res.notes.append(f"rejected {line.strip()!r}: {exc}")
             s.rewind(start)
+            if res.rejected >= MAX_REJECTIONS:
+                res.finish_reason = "dead_end"
+                break
             retries += 1
             if retries > LINE_RETRIES:
                 cursor = cursor.ban(line)

@@ -14,7 +14,7 @@ from .statements import PREFIX, SUFFIX, LineOptions, Rejected, advance
 
 # Bump when the language the decoder offers changes (statement spellings, domains): it is part
 # of the cache key, so answers decoded under an older space are not replayed.
-DECODER_VERSION = "typed-2"
+DECODER_VERSION = "typed-3"
 
 
 @dataclass(frozen=True)

@@ -436,8 +436,7 @@ class ProgramState:
 
     def _fn_lists(self) -> Iterator[Candidate]:
         """`fs = [fn_a, fn_b, fn_c]` — only as long as some list of streams could use it."""
-        lengths = {len(ts) for _, ts in self.whole_lists()}
-        lengths |= {v for v in self.facts.ints.values() if 1 < v <= 8}
+        lengths = {len(ts) for _, ts in self.whole_lists()}  # only once a list can use it
         stateless = [n for n, fn in self.facts.fns.items() if not fn.stateful]
         for n in sorted(lengths):
             if n > 4:
