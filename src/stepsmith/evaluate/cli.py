@@ -200,6 +200,7 @@ def _summary_table(summaries: list) -> Table:
         table.add_column(s.run_id, no_wrap=True, justify="right")
     rows = [
         ("method", lambda s: s.method),
+        ("decoding", lambda s: str(s.config.get("constrain", "none"))),
         ("model", lambda s: s.model if len(s.model) <= 28 else "…" + s.model[-27:]),
         ("status", lambda s: s.status + (f" ({s.reason})" if s.reason else "")),
         ("solved", lambda s: f"{sum(t.solved for t in s.tasks)}/{len(s.tasks)} tasks"),

@@ -114,13 +114,14 @@ def _ci(v: float, ci: tuple[float, float]) -> str:
 
 def summary_rows(summaries: Sequence[RunSummary]) -> tuple[list[str], list[list[str]]]:
     ks = sorted({k for s in summaries for k in s.ks})
-    head = ["run", "method", "model", "status", "tasks", "Pass@n (95% CI)"]
+    head = ["run", "method", "model", "decoding", "status", "tasks", "Pass@n (95% CI)"]
     head += [f"pass@{k}" for k in ks]
     head += ["avg in tok/task", "avg out tok/task", "cost $", "$/solved", "wall s", "demos",
              "guardian corrupted", "model failed", "could not ask the model"]
     rows = []
     for s in summaries:
-        row = [s.run_id, s.method, s.model, s.status, str(len(s.tasks)), _ci(s.pass_at_n, s.pass_at_n_ci)]
+        row = [s.run_id, s.method, s.model, str(s.config.get("constrain", "none")), s.status,
+               str(len(s.tasks)), _ci(s.pass_at_n, s.pass_at_n_ci)]
         row += [_ci(s.pass_at[str(k)], s.pass_at_ci[str(k)]) if str(k) in s.pass_at else "–" for k in ks]
         row += [f"{s.avg_input_tokens:,.0f}", f"{s.avg_output_tokens:,.0f}", s.cost_text,
                 _fmt(s.cost_per_solved) if s.priced else "unknown", f"{s.wall_seconds:.1f}",
