@@ -90,3 +90,22 @@ def test_cli_estimate_runs_nothing(tmp_path: Path) -> None:
     unknown = CliRunner().invoke(app, ["bench", "--model", "openai:mystery-model", "--tasks", NAMES[0],
                                        "--estimate", "--db", str(db)])
     assert unknown.exit_code == 0 and "no price for this model (add one under [prices]" in unknown.stdout
+
+
+def test_local_models_get_a_time_estimate_from_their_logged_calls(tmp_path) -> None:
+    from stepsmith.evaluate.estimate import seconds_for
+    from stepsmith.llm.store import CallStore
+
+    tasks = resolve_tasks(["gemm_bias_relu"], [])
+    cfg = _cfg(model="llamacpp:qwen2.5-coder-1.5b", tasks=["gemm_bias_relu"])
+    est = estimate_bench(cfg, tasks)
+    assert any("time: unknown" in line for line in render_estimate(est))
+    store = CallStore(tmp_path / "c.db")
+    for i, secs in enumerate((30.0, 10.0, 20.0)):
+        store.record(model=cfg.model, provider="llamacpp", messages=[{"role": "user", "content": "x"}],
+                     params={}, sample_index=i, key=f"k{i}", started_at="2026-11-30T00:00:00",
+                     status="ok", response="r", latency_s=secs, input_tokens=1, output_tokens=1)
+    est.call_seconds = seconds_for(tmp_path / "c.db", cfg.model)
+    assert est.call_seconds == 20.0
+    line = next(x for x in render_estimate(est) if "time:" in x)
+    assert f"~{20.0 * est.calls / 60:,.0f} min" in line

@@ -105,7 +105,12 @@ class RichProgress:
 
 def _print_estimate(cfg: BenchConfig, store: ExperienceStore) -> None:
     """`bench --estimate`: the first pass's calls, tokens and cost; nothing is run or recorded."""
-    from stepsmith.evaluate.estimate import estimate_bench, history_for, render_estimate
+    from stepsmith.evaluate.estimate import (
+        estimate_bench,
+        history_for,
+        render_estimate,
+        seconds_for,
+    )
     from stepsmith.evaluate.runner import resolve_tasks
     from stepsmith.improve.demos import load_library
 
@@ -114,6 +119,7 @@ def _print_estimate(cfg: BenchConfig, store: ExperienceStore) -> None:
     _preflight(tasks)
     demos = load_library(cfg.demos_file) if cfg.demos_file else []
     est = estimate_bench(cfg, tasks, demos, history_for(store.path, cfg.model))
+    est.call_seconds = seconds_for(store.path, cfg.model)
     for line in render_estimate(est):
         _console().print(line, highlight=False, markup=False)
 

@@ -44,6 +44,7 @@ class BenchEstimate:
     history_calls: int
     demo_count: int
     notes: list[str] = field(default_factory=list)
+    call_seconds: float | None = None  # median seconds per call of this model in the call log
 
     @property
     def calls(self) -> int:
@@ -137,6 +138,17 @@ def history_for(db_path: Any, model: str) -> tuple[int, float | None]:
         store.close()
 
 
+def seconds_for(db_path: Any, model: str) -> float | None:
+    """Median seconds per answered call of this model in the call log."""
+    from stepsmith.llm import CallStore
+
+    store = CallStore(db_path)
+    try:
+        return store.call_seconds(model)
+    finally:
+        store.close()
+
+
 def render_estimate(est: BenchEstimate) -> list[str]:
     """Plain lines for the terminal (the CLI prints them; tests read them)."""
     out = [f"estimate for {est.method} on {est.model}: {est.tasks} tasks, first pass "
@@ -158,5 +170,13 @@ def render_estimate(est: BenchEstimate) -> list[str]:
             typical = est.cost(output_tokens=expected_out, provider_cache=True)
             out.append(f"  expected ~${typical:,.2f} (answers of ~{est.avg_output_tokens:,.0f} tokens, the "
                        f"average of this model's {est.history_calls:,} logged calls; with caching)")
+    if est.call_seconds is not None:
+        total = est.call_seconds * est.calls
+        out.append(f"  time: ~{total / 60:,.0f} min ({est.call_seconds:.1f} s per call, the median "
+                   "of this model's logged calls on this machine)")
+    elif est.model.startswith("llamacpp:"):
+        out.append("  time: unknown until this model has answered here once (`stepsmith models "
+                   "bench` measures its speed; a 1.5B model takes tens of seconds per answer on "
+                   "2 cores)")
     out.extend(f"  {note}" for note in est.notes)
     return out

@@ -51,7 +51,7 @@ def _cached_in(read: int | None, total: int | None) -> str:
 
 def ask(
     prompt: Annotated[str, typer.Argument(help="the user message ('-' reads stdin)")],
-    model: Annotated[str, typer.Option("--model", "-m", help="model spec")] = DEFAULT_MODEL,
+    model: Annotated[str, typer.Option("--model", help="model spec (as for bench --model)")] = DEFAULT_MODEL,
     system: Annotated[str | None, typer.Option(help="a system message")] = None,
     temperature: Annotated[float | None, typer.Option(help="omit for the model default")] = None,
     max_tokens: Annotated[int, typer.Option(help="output token limit")] = 1024,

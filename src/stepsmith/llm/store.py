@@ -334,6 +334,18 @@ class CallStore:
         n = int(rows[0]["n"])
         return (n, float(rows[0]["avg"])) if n else (0, None)
 
+    def call_seconds(self, model: str) -> float | None:
+        """Median seconds of `model`'s answered calls (cache replays excluded): what a local
+        model's time estimate is made of."""
+        rows = self._query(
+            "SELECT latency_s FROM calls WHERE model = ? AND status = 'ok' AND cached = 0 "
+            "AND latency_s IS NOT NULL ORDER BY latency_s",
+            (model,),
+        )
+        if not rows:
+            return None
+        return float(rows[len(rows) // 2]["latency_s"])
+
     def pending(self, run_id: str | None = None) -> list[dict[str, Any]]:
         """Requests that missed the cache in replay mode and still have no answer."""
         where, args = self._filters(prefix="calls.", run_id=run_id, status="pending")
