@@ -19,12 +19,12 @@ import itertools
 import keyword
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from stepsmith import step
 from stepsmith.step.dims import Dim
-from stepsmith.step.dtypes import ElemType, Multihot, TupleType, elem_dims, fields_of
+from stepsmith.step.dtypes import ElemType, elem_dims, fields_of
 from stepsmith.step.fn import Fn
 from stepsmith.step.registry import REGISTRY, Param, PrimitiveDef, shapes_equal
 from stepsmith.step.stream import SType
@@ -448,22 +448,3 @@ class ProgramState:
 def _matches(s: SType, out: tuple[ElemType, tuple[Dim, ...]]) -> bool:
     dtype, shape = out
     return s.dtype == dtype and shapes_equal(s.shape, shape)
-
-
-def is_selector(t: ElemType) -> bool:
-    return isinstance(t, Multihot)
-
-
-def is_tuple(t: ElemType) -> bool:
-    return isinstance(t, TupleType)
-
-
-@dataclass
-class Stats:
-    """Counters a decoder reports (how much the space constrained the model)."""
-
-    statements: int = 0
-    candidates: int = 0
-    rejections: int = 0
-    backtracks: int = 0
-    notes: list[str] = field(default_factory=list)
