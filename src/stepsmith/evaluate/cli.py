@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from stepsmith.improve.store import ExperienceStore, SampleRecord
+from stepsmith.improve.store import ExperienceStore, RunRow, SampleRecord
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -131,6 +131,15 @@ def _store(db: Path | None) -> ExperienceStore:
 def _fail(message: str, code: int = 2) -> None:
     _console().print(f"[red]error:[/red] {escape(message)}")
     raise typer.Exit(code)
+
+
+def _find_run(store: ExperienceStore, run: str) -> RunRow:
+    """The run named by id or unique prefix; an unknown one is a clean error, not a traceback."""
+    try:
+        return store.find_run(run)
+    except KeyError as exc:
+        _fail(str(exc.args[0]) if exc.args else str(exc))
+        raise  # unreachable: _fail exits
 
 
 def _preflight(tasks: Sequence[Task]) -> None:
@@ -420,11 +429,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Every sample of a run: its program, verdict kind and the verifier's feedback."""
         store = _store(db)
-        try:
-            row = store.find_run(run)
-        except KeyError as exc:
-            _fail(str(exc.args[0]) if exc.args else str(exc))
-            return
+        row = _find_run(store, run)
         wanted = set(_split(task))
         known = set(row.config.get("task_names", [])) | {s.task for s in store.samples(row.run_id)}
         unknown = sorted(wanted - known)
@@ -495,11 +500,7 @@ def register(app: typer.Typer) -> None:
         from stepsmith.improve.demos import export_library
 
         store = _store(db)
-        try:
-            row = store.find_run(run)
-        except KeyError as exc:
-            _fail(str(exc.args[0]) if exc.args else str(exc))
-            return
+        row = _find_run(store, run)
         demos = store.demos(row.run_id, active_only=True)
         path = export_library(demos, file, run_id=row.run_id)
         _console().print(f"wrote {len(demos)} demonstrations to {path}")
