@@ -3,31 +3,16 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "llm"))  # the loopback fake server
 
-from llm_fake_server import FakeLLMServer  # noqa: E402
-
-
-@pytest.fixture
-def server() -> Iterator[FakeLLMServer]:
-    srv = FakeLLMServer()
-    yield srv
-    srv.close()
+from llm_fake_server import FakeLLMServer, isolated_home, server  # noqa: E402,F401
 
 
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Never touch the user's ~/.stepsmith or real keys."""
-    home = tmp_path / "home"
-    monkeypatch.setenv("STEPSMITH_HOME", str(home))
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL",
-                 "STEPSMITH_OPENAI_COMPATIBLE_BASE_URL", "STEPSMITH_OPENAI_COMPATIBLE_API_KEY",
-                 "STEPSMITH_CONFIG"):
-        monkeypatch.delenv(name, raising=False)
+def wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rich tables at a fixed width, so assertions do not depend on the terminal."""
     monkeypatch.setenv("COLUMNS", "200")
-    return home

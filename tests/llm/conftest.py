@@ -1,26 +1,3 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-from llm_fake_server import FakeLLMServer
-
-
-@pytest.fixture
-def server() -> Iterator[FakeLLMServer]:
-    srv = FakeLLMServer()
-    yield srv
-    srv.close()
-
-
-@pytest.fixture(autouse=True)
-def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Never touch the user's ~/.stepsmith or real keys in tests."""
-    home = tmp_path / "home"
-    monkeypatch.setenv("STEPSMITH_HOME", str(home))
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL",
-                 "STEPSMITH_OPENAI_COMPATIBLE_BASE_URL", "STEPSMITH_OPENAI_COMPATIBLE_API_KEY",
-                 "STEPSMITH_CONFIG"):
-        monkeypatch.delenv(name, raising=False)
-    return home
+from llm_fake_server import isolated_home, server  # noqa: F401  (shared fixtures)

@@ -140,3 +140,30 @@ class FakeLLMServer:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+# -- fixtures shared by tests/llm and tests/cli (imported by their conftest files) ------------
+
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def server() -> Iterator[FakeLLMServer]:
+    srv = FakeLLMServer()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Never touch the user's ~/.stepsmith or real keys in tests."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("STEPSMITH_HOME", str(home))
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL",
+                 "STEPSMITH_OPENAI_COMPATIBLE_BASE_URL", "STEPSMITH_OPENAI_COMPATIBLE_API_KEY",
+                 "STEPSMITH_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    return home
