@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stepsmith.agents.decoding.constraint import constraint_for
+from stepsmith.agents.decoding.judge import SEARCH_MODES, PrefixJudge
 from stepsmith.agents.extract import Unparsable, extract_impl
 from stepsmith.agents.guardian import GUARDIAN_MODES, run_guardian
 from stepsmith.agents.prompts import Demonstration, compose_messages
@@ -85,6 +86,7 @@ class Agent:
         repair: int = 0,
         max_tokens: int = 1024,
         constrain: str = "none",
+        search: str = "none",
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
@@ -110,6 +112,12 @@ class Agent:
         # the constraint fixes the answer's format (a ```yaml impl block), which only the
         # structural-IR methods ask for
         self.constrain = constrain if method != "single-no-ir" else "none"
+        if search not in SEARCH_MODES:
+            raise ValueError(f"search must be one of {', '.join(SEARCH_MODES)}; got {search!r}")
+        if search != "none" and self.constrain != "typed":
+            raise ValueError("search 'prefix' judges typed prefixes: it needs constrain='typed'")
+        self.search = search
+        self.judges: dict[str, PrefixJudge] = {}
         self._constraints: dict[str, Constraint | None] = {}
 
     @property
@@ -125,7 +133,10 @@ class Agent:
         if self.constrain == "none":
             return None
         if task.name not in self._constraints:
-            self._constraints[task.name] = constraint_for(task, self.constrain)
+            judge = None
+            if self.search == "prefix":
+                judge = self.judges[task.name] = PrefixJudge(task, self.verifier)
+            self._constraints[task.name] = constraint_for(task, self.constrain, judge)
         return self._constraints[task.name]
 
     async def attempt(

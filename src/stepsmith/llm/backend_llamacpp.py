@@ -267,6 +267,8 @@ class LlamaCppBackend:
         self.tokens_sampled = res.sampled_tokens
         self.last_decode = res
         finish = {"stop": "stop", "length": "length"}.get(res.finish_reason, res.finish_reason)
+        if res.shortcut:  # the call log tells judged answers from sampled ones
+            finish = "judged"
         return {
             "choices": [{"message": {"content": res.text}, "finish_reason": finish}],
             "usage": {"prompt_tokens": res.prompt_tokens,

@@ -41,6 +41,11 @@ class LineCursor(Protocol):
         """The same position without `line` among the options (used when backtracking)."""
         ...
 
+    def shortcut(self) -> str | None:
+        """A final line that completes the answer here and is known to be right (a judge
+        verified it), or None: the decoder then writes it instead of sampling on."""
+        ...
+
 
 class Constraint(Protocol):
     """A constraint on one answer (see the module docstring)."""

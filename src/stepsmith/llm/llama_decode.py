@@ -44,6 +44,7 @@ class DecodeResult:
     backtracks: int = 0
     seconds: float = 0.0
     logprob: float = 0.0  # of the kept lines, under the constrained distribution
+    shortcut: bool = False  # the last line was a judged return, not sampled
     notes: list[str] = field(default_factory=list)
 
 
@@ -234,6 +235,12 @@ def decode_constrained(llm: Any, tok: Any, prompt_tokens: list[int],
         retries = 0
         stack.append((cursor, start, line, logp))
         cursor = nxt
+        early = None if cursor.complete else cursor.shortcut()
+        if early is not None:  # a judge verified returning what the model just wrote
+            stack.append((cursor, s.position(), early, 0.0))
+            cursor = cursor.feed(early)
+            res.shortcut = True
+            res.notes.append(f"judged return after {len(stack) - 1} line(s): {early.strip()}")
     body = "".join(line for _, _, line, _ in stack)
     res.text = constraint.prefix + body + (constraint.suffix if cursor.complete else "")
     res.lines = len(stack)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from stepsmith.llm.constraint import CONSTRAIN_MODES, Constraint, LineRejected
@@ -10,11 +12,17 @@ from stepsmith.tasks.task import Task
 
 from .grammar import task_grammar, task_lark
 from .space import MAX_STATEMENTS, Facts, ProgramState
-from .statements import PREFIX, SUFFIX, LineOptions, Rejected, advance
+from .statements import INDENT, PREFIX, SUFFIX, LineOptions, Rejected, advance
 
 # Bump when the language the decoder offers changes (statement spellings, domains): it is part
 # of the cache key, so answers decoded under an older space are not replayed.
 DECODER_VERSION = "typed-3"
+
+# A judge takes a whole answer (prefix, lines, return, suffix) and says whether it verifies.
+Judge = Callable[[str], bool]
+# At most this many returns are judged after one line (multi-output tasks can offer many).
+MAX_JUDGED_PER_LINE = 6
+_IDENT = re.compile(r"[A-Za-z_]\w*")
 
 
 @dataclass(frozen=True)
@@ -23,6 +31,9 @@ class TypedCursor:
 
     state: ProgramState
     banned: frozenset[str] = frozenset()
+    body: str = ""  # the lines so far
+    fresh: frozenset[str] = frozenset()  # names the last line bound
+    judge: Judge | None = field(default=None, compare=False, repr=False)
     _options: list[LineOptions] = field(default_factory=list, compare=False, repr=False)
 
     def options(self) -> LineOptions:
@@ -45,12 +56,36 @@ class TypedCursor:
 
     def feed(self, line: str) -> TypedCursor:
         try:
-            return TypedCursor(advance(self.state, self.options(), line))
+            after = advance(self.state, self.options(), line)
         except Rejected as exc:
             raise LineRejected(str(exc)) from None
+        return TypedCursor(after, body=self.body + line,
+                           fresh=frozenset(after.bound() - self.state.bound()), judge=self.judge)
 
     def ban(self, line: str) -> TypedCursor:
-        return TypedCursor(self.state, self.banned | {_key(line)})
+        return TypedCursor(self.state, self.banned | {_key(line)}, self.body, self.fresh,
+                           self.judge)
+
+    def shortcut(self) -> str | None:
+        """A `return` line the judge verified, returning a stream the last line made.
+
+        The model may not see that a stream it just wrote already computes the task's output
+        (small models write on past it); the simulator can. Only streams are tried, not new
+        calls: the program returned is exactly the lines the model wrote.
+        """
+        if self.judge is None or self.state.done or not self.fresh:
+            return None
+        tried = 0
+        for cand in self.options().returns.values():
+            if cand.consumes or not set(_IDENT.findall(cand.text)) & self.fresh:
+                continue
+            line = f"{INDENT}return {cand.text}\n"
+            if self.judge(PREFIX + self.body + line + SUFFIX):
+                return line
+            tried += 1
+            if tried >= MAX_JUDGED_PER_LINE:
+                break
+        return None
 
 
 def _key(line: str) -> str:
@@ -78,17 +113,21 @@ class TaskConstraint:
     max_statements: int = MAX_STATEMENTS
     prefix: str = PREFIX
     suffix: str = SUFFIX
+    judge: Judge | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def for_task(cls, task: Task, mode: str) -> TaskConstraint:
+    def for_task(cls, task: Task, mode: str, judge: Judge | None = None) -> TaskConstraint:
         if mode not in CONSTRAIN_MODES or mode == "none":
             raise ValueError(f"constraint mode must be 'grammar' or 'typed'; found {mode!r}")
-        return cls(task=task, mode=mode, facts=Facts.from_task(task))
+        if judge is not None and mode != "typed":
+            raise ValueError("a prefix judge needs typed decoding (it judges whole lines)")
+        return cls(task=task, mode=mode, facts=Facts.from_task(task), judge=judge)
 
     @property
     def identity(self) -> str:
         digest = hashlib.sha256(self.grammar().encode()).hexdigest()[:16]
-        return f"{self.mode}:{DECODER_VERSION}:{digest}"
+        judged = "+judge" if self.judge is not None else ""
+        return f"{self.mode}{judged}:{DECODER_VERSION}:{digest}"
 
     def grammar(self) -> str:
         return task_grammar(self.task, self.facts)
@@ -97,11 +136,12 @@ class TaskConstraint:
         return task_lark(self.task, self.facts)
 
     def lines(self) -> TypedCursor:
-        return TypedCursor(ProgramState.start(self.facts, self.max_statements))
+        return TypedCursor(ProgramState.start(self.facts, self.max_statements),
+                           judge=self.judge)
 
 
-def constraint_for(task: Task, mode: str) -> Constraint | None:
-    """The constraint for `mode` (None for "none")."""
+def constraint_for(task: Task, mode: str, judge: Judge | None = None) -> Constraint | None:
+    """The constraint for `mode` (None for "none"); `judge` verifies prefixes (typed only)."""
     if mode == "none":
         return None
-    return TaskConstraint.for_task(task, mode)
+    return TaskConstraint.for_task(task, mode, judge)
