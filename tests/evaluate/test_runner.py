@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from evaluate_fakes import TASKS, GroupAgent
@@ -112,6 +113,45 @@ def test_resume_refuses_a_run_another_live_process_is_executing(store: Experienc
         finally:
             other.kill()
     assert store.get_run(run_id).shown_status == "interrupted"  # its process is gone now
+
+
+def _claim(path: str, run_id: str, start: Any, hold: Any, results: Any) -> None:
+    """One process's `--resume` claim; stays alive (a live owner) until every claim is made."""
+    from stepsmith.improve.store import ExperienceStore, RunBusyError
+
+    store = ExperienceStore(path)
+    start.wait()
+    try:
+        store.claim_run(run_id)
+        results.put("claimed")
+    except RunBusyError:
+        results.put("busy")
+    hold.wait()
+
+
+def test_concurrent_resumes_claim_a_run_exactly_once(store: ExperienceStore) -> None:
+    """The "already running" check and the status update are one transaction: of several
+    processes resuming one run at the same moment, exactly one gets it."""
+    import multiprocessing as mp
+
+    cfg = BenchConfig(model="scripted:x", method="single", tasks=["expert_linear_sum"], n=1,
+                      temperatures=[0.5], guardian="rule")
+    run_id = create_run(cfg, store, resolve_tasks(cfg.tasks, []))
+    store.set_status(run_id, "interrupted")  # free to resume
+    ctx = mp.get_context("fork")
+    n = 4
+    start, hold, results = ctx.Barrier(n), ctx.Barrier(n + 1), ctx.Queue()
+    procs = [ctx.Process(target=_claim, args=(str(store.path), run_id, start, hold, results))
+             for _ in range(n)]
+    for p in procs:
+        p.start()
+    try:
+        outcomes = sorted(results.get(timeout=120) for _ in range(n))
+    finally:
+        hold.wait(timeout=120)
+        for p in procs:
+            p.join(30)
+    assert outcomes == ["busy"] * (n - 1) + ["claimed"]
 
 
 class BudgetAgent(GroupAgent):

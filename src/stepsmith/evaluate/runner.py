@@ -19,7 +19,8 @@ from typing import Any
 
 from stepsmith.improve.demos import load_library
 from stepsmith.improve.loop import LoopConfig, LoopResult, ProgressSink, SelfImprover
-from stepsmith.improve.store import DemoRecord, ExperienceStore
+from stepsmith.improve.store import DemoRecord, ExperienceStore, RunBusyError
+from stepsmith.agents.decoding.judge import SEARCH_MODES
 from stepsmith.llm.constraint import CONSTRAIN_MODES
 
 METHODS = ("single", "single-no-ir", "agent", "self-improve")
@@ -56,6 +57,7 @@ class BenchConfig:
     max_tokens: int = 1024
     workers: int = 2
     constrain: str = "none"  # decoding constraint: none | grammar | typed
+    search: str = "none"  # none | prefix (the simulator judges typed prefixes)
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -80,6 +82,12 @@ class BenchConfig:
                 "--constrain typed needs a local llamacpp: model (it decodes line by line); "
                 "for an OpenAI-compatible server use --constrain grammar --server-kind ..."
             )
+        if self.search not in SEARCH_MODES:
+            raise BenchError(
+                f"--search {self.search!r} is not a mode; choose one of {', '.join(SEARCH_MODES)}"
+            )
+        if self.search != "none" and self.constrain != "typed":
+            raise BenchError("--search prefix judges well-typed prefixes: it needs --constrain typed")
         if self.repair < 0:
             raise BenchError(f"--repair must be >= 0, got {self.repair}")
         if not self.temperatures:
@@ -193,7 +201,7 @@ def _make_agent(cfg: BenchConfig, run_id: str, store: ExperienceStore, verifier:
     method = "agent" if cfg.method == "self-improve" else cfg.method
     guardian = cfg.guardian if method == "agent" else "none"
     return Agent(client, verifier, method=method, guardian=guardian, repair=cfg.repair,
-                 max_tokens=cfg.max_tokens, constrain=cfg.constrain)
+                 max_tokens=cfg.max_tokens, constrain=cfg.constrain, search=cfg.search)
 
 
 def _is_budget_stop(exc: BaseException) -> bool:
@@ -323,14 +331,7 @@ def run_bench(
     started = time.perf_counter()
     if resume:
         cfg, tasks = config_from_run(store, resume)
-        row = store.find_run(resume)
-        run_id = row.run_id
-        if row.shown_status == "running" and row.owner:
-            raise BenchError(
-                f"run {run_id} is still being executed by process {row.owner} (status running); "
-                "two processes on one run would duplicate paid calls — stop that process first, "
-                "or wait for it to finish"
-            )
+        run_id = store.find_run(resume).run_id
         if max_cost is not None:
             cfg.max_cost = max_cost
         if token_budget is not None:
@@ -338,7 +339,13 @@ def run_bench(
         if cache_mode is not None:
             cfg.cache_mode = cache_mode
         cfg.validate()
-        store.set_status(run_id, "running")
+        try:  # check and claim in one transaction: two resumes at once cannot both start
+            store.claim_run(run_id)
+        except RunBusyError as exc:
+            raise BenchError(
+                f"{exc}; two processes on one run would duplicate paid calls — stop that process "
+                "first, or wait for it to finish"
+            ) from None
     else:
         if cfg is None:
             raise BenchError("run_bench needs a BenchConfig or resume=RUN")

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stepsmith.agents.prompts import Demonstration
+from stepsmith.demos.records import DemoRecord
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS exp_runs (
@@ -129,23 +129,6 @@ class SampleRecord:
     @property
     def temp_key(self) -> str:
         return temp_key(self.temperature)
-
-
-@dataclass(frozen=True)
-class DemoRecord(Demonstration):
-    """A demonstration as the store keeps it: the prompt's `Demonstration` plus difficulty
-    (success_count of n), where it came from and whether it still verifies."""
-
-    success_count: int = 0
-    n: int = 0
-    source: str = "earned"  # "earned" in this run, or "import" (a --demos library)
-    status: str = "active"  # "stale" after a re-verification failed
-    provenance: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
-
-    @property
-    def score(self) -> float:
-        """Difficulty score for β: success rate (lower = harder)."""
-        return self.success_count / self.n if self.n else 0.0
 
 
 @dataclass
@@ -278,6 +261,24 @@ class ExperienceStore:
                     json.dumps(summary) if summary is not None else None, note, run_id,
                 ),
             )
+
+    def claim_run(self, run_id: str) -> RunRow:
+        """Mark ``run_id`` running for this process, unless a live process is already running it.
+
+        The ownership check and the status update are one ``BEGIN IMMEDIATE`` transaction: two
+        ``--resume``s started at once cannot both see the run free and both pay for its missing
+        samples. Raises ``RunBusyError`` naming the owner; ``KeyError`` for an unknown run.
+        """
+        with self._tx() as c:
+            row = c.execute("SELECT * FROM exp_runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise KeyError(f"no run {run_id!r} in {self.path}")
+            run = _run_row(row)
+            if run.shown_status == "running" and run.owner:
+                raise RunBusyError(run_id, run.owner)
+            c.execute("UPDATE exp_runs SET status = 'running', updated = ?, owner = ? WHERE run_id = ?",
+                      (time.time(), _this_owner(), run_id))
+        return self.get_run(run_id)
 
     # -- samples ------------------------------------------------------------------------
     def record_sample(self, s: SampleRecord) -> None:
