@@ -131,6 +131,15 @@ class SampleRecord:
         return temp_key(self.temperature)
 
 
+class RunBusyError(RuntimeError):
+    """A live process is executing the run (its ``owner``); a second one would repeat paid calls."""
+
+    def __init__(self, run_id: str, owner: str) -> None:
+        self.run_id = run_id
+        self.owner = owner
+        super().__init__(f"run {run_id} is still being executed by process {owner} (status running)")
+
+
 @dataclass
 class RunRow:
     run_id: str
