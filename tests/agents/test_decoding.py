@@ -215,3 +215,51 @@ def test_typed_mode_is_refused_by_servers(monkeypatch, tmp_path) -> None:
         assert not server.requests
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("name", ["gemm_bias_relu", "norm_rmsnorm_rows", "index_softmax_top2"])
+def test_the_prefix_judge_returns_exactly_when_the_output_is_written(name, pool) -> None:
+    """Fed a reference's statements, the cursor's judged return appears at the statement
+    that makes the (last) output stream, not before; the program it completes verifies."""
+    from stepsmith.agents.decoding.judge import PrefixJudge
+    from stepsmith.agents.extract import extract_impl
+
+    task = get_task(name)
+    lines = program_lines(task.impl or "")
+    judge = PrefixJudge(task, pool)
+    c = constraint_for(task, "typed", judge)
+    assert isinstance(c, TaskConstraint) and "+judge" in c.identity
+    cursor = c.lines()
+    for i, line in enumerate(lines[:-1]):
+        cursor = cursor.feed(f"  {line}\n")
+        found = cursor.shortcut()
+        if i < len(lines) - 2:
+            assert found is None, f"judged a return too early, after {line!r}"
+    assert found is not None and judge.passed == 1 and judge.calls >= 1
+    done = cursor.feed(found)
+    assert done.complete
+    assert pool.verify(task, extract_impl(PREFIX + done.body + SUFFIX)).passed
+
+
+def test_a_judge_that_never_agrees_adds_no_line() -> None:
+    task = get_task("gemm_bias_relu")
+    seen: list[str] = []
+    c = constraint_for(task, "typed", lambda answer: bool(seen.append(answer)))
+    assert isinstance(c, TaskConstraint)
+    cursor = c.lines()
+    for line in program_lines(task.impl or "")[:-1]:
+        cursor = cursor.feed(f"  {line}\n")
+        assert cursor.shortcut() is None
+    assert seen  # it was asked, at least at the output statement
+
+
+def test_search_needs_typed_decoding(pool) -> None:
+    from stepsmith.agents.agent import Agent
+    from stepsmith.llm.client import LLMClient
+    from stepsmith.llm.testing import ScriptedBackend, echo
+
+    with pytest.raises(ValueError, match="constrain='typed'"):
+        Agent(LLMClient(ScriptedBackend(echo)), pool, constrain="none",
+              search="prefix")
+    with pytest.raises(ValueError, match="needs typed"):
+        constraint_for(get_task("gemm_bias_relu"), "grammar", lambda answer: True)

@@ -129,3 +129,30 @@ def test_the_token_budget_stops_decoding(tok) -> None:
     body = "".join(f"  {ln}\n" for ln in program_lines(task.impl or ""))
     _, _, _, res = _run("gemm_bias_relu", body, tok, max_tokens=20)
     assert res.finish_reason == "length" and res.sampled_tokens <= 20
+
+
+def test_a_judged_return_ends_the_answer_where_the_output_was_written(tok) -> None:
+    # the model writes the reference's statements and would then ramble on (its script ends;
+    # it prefers newlines and the mask bends that into more statements); the judge sees that
+    # returning the stream the last statement made verifies, and the answer ends there
+    task = get_task("gemm_bias_relu")
+    lines = program_lines(task.impl or "")
+    body = "".join(f"  {ln}\n" for ln in lines[:-1])
+    verified = PREFIX + body + f"  {lines[-1]}\n" + "```"
+    judged: list[str] = []
+
+    def judge(answer: str) -> bool:
+        judged.append(answer)
+        return answer == verified
+
+    c = constraint_for(task, "typed", judge)
+    prompt = list(b"<prompt>" + PREFIX.encode())
+    res = decode_constrained(ScriptedModel(body, len(prompt)), tok, prompt, c,
+                             temperature=0.0, seed=1, max_tokens=4000, cancel=threading.Event())
+    assert res.shortcut and res.finish_reason == "stop"
+    assert res.text == verified and judged[-1] == verified
+    # without a judge the same model writes on past the output
+    plain = decode_constrained(ScriptedModel(body, len(prompt)), tok, prompt,
+                               constraint_for(task, "typed"), temperature=0.0, seed=1,
+                               max_tokens=4000, cancel=threading.Event())
+    assert not plain.shortcut and plain.text != verified
