@@ -389,6 +389,18 @@ def test_loop_invariant_stream_is_consumed_once_per_iteration() -> None:
     )
 
 
+@pytest.mark.parametrize(("copy", "times"), [("Copy()", 2), ("Copy(n=3)", 3), ("Copy(4)", 4)])
+def test_loop_over_copies_runs_as_often_as_the_registry_says_copy_returns(
+    copy: str, times: int
+) -> None:
+    """The number of streams a primitive returns is the registry's `output_count`, not a
+    hand-kept table: iterating over `Copy(n=3)` consumes a loop-invariant stream 3 times."""
+    src = f"cs = step.{copy}.apply(x)\nreturn [step.Zip().apply((c, y)) for c in cs]\n"
+    (v,) = check_source(src, ["x", "y"])
+    assert (v.name, v.count) == ("y", times)
+    assert f"{times} times in total" in v.message
+
+
 def test_loop_invariant_in_a_for_loop_plus_a_use_after_it() -> None:
     src = (
         "for f, p in zip([fn_a, fn_b], parts):\n"

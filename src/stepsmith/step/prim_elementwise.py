@@ -61,8 +61,7 @@ def _streams_tuple(prim: Primitive, arg: Any, *, min_n: int) -> list[Stream]:
     raise StepArgumentError(
         f"the argument must be {what}", primitive=prim.label,
         expected=what, found=_describe_value(arg),
-        hint=f"usage: step.{prim.NAME}(...).apply(s) or step.{prim.NAME}(...).apply((a, b))"
-        if min_n <= 1 else f"usage: step.{prim.NAME}().apply((a, b))",
+        hint=prim.usage,
     )
 
 
@@ -89,6 +88,7 @@ def _fields(ins: Sequence[Stream]) -> list[torch.Tensor]:
         reference="A * B",
         explanation="element-wise product of two [N, M] streams",
     ),
+    category="elementwise",
 )
 class Map(Primitive):
     def __init__(self, fn: Fn | None = None, **kw: Any) -> None:
@@ -148,6 +148,7 @@ class Map(Primitive):
         reference="A - B",
         explanation="zip two streams into a stream of (fp32, fp32) tuples, then subtract",
     ),
+    category="elementwise",
 )
 class Zip(Primitive):
     def __init__(self, **kw: Any) -> None:
@@ -185,6 +186,7 @@ class Zip(Primitive):
         reference="A * A",
         explanation="square every element by copying the stream and multiplying the copies",
     ),
+    category="copy",
 )
 class Copy(Primitive):
     def __init__(self, n: int = 2, **kw: Any) -> None:
@@ -219,6 +221,7 @@ class Copy(Primitive):
         reference="A",
         explanation="the output equals the input",
     ),
+    category="copy",
 )
 class Identity(Primitive):
     def __init__(self, **kw: Any) -> None:

@@ -130,6 +130,7 @@ class _Fold(Primitive):
         reference="A.sum(-1)",
         explanation="row sums: [K, M] -> [M], summing over the innermost dim K",
     ),
+    category="reduction",
 )
 class Accum(_Fold):
     emit_all = False
@@ -150,6 +151,7 @@ class Accum(_Fold):
         reference="torch.cumsum(A, dim=-1)",
         explanation="running sums along K, restarting for each of the M rows",
     ),
+    category="reduction",
 )
 class Scan(_Fold):
     emit_all = True

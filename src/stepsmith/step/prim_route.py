@@ -86,6 +86,7 @@ def _positions(sel: Stream) -> torch.Tensor:
         explanation=("rows of X ([D, M]) go to expert i when S[m, i] == 1; expert 0 gets "
                      "[D, len_0]"),
     ),
+    category="routing",
 )
 class Partition(Primitive):
     def __init__(self, N: Any = None, **kw: Any) -> None:  # noqa: N803
@@ -107,7 +108,7 @@ class Partition(Primitive):
             raise StepArgumentError(
                 "expects a pair (data, selector)", primitive=self.label,
                 expected="(data, sel)", found=_describe_value(arg),
-                hint="usage: parts = step.Partition(N=E_value).apply((data, sel))",
+                hint=self.usage,
             )
         return [self._one(arg[0], "the data stream"), self._one(arg[1], "the selector stream")]
 
@@ -209,6 +210,7 @@ class Partition(Primitive):
         explanation=("MoE: each row goes to its selected experts (expert i multiplies by i+1) "
                      "and the expert outputs are summed back in row order"),
     ),
+    category="routing",
 )
 class Merge(Primitive):
     def __init__(self, fn: Fn | None = None, **kw: Any) -> None:
@@ -226,8 +228,7 @@ class Merge(Primitive):
             raise StepArgumentError(
                 "expects a pair (list of part streams, selector)", primitive=self.label,
                 expected="(parts, sel)", found=_describe_value(arg),
-                hint="usage: step.Merge(fn=f).apply((parts, sel)) where parts is the list "
-                "of per-expert streams",
+                hint=f"{self.usage}, where parts is the list of per-expert streams",
             )
         parts = [self._one(p, f"parts[{i}]") for i, p in enumerate(arg[0])]
         return parts + [self._one(arg[1], "the selector stream")]

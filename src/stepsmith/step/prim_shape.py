@@ -115,6 +115,7 @@ def _stream_sizes(s: Stream) -> list[int]:
         explanation=("dimension placeholder: Promote adds an outer size-1 dim ([K, M, 1]) so "
                      "Accum(b=2) can reduce both real dims, giving a rank-0 stream [1]"),
     ),
+    category="shape",
 )
 class Promote(Primitive):
     def __init__(self, b: int | None = None, **kw: Any) -> None:
@@ -168,6 +169,7 @@ class Promote(Primitive):
         reference="A.reshape(A.shape[0], -1)",
         explanation="[K, N, M] -> [K*N, M]; element (k, n) of a row lands at index n*K + k",
     ),
+    category="shape",
 )
 class Flatten(Primitive):
     def __init__(self, L: Sequence[int] | int | None = None, **kw: Any) -> None:  # noqa: N803
@@ -244,6 +246,7 @@ class Flatten(Primitive):
         reference="A.reshape(A.shape[0], -1, 2)",
         explanation="[D, M] -> [2, D/2, M]: consecutive pairs of the innermost dim",
     ),
+    category="shape",
 )
 class Reshape(Primitive):
     def __init__(self, L: Sequence[int] | int | None = None, S: Any = None,  # noqa: N803
@@ -347,6 +350,7 @@ def _buffer_of(prim: Primitive, s: SType, shape: tuple[Dim, ...]) -> Buffer:
         reference="A.sum(-1)",
         explanation="[D, M] fp32 -> [M] of Buffer(fp32, [D]); a Map then reduces each buffer",
     ),
+    category="shape",
 )
 class Bufferize(Primitive):
     def __init__(self, a: int | None = None, **kw: Any) -> None:
@@ -406,6 +410,7 @@ class Bufferize(Primitive):
         explanation=("stashing a dimension: buffer the rows, repeat each buffer N times, "
                      "stream them back: [D, M] -> [D, N, M]"),
     ),
+    category="shape",
 )
 class Streamify(Primitive):
     def __init__(self, **kw: Any) -> None:
@@ -465,6 +470,7 @@ def _repeat_fast(s: Stream, n: int) -> Fields:
         reference="A.unsqueeze(-1).expand(-1, N_value)",
         explanation="[M] -> [N, M]: each element repeated N times",
     ),
+    category="shape",
 )
 class Repeat(Primitive):
     def __init__(self, n: Any = None, **kw: Any) -> None:
@@ -505,6 +511,7 @@ class Repeat(Primitive):
         reference="A.sum(-1, keepdim=True).expand(-1, K_value)",
         explanation="broadcast each row sum back over the row it came from: [M] -> [K, M]",
     ),
+    category="shape",
 )
 class RepeatRef(Primitive):
     def __init__(self, **kw: Any) -> None:
@@ -515,7 +522,7 @@ class RepeatRef(Primitive):
             raise StepArgumentError(
                 "expects a pair (stream, reference stream)", primitive=self.label,
                 expected="(s, ref)", found=_describe_value(arg),
-                hint="usage: step.RepeatRef().apply((s, ref))",
+                hint=self.usage,
             )
         return [self._one(arg[0], "the data stream"), self._one(arg[1], "the reference stream")]
 

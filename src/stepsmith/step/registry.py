@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
 
@@ -70,6 +70,9 @@ ParamKind = Literal[
 # How `.apply(...)` takes its streams: one stream; one stream or a tuple (zipped first); a
 # tuple of two or more; an ordered pair; or (list of part streams, selector).
 ArgForm = Literal["stream", "streams", "zip", "pair", "parts_sel"]
+# What a primitive does to a stream, for analyses that group primitives (suite statistics ask
+# for the shape primitives; the mutants for the one that duplicates a stream).
+Category = Literal["elementwise", "reduction", "shape", "copy", "routing"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,17 @@ class PrimitiveDef:
     # number of output streams: an int, or the name of the count parameter that sets it
     outputs: int | str = 1
     arg_names: tuple[str, ...] = ("s",)
+    category: Category = "elementwise"
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        """The keyword names `step.<name>(...)` accepts (the allow-list checks calls with it)."""
+        return tuple(p.name for p in self.params)
+
+    @property
+    def usage(self) -> str:
+        """The hint an argument error ends with: the documented signature."""
+        return f"usage: {self.signature}"
 
     def output_count(self, values: dict[str, Any]) -> int | None:
         """How many streams a call with these parameter values returns (None: not an int)."""
@@ -110,6 +124,7 @@ class PrimitiveDef:
 
 
 REGISTRY: dict[str, PrimitiveDef] = {}
+_PrimT = TypeVar("_PrimT", bound="Primitive")
 
 
 def primitive(
@@ -121,17 +136,22 @@ def primitive(
     args: ArgForm = "stream",
     outputs: int | str = 1,
     arg_names: tuple[str, ...] = ("s",),
-) -> Callable[[type], type]:
+    category: Category = "elementwise",
+) -> Callable[[type[_PrimT]], type[_PrimT]]:
     """Class decorator registering a primitive with its documentation and facts (parameters
-    with their kinds, how `.apply` takes streams, how many streams it returns)."""
+    with their kinds, how `.apply` takes streams, how many streams it returns, its category).
 
-    def deco(cls: type) -> type:
+    Everything else that needs a fact about the language (allow-list, mutants, affine
+    analysis, typed decoder, docs and prompt) reads it from here.
+    """
+
+    def deco(cls: type[_PrimT]) -> type[_PrimT]:
         name = cls.__name__
-        cls.NAME = name  # type: ignore[attr-defined]
+        cls.NAME = name
         REGISTRY[name] = PrimitiveDef(
             name=name, signature=signature, description=description, example=example,
-            typing=cls.typing, impl=cls.impl, oracle=cls.oracle, cls=cls,  # type: ignore[attr-defined]
-            params=params, args=args, outputs=outputs, arg_names=arg_names,
+            typing=cls.typing, impl=cls.impl, oracle=cls.oracle, cls=cls,
+            params=params, args=args, outputs=outputs, arg_names=arg_names, category=category,
         )
         return cls
 
@@ -195,13 +215,18 @@ class Primitive:
     def label(self) -> str:
         return f"{self.NAME}({self.params()})"
 
+    @property
+    def usage(self) -> str:
+        """`usage: <signature>`, the hint for a wrong `.apply` argument (from the registry)."""
+        return REGISTRY[self.NAME].usage
+
     def _one(self, x: Any, what: str) -> Stream:
         if isinstance(x, Stream):
             return x
         raise StepArgumentError(
             f"{what} must be a stream", primitive=self.label,
             expected="a Stream", found=_describe_value(x),
-            hint=_usage_hint(self.NAME),
+            hint=self.usage,
         )
 
     def apply(self, arg: Any = None, *more: Any) -> Any:
@@ -285,16 +310,6 @@ def _describe_value(x: Any) -> str:
     if isinstance(x, Fn):
         return f"fn {x.func_name!r}"
     return type(x).__name__
-
-
-def _usage_hint(name: str) -> str:
-    usage = {
-        "Zip": "step.Zip().apply((a, b))",
-        "RepeatRef": "step.RepeatRef().apply((s, ref))",
-        "Partition": "parts = step.Partition(N=E_value).apply((data, sel))",
-        "Merge": "step.Merge(fn=f).apply((parts, sel))",
-    }.get(name, f"step.{name}(...).apply(s)")
-    return f"usage: {usage}"
 
 
 def _data_dtype(ins: list[Stream]) -> torch.dtype:

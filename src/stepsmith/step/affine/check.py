@@ -11,7 +11,14 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from stepsmith.step.affine.source import AffineParseError, ParsedProgram, parse_program
+from stepsmith.step.affine.source import (
+    AffineParseError,
+    ParsedProgram,
+    apply_receiver,
+    parse_program,
+    primitive_of,
+)
+from stepsmith.step.registry import REGISTRY
 
 __all__ = ["AffineViolation", "check_source", "infer_inputs"]
 
@@ -37,7 +44,7 @@ class _Obj:
     """One stream (or list of streams) produced by one definition."""
 
     name: str
-    kind: str  # "input" | "single" | "list" | "pair" | "iter" | "unknown"
+    kind: str  # "input" | "single" | "list" | "tuple" | "iter" | "unknown"
     anchor: tuple[tuple[int, int], ...]  # block path of the defining statement (-1 = block top)
     loop_ids: tuple[int, ...]
     def_line: int
@@ -48,6 +55,7 @@ class _Obj:
     uses: list[_Use] = field(default_factory=list)
     propagated: bool = False
     loop_iter: ast.expr | None = None  # for "iter": the iterable expression of its loop
+    arity: int | None = None  # for "tuple": how many streams (Copy(n=3) -> 3)
 
 
 @dataclass(eq=False)
@@ -129,21 +137,27 @@ def _const_int(node: ast.AST) -> int | None:
     return None
 
 
-def _primitive_name(func_value: ast.AST) -> str | None:
-    """`step.Map(...)` -> "Map" for the receiver of an `.apply`."""
-    if (
-        isinstance(func_value, ast.Call)
-        and isinstance(func_value.func, ast.Attribute)
-        and isinstance(func_value.func.value, ast.Name)
-        and func_value.func.value.id == "step"
-    ):
-        return func_value.func.attr
-    return None
+def _output_kind(ctor: ast.expr) -> tuple[str, int | None]:
+    """What `ctor.apply(...)` returns, from the registry's output arity: one stream
+    ("single"), a known number of streams ("tuple", with the count) or a list whose length
+    is not a constant ("list", Partition(N=E_value)); "unknown" when ctor is no primitive."""
+    name = primitive_of(ctor)
+    if name is None or not isinstance(ctor, ast.Call):
+        return "unknown", None
+    pdef = REGISTRY.get(name)
+    if pdef is None:  # not a primitive: the allow-list rejects it, count it as one stream
+        return "single", None
+    given = [*zip(pdef.param_names, ctor.args), *((kw.arg, kw.value) for kw in ctor.keywords)]
+    values = {key: _const_int(node) for key, node in given if key is not None}
+    n = pdef.output_count(values)
+    if n == 1:
+        return "single", None
+    return ("list", None) if n is None else ("tuple", n)
 
 
 def _describe_consumer(call: ast.Call) -> str:
-    recv = call.func.value  # type: ignore[attr-defined]
-    prim = _primitive_name(recv)
+    recv = apply_receiver(call)
+    prim = primitive_of(recv)
     if prim is not None:
         return f"step.{prim}(...)"
     if isinstance(recv, ast.Name):
@@ -355,11 +369,10 @@ class _Analyzer:
                 self._consume(self.eval(arg), node)
             for kw in node.keywords:
                 self._consume(self.eval(kw.value), node)
-            prim = _primitive_name(func.value)
-            kind = {"Copy": "pair", "Partition": "list"}.get(prim or "", "single")
-            if prim is None:
-                kind = "unknown"
-            return _Ref(self._new_obj(f"step.{prim}(...)", kind, node.lineno, True), None, None)
+            kind, arity = _output_kind(func.value)
+            obj = self._new_obj(f"step.{primitive_of(func.value)}(...)", kind, node.lineno, True)
+            obj.arity = arity
+            return _Ref(obj, None, None)
         vals = [self.eval(a) for a in node.args]
         for kw in node.keywords:
             self.eval(kw.value)
@@ -434,7 +447,8 @@ class _Analyzer:
                 return _EachOf(_NONSTREAM, len(value.items))
             return _EachOf(value, len(value.items))
         if isinstance(value, _Ref):
-            return _EachOf(value, 2 if value.obj.kind == "pair" and value.key is None else None)
+            whole = value.obj.kind == "tuple" and value.key is None
+            return _EachOf(value, value.obj.arity if whole else None)
         return _UNKNOWN
 
     # ----------------------------------------------------------------- binding

@@ -1,20 +1,24 @@
-"""Reading STeP program text: an impl body (plain, indented, or wrapped in a `def`), quietly.
+"""Reading STeP program text: an impl body (plain, indented, or wrapped in a `def`), quietly,
+and the one recogniser of primitive calls (`step.P(...)`, `step.P(...).apply(...)`).
 
-Shared by the affine check and repair, the verifier's allow-list and the mutant generator, so
-every stage sees the same statements at the same line numbers.
+Shared by the affine check and repair, the verifier's allow-list, the mutant generator and the
+suite statistics, so every stage sees the same statements at the same line numbers and agrees
+on what a primitive call is.
 """
 
 from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from stepsmith.limits import parse_untrusted
 
 __all__ = [
-    "AffineParseError", "ParsedProgram", "char_col", "is_indented", "parse_program", "quiet_parse",
-    "split_lines",
+    "AffineParseError", "ParsedProgram", "PrimitiveApply", "apply_receiver", "char_col",
+    "is_indented", "parse_program", "primitive_applies", "primitive_calls", "primitive_of",
+    "quiet_parse", "split_lines", "step_attr",
 ]
 
 _LINE_RE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
@@ -77,7 +81,10 @@ def parse_program(src: str) -> ParsedProgram:
             where = f"line {line}: " if line else ""
             msg = getattr(err, "msg", str(err))
             raise AffineParseError(f"{where}{msg}" + (f": `{text}`" if text else "")) from None
-        body = wrapped.body[0].body  # type: ignore[attr-defined]
+        wrapper = wrapped.body[0]
+        if not isinstance(wrapper, ast.If):  # pragma: no cover - "if 1:" parses as an If
+            raise AffineParseError("unexpected wrapper statement")
+        body = wrapper.body
         for stmt in body:
             ast.increment_lineno(stmt, -1)
         return ParsedProgram(body=body, params=None, header_line=0)
@@ -88,7 +95,6 @@ def parse_program(src: str) -> ParsedProgram:
     return ParsedProgram(body=mod.body, params=None, header_line=0)
 
 
-
 def split_lines(src: str) -> list[str]:
     """Lines with their own line endings kept (so edits give byte-identical untouched lines)."""
     return _LINE_RE.findall(src)
@@ -97,3 +103,58 @@ def split_lines(src: str) -> list[str]:
 def char_col(line: str, byte_col: int) -> int:
     """`ast` column offsets count UTF-8 bytes; string slicing counts characters."""
     return len(line.encode("utf-8")[:byte_col].decode("utf-8", errors="replace"))
+
+
+# --------------------------------------------------------------------------- primitive calls
+
+
+def step_attr(node: ast.AST | None) -> str | None:
+    """`step.X` -> "X" (how a program names a primitive), else None."""
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+        return node.attr if node.value.id == "step" else None
+    return None
+
+
+def primitive_of(node: ast.AST | None) -> str | None:
+    """`step.P(...)` (a constructor call) -> "P", else None."""
+    return step_attr(node.func) if isinstance(node, ast.Call) else None
+
+
+def apply_receiver(node: ast.AST | None) -> ast.expr | None:
+    """`R.apply(...)` -> R (a constructor call, or a name bound to one), else None."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        return node.func.value if node.func.attr == "apply" else None
+    return None
+
+
+@dataclass(frozen=True)
+class PrimitiveApply:
+    """One `step.P(...).apply(...)`: the whole call, the constructor call and P."""
+
+    call: ast.Call
+    ctor: ast.Call
+    name: str
+
+
+def primitive_applies(nodes: Iterable[ast.AST]) -> list[PrimitiveApply]:
+    """Every `step.P(...).apply(...)` under `nodes`, in source order."""
+    found = []
+    for root in nodes:
+        for node in ast.walk(root):
+            recv = apply_receiver(node)
+            name = primitive_of(recv)
+            if name is not None and isinstance(node, ast.Call) and isinstance(recv, ast.Call):
+                found.append(PrimitiveApply(node, recv, name))
+    return sorted(found, key=lambda a: (a.call.lineno, a.call.col_offset))
+
+
+def primitive_calls(src: str) -> list[str]:
+    """Names of the `step.P(...)` constructor calls in `src`, in source order (raises
+    `AffineParseError` when `src` is not a program)."""
+    calls = [
+        (node.lineno, node.col_offset, name)
+        for stmt in parse_program(src).body
+        for node in ast.walk(stmt)
+        if isinstance(node, ast.Call) and (name := primitive_of(node)) is not None
+    ]
+    return [name for _, _, name in sorted(calls)]
