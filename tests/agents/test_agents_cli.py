@@ -8,7 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from stepsmith.cli import app
-from stepsmith.improve.demos import export_library
+from stepsmith.demos import export_library
 from stepsmith.improve.store import DemoRecord
 from stepsmith.tasks.suite import get_task
 

@@ -19,7 +19,7 @@ from stepsmith.agents import (
     reference,
     task_ir,
 )
-from stepsmith.agents.similarity import isomorphic
+from stepsmith.demos import isomorphic
 from stepsmith.tasks.suite import benchmark_tasks
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from stepsmith.demos import isomorphic as is_isomorphic
 from stepsmith.evaluate.runner import BenchConfig, run_bench
-from stepsmith.improve.filtering import is_isomorphic
 from stepsmith.improve.store import ExperienceStore
 from stepsmith.llm.testing import ScriptedBackend
 from stepsmith.tasks.suite import get_task
@@ -118,7 +118,7 @@ def test_self_improve_end_to_end_with_kill_and_resume(tmp_path: Path) -> None:
 
 def test_baseline_single_with_imported_demos(tmp_path: Path) -> None:
     """A library earned elsewhere lifts a baseline: gemm_bias_relu is solved only with it."""
-    from stepsmith.improve.demos import export_library
+    from stepsmith.demos import export_library
 
     store = ExperienceStore(tmp_path / "s.db")
     plain = run_bench(_cfg(method="single", tasks=["gemm_bias_relu"]), store=store,

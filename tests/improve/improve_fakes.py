@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from stepsmith.improve.filtering import is_isomorphic
+from stepsmith.demos import isomorphic as is_isomorphic
 
 
 @dataclass

@@ -6,12 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stepsmith.improve.filtering import (
-    canonical_form,
-    is_isomorphic,
-    pure_code_lines,
-    select_representative,
-)
+from stepsmith.demos import canonical_form
+from stepsmith.demos import isomorphic as is_isomorphic
+from stepsmith.improve.filtering import pure_code_lines, select_representative
 from stepsmith.improve.stratify import boundaries, cumulative, split_evenly, stratify
 
 PROG = """\
@@ -115,10 +112,9 @@ def test_stratify_properties(scores: list[int], m: int) -> None:
         assert max(scores[k] for k in lo) < min(scores[k] for k in hi)
 
 
-def test_agrees_with_the_prompt_composers_leakage_guard() -> None:
-    """A demonstration the loop lets through must never trip compose_messages' guard."""
-    from stepsmith.agents.similarity import isomorphic
-
+def test_sigma_classes_are_the_leakage_guards_notion_of_same() -> None:
+    """A demonstration the loop lets through must never trip compose_messages' guard: σ puts
+    two answers in one class exactly when the guard calls them the same program."""
     variants = [
         PROG,
         "  " + PROG.replace("\n", "\n  ").rstrip() + "\n",  # indented
@@ -127,7 +123,23 @@ def test_agrees_with_the_prompt_composers_leakage_guard() -> None:
         PROG.replace("b=1", "b=2"),
         "a, b = step.Copy().apply(x)\nreturn step.Zip().apply((a, b))\n",
         "b, a = step.Copy().apply(x)\nreturn step.Zip().apply((b, a))\n",
+        "y = step.Map(fn=F).apply(x\nreturn y\n",  # unparsable
+        "y = step.Map(fn=F).apply(x\n   return y",  # the same text up to whitespace
+        "z = step.Map(fn=F).apply(x\nreturn z\n",  # unparsable, renamed: different text
     ]
     for a in variants:
         for b in variants:
-            assert is_isomorphic(a, b) == isomorphic(a, b), (a, b)
+            same_class = select_representative([a, b]).classes == 1
+            assert same_class == is_isomorphic(a, b), (a, b)
+
+
+def test_unparsable_text_is_the_same_program_only_as_the_same_text() -> None:
+    """One definition for σ and the guard (they used to disagree here): unparsable text is its
+    whitespace-normalised self, so a verbatim copy is the same program and a renamed one is not."""
+    broken = "y = step.Map(fn=F).apply(x\nreturn y\n"
+    assert is_isomorphic(broken, broken)
+    assert is_isomorphic(broken, "  y = step.Map(fn=F).apply(x   \n\treturn y")
+    assert not is_isomorphic(broken, broken.replace("y", "z"))
+    assert not is_isomorphic(broken, "y = step.Map(fn=F).apply(x)\nreturn y\n")
+    assert canonical_form(broken).startswith("unparsable:")
+    assert not is_isomorphic(broken, None) and not is_isomorphic("", "")

@@ -9,7 +9,8 @@ from collections import defaultdict
 import pytest
 from improve_fakes import Killed, Rule, ScriptedAgent, make_task
 
-from stepsmith.improve.filtering import is_isomorphic, pure_code_lines
+from stepsmith.demos import isomorphic as is_isomorphic
+from stepsmith.improve.filtering import pure_code_lines
 from stepsmith.improve.loop import LoopConfig, SelfImprover
 from stepsmith.improve.store import DemoRecord, ExperienceStore
 

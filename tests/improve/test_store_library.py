@@ -9,15 +9,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from stepsmith.improve.demos import (
+from stepsmith.demos import (
     DemoLibraryError,
+    DemoRecord,
     export_library,
     leaks,
     load_library,
     visible_demos,
 )
 from stepsmith.improve.reverify import reverify_run
-from stepsmith.improve.store import DemoRecord, ExperienceStore, SampleRecord, default_db_path
+from stepsmith.improve.store import ExperienceStore, SampleRecord, default_db_path
 
 
 def demo(name: str = "gemm_bias_relu", impl: str = "y = step.Map(fn=F).apply(x)\nreturn y\n", **kw) -> DemoRecord:

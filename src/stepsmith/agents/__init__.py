@@ -7,17 +7,9 @@ Contract (docs/architecture.md and the agents/improve contract): `Demonstration`
 from stepsmith.agents.agent import METHODS, Agent, Attempt
 from stepsmith.agents.extract import Unparsable, extract_impl
 from stepsmith.agents.guardian import GUARDIAN_MODES, guardian_messages, rule_repair, run_guardian
-from stepsmith.agents.prompts import (
-    Demonstration,
-    LeakageError,
-    base_prompt,
-    compose_messages,
-    estimate_tokens,
-)
-from stepsmith.agents.render import python_scaffold, task_ir
-from stepsmith.agents.similarity import isomorphic
-
-task_ir_yaml = task_ir  # the name `stepsmith.improve` looks up
+from stepsmith.agents.prompts import LeakageError, base_prompt, compose_messages, estimate_tokens
+from stepsmith.agents.render import python_scaffold
+from stepsmith.demos import Demonstration, isomorphic, task_ir
 
 __all__ = [
     "Agent",
@@ -37,5 +29,4 @@ __all__ = [
     "rule_repair",
     "run_guardian",
     "task_ir",
-    "task_ir_yaml",
 ]

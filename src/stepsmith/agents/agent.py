@@ -12,15 +12,16 @@ from __future__ import annotations
 import asyncio
 import inspect
 import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from stepsmith.agents.decoding.constraint import constraint_for
 from stepsmith.agents.decoding.judge import SEARCH_MODES, PrefixJudge
 from stepsmith.agents.extract import Unparsable, extract_impl
 from stepsmith.agents.guardian import GUARDIAN_MODES, run_guardian
-from stepsmith.agents.prompts import Demonstration, compose_messages
-from stepsmith.agents.render import input_names, ir_document, task_ir
+from stepsmith.agents.prompts import compose_messages
+from stepsmith.demos import Demonstration
+from stepsmith.llm.base import Completion
 from stepsmith.llm.client import LLMClient
 from stepsmith.llm.constraint import CONSTRAIN_MODES, Constraint
 from stepsmith.tasks.task import Task
@@ -52,13 +53,6 @@ class Attempt:
     notes: tuple[str, ...] = ()
 
 
-def _kind(verdict: Any) -> str | None:
-    kind = getattr(verdict, "kind", None)
-    if kind is None:
-        return None
-    return str(getattr(kind, "value", kind))
-
-
 @dataclass
 class _Totals:
     input_tokens: int = 0
@@ -66,11 +60,11 @@ class _Totals:
     cost_usd: float = 0.0
     calls: int = 0
 
-    def add(self, completion: Any) -> None:
+    def add(self, completion: Completion) -> None:
         self.calls += 1
-        self.input_tokens += int(getattr(completion, "input_tokens", 0) or 0)
-        self.output_tokens += int(getattr(completion, "output_tokens", 0) or 0)
-        self.cost_usd += float(getattr(completion, "cost_usd", 0.0) or 0.0)
+        self.input_tokens += completion.input_tokens
+        self.output_tokens += completion.output_tokens
+        self.cost_usd += completion.cost_usd
 
 
 class Agent:
@@ -124,7 +118,7 @@ class Agent:
     def with_ir(self) -> bool:
         return self.method != "single-no-ir"
 
-    def messages(self, task: Any, demonstrations: list[Demonstration]) -> list[dict]:
+    def messages(self, task: Task, demonstrations: Sequence[Demonstration]) -> list[dict]:
         """The proposer's first prompt for `task` (raises LeakageError on a leaking demo)."""
         return compose_messages(task, demonstrations, with_ir=self.with_ir)
 
@@ -141,8 +135,8 @@ class Agent:
 
     async def attempt(
         self,
-        task: Any,
-        demonstrations: Any,
+        task: Task,
+        demonstrations: Sequence[Demonstration],
         *,
         temperature: float | None,
         sample_index: int,
@@ -150,9 +144,9 @@ class Agent:
         """One sample: up to 1 + `repair` proposer turns, stopping at the first verified program."""
         from stepsmith.llm import InfrastructureError, LLMError
 
-        messages = self.messages(task, list(demonstrations or []))
+        messages = self.messages(task, demonstrations)
         constraint = self.constraint(task)
-        params = input_names(ir_document(task_ir(task)))
+        params = task.input_names
         totals = _Totals()
         guardian_changed = guardian_corrupted = False
         notes: list[str] = []
@@ -173,7 +167,7 @@ class Agent:
                     temperature=temperature,
                     max_tokens=self.max_tokens,
                     sample_index=sample_index,
-                    task=str(getattr(task, "name", "")),
+                    task=task.name,
                     tag=tag,
                     constraint=constraint,
                 )
@@ -189,7 +183,7 @@ class Agent:
             except Unparsable as exc:
                 impl, verdict, failure = None, None, "unparsable"
                 feedback = f"Your answer could not be used: {exc.reason}"
-                if getattr(completion, "finish_reason", "") == "length":
+                if completion.finish_reason == "length":
                     feedback += " (the answer hit the output token limit; write a shorter answer)"
             else:
                 verified = await self._guard_and_verify(
@@ -206,7 +200,8 @@ class Agent:
                     failure, feedback = None, ""
                     break
                 else:
-                    failure, feedback = _kind(verdict) or "unknown", str(verdict.feedback or "")
+                    failure = verdict.kind.value if verdict.kind is not None else "unknown"
+                    feedback = verdict.feedback
             if turn < self.repair:
                 messages = messages + [
                     {"role": "assistant", "content": answer},
@@ -215,7 +210,7 @@ class Agent:
                         "content": self._repair_message(failure, feedback, impl, unguarded),
                     },
                 ]
-        passed = bool(verdict is not None and getattr(verdict, "passed", False) and failure is None)
+        passed = verdict is not None and verdict.passed and failure is None
         return Attempt(
             impl=impl,
             verdict=verdict,
@@ -236,7 +231,7 @@ class Agent:
 
     async def _guard_and_verify(
         self,
-        task: Any,
+        task: Task,
         impl: str,
         params: list[str],
         temperature: float | None,
@@ -256,7 +251,7 @@ class Agent:
             temperature=temperature,
             max_tokens=self.max_tokens,
             sample_index=sample_index,
-            task_name=str(getattr(task, "name", "")),
+            task_name=task.name,
             tag="guardian" if turn == 0 else f"guardian{turn}",
         )
         totals.calls += guarded.calls
@@ -277,7 +272,7 @@ class Agent:
             notes.append("guardian corrupted a program that already passed")
         return guarded.impl, after, True, corrupted, impl
 
-    async def _verify(self, task: Any, impl: str, notes: list[str]) -> Verdict | None:
+    async def _verify(self, task: Task, impl: str, notes: list[str]) -> Verdict | None:
         """Run the (blocking, thread-safe) verifier off the event loop; None if it crashed."""
         try:
             result = await asyncio.to_thread(self.verifier.verify, task, impl)

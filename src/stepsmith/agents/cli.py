@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
         shown: list = []
         hidden = 0
         if demos is not None:
-            from stepsmith.improve.demos import DemoLibraryError, load_library, visible_demos
+            from stepsmith.demos import DemoLibraryError, load_library, visible_demos
 
             try:
                 library = load_library(demos)

@@ -17,19 +17,13 @@ import functools
 import re
 import textwrap
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
 from stepsmith.agents import reference
 from stepsmith.agents.reference import IDIOMS, Example, LeakageError, reference_examples
-from stepsmith.agents.render import (
-    compact_ir,
-    input_names,
-    ir_document,
-    python_scaffold,
-    task_ir,
-)
-from stepsmith.agents.similarity import isomorphic
+from stepsmith.agents.render import compact_ir, ir_document, python_scaffold
+from stepsmith.demos import Demonstration, isomorphic, leaks, task_ir
+from stepsmith.step.registry import PrimitiveDef
+from stepsmith.tasks.task import Task
 
 __all__ = [
     "Demonstration",
@@ -42,43 +36,6 @@ __all__ = [
     "reference_examples",
     "clear_caches",
 ]
-
-
-@dataclass(frozen=True)
-class Demonstration:
-    """A verified solution shown in later prompts; provenance fields are never shown."""
-
-    task_name: str
-    group: str
-    task_ir: str
-    impl: str
-    model: str
-    iteration: int
-    temperature: float | None
-    verifier_version: str
-
-    @classmethod
-    def from_solution(
-        cls,
-        task: Any,
-        impl: str,
-        *,
-        model: str = "",
-        iteration: int = 0,
-        temperature: float | None = None,
-        verifier_version: str = "",
-    ) -> Demonstration:
-        """Build a demonstration for `task` solved by `impl` (renders the task's IR)."""
-        return cls(
-            task_name=str(task.name),
-            group=str(getattr(task, "group", "") or ""),
-            task_ir=task_ir(task),
-            impl=impl,
-            model=model,
-            iteration=iteration,
-            temperature=temperature,
-            verifier_version=verifier_version,
-        )
 
 
 def estimate_tokens(text: str) -> int:
@@ -175,9 +132,11 @@ def _example_yaml(example: Example, spaces: int, with_ir: bool) -> list[str]:
     return [_block("example", scaffold, spaces)]
 
 
-def _primitive_yaml(name: str, definition: Any, example: Example | None, with_ir: bool) -> str:
-    signature = str(getattr(definition, "signature", "") or "").strip()
-    description = str(getattr(definition, "description", "") or "").strip()
+def _primitive_yaml(
+    name: str, definition: PrimitiveDef, example: Example | None, with_ir: bool
+) -> str:
+    signature = definition.signature.strip()
+    description = definition.description.strip()
     lines = [f"  - name: {name}"]
     if signature:
         lines.append(f"    usage: {_yaml_inline(signature)}")
@@ -270,7 +229,7 @@ def render_demonstrations(demonstrations: Sequence[Demonstration], with_ir: bool
     return "\n".join(lines) + "\n"
 
 
-def render_task(task: Any, with_ir: bool = True) -> str:
+def render_task(task: Task, with_ir: bool = True) -> str:
     """The task to solve, last in the prompt."""
     ir = task_ir(task)
     if with_ir:
@@ -278,7 +237,7 @@ def render_task(task: Any, with_ir: bool = True) -> str:
             "# Your task: write `impl` for this task.\n"
             "task:\n" + _indent(ir, 2) + "\n\n"
             "Answer with `impl: |-` in a ```yaml code block (the body only; the input streams "
-            f"{', '.join(input_names(ir_document(ir)))} are the function's parameters)."
+            f"{', '.join(task.input_names)} are the function's parameters)."
         )
     return (
         "# Your task: write the body of `impl` so that `test_impl` passes.\n"
@@ -287,39 +246,27 @@ def render_task(task: Any, with_ir: bool = True) -> str:
     )
 
 
-def _check_leakage(task: Any, demonstrations: Sequence[Demonstration]) -> None:
-    name = getattr(task, "name", None)
-    reference = getattr(task, "impl", None)
+def _check_leakage(task: Task, demonstrations: Sequence[Demonstration]) -> None:
+    """The library's leakage rule (`stepsmith.demos.leaks`), as an error naming the culprit."""
     for index, demo in enumerate(demonstrations):
-        if demo.task_name == name:
+        if not leaks(task, demo):
+            continue
+        if demo.task_name == task.name:
             raise LeakageError(
-                f"demonstration {index} is task '{name}''s own solution; a task must never be "
-                "shown its own solution (drop it from the demonstrations for this task)"
+                f"demonstration {index} is task '{task.name}''s own solution; a task must never "
+                "be shown its own solution (drop it from the demonstrations for this task)"
             )
-        if isomorphic(demo.impl, reference):
-            raise LeakageError(
-                f"demonstration {index} (from task '{demo.task_name}') is AST-isomorphic to the "
-                f"reference program of task '{name}'; showing it would leak the answer"
-            )
-
-
-def _self_exclusion(task: Any) -> tuple[str, ...]:
-    """Demo-set tasks that must not appear in this task's reference (itself, or isomorphic)."""
-    return _self_exclusion_for(getattr(task, "name", None), getattr(task, "impl", None))
+        raise LeakageError(
+            f"demonstration {index} (from task '{demo.task_name}') is AST-isomorphic to the "
+            f"reference program of task '{task.name}'; showing it would leak the answer"
+        )
 
 
 @functools.lru_cache(maxsize=512)
-def _self_exclusion_for(name: str | None, own_impl: str | None) -> tuple[str, ...]:
-    try:
-        demos = reference._demo_tasks()
-    except ImportError:  # no demonstration set installed: nothing to exclude
-        return ()
+def _self_exclusion(name: str, own_impl: str | None) -> tuple[str, ...]:
+    """Demo-set tasks that must not appear in this task's reference (itself, or isomorphic)."""
     return tuple(
-        sorted(
-            d.name
-            for d in demos
-            if d.name == name or isomorphic(getattr(d, "impl", None), own_impl)
-        )
+        sorted(d.name for d in reference._demo_tasks() if d.name == name or isomorphic(d.impl, own_impl))
     )
 
 
@@ -327,14 +274,14 @@ def clear_caches() -> None:
     """Forget cached reference prompts (after the demonstration set or registry changed)."""
     reference_examples.cache_clear()
     base_prompt.cache_clear()
-    _self_exclusion_for.cache_clear()
+    _self_exclusion.cache_clear()
 
 
 def compose_messages(
-    task: Any, demonstrations: Sequence[Demonstration], *, with_ir: bool = True
+    task: Task, demonstrations: Sequence[Demonstration], *, with_ir: bool = True
 ) -> list[dict]:
     """Chat messages for one proposer call: [system: reference, user: demonstrations + task]."""
     _check_leakage(task, demonstrations)
-    system = base_prompt(with_ir, _self_exclusion(task))
+    system = base_prompt(with_ir, _self_exclusion(task.name, task.impl))
     user = render_demonstrations(demonstrations, with_ir) + render_task(task, with_ir)
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]

@@ -1,18 +1,25 @@
 """Render a task for a prompt: the structural IR (YAML) or, for the no-IR baseline, a Python scaffold.
 
-The IR is the task file as its author wrote it (comments kept — they often explain the layout)
-minus the fields a model must not see: `test_name` (the task is shown without its name),
-`impl` (the answer) and our bookkeeping extensions (`group`, `bindings`, `tolerance`).
+What of a task a model may see (`task_ir`) is defined once in `stepsmith.demos.view`, shared
+with the demonstrations the loop stores; this module adds the compact and scaffold renderings.
 """
 
 from __future__ import annotations
 
 import re
 import textwrap
-from pathlib import Path
 from typing import Any
 
 import yaml
+
+from stepsmith.demos.view import (
+    HIDDEN_FIELDS,
+    BlockDumper,
+    dump_yaml,
+    strip_fields,
+    task_ir,
+    task_text,
+)
 
 __all__ = [
     "HIDDEN_FIELDS",
@@ -28,57 +35,6 @@ __all__ = [
     "short_description",
 ]
 
-HIDDEN_FIELDS = ("test_name", "impl", "group", "bindings", "tolerance")
-_TOP_KEY = re.compile(r"^([A-Za-z_][\w-]*)[ \t]*:")
-
-
-def task_text(task: Any) -> str | None:
-    """The task's original YAML text, if the loader kept it or the file is readable."""
-    for attribute in ("text", "source_text", "yaml_text", "raw_text", "yaml"):
-        value = getattr(task, attribute, None)
-        if isinstance(value, str) and value.strip():
-            return value
-    path = getattr(task, "source_path", None)
-    if path:
-        try:
-            return Path(path).read_text(encoding="utf-8")
-        except OSError:
-            return None
-    return None
-
-
-def strip_fields(text: str, hidden: tuple[str, ...] = HIDDEN_FIELDS) -> str:
-    """Remove top-level keys (and their indented values) from YAML text, keeping everything else."""
-    out: list[str] = []
-    skipping = False
-    for line in text.replace("\r\n", "\n").split("\n"):
-        match = _TOP_KEY.match(line)
-        if match is not None:
-            skipping = match.group(1) in hidden
-        elif line.strip() and not line[0].isspace() and not line.startswith(("#", "-")):
-            skipping = False
-        if not skipping:
-            out.append(line.rstrip())
-    while out and not out[-1].strip():
-        out.pop()
-    while out and (not out[0].strip() or out[0].strip() == "---"):
-        out.pop(0)
-    return "\n".join(out)
-
-
-def task_ir(task: Any) -> str:
-    """The task's structural IR as YAML, without its name, its impl and bookkeeping fields."""
-    text = task_text(task)
-    if text is not None:
-        try:
-            parsed = yaml.safe_load(text)
-        except yaml.YAMLError:
-            parsed = None
-        if isinstance(parsed, dict):
-            return strip_fields(text)
-    document = _spec_document(task)
-    return dump_yaml({k: v for k, v in document.items() if k not in HIDDEN_FIELDS})
-
 
 def ir_document(ir: str) -> dict[str, Any]:
     """Parse IR YAML back into a dict (for rendering a demonstration as a Python scaffold)."""
@@ -89,51 +45,8 @@ def ir_document(ir: str) -> dict[str, Any]:
     return document if isinstance(document, dict) else {}
 
 
-def _spec_document(task: Any) -> dict[str, Any]:
-    """Fallback when no text is available: rebuild the paper's format from the pydantic spec."""
-    spec = getattr(task, "spec", None)
-    if spec is None or not hasattr(spec, "model_dump"):
-        return {"description": getattr(task, "description", "")}
-    raw = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
-    for section in ("inputs", "parameters"):
-        for entry in raw.get(section) or []:
-            gen = entry.get("data_gen")
-            if isinstance(gen, dict):
-                kind = gen.get("kind")
-                entry["data_gen"] = kind
-                for key in ("min", "max", "scale"):
-                    if gen.get(key) is not None:
-                        entry[key] = gen[key]
-    ordered: dict[str, Any] = {}
-    for key in ("description", "global", "inputs", "parameters", "fns", "outputs"):
-        value = raw.get(key)
-        if value not in (None, "", []):
-            ordered[key] = value
-    return ordered
-
-
-class _BlockDumper(yaml.SafeDumper):
-    """Dump multi-line strings as `|-` blocks, like the paper's task files."""
-
-
-def _str_representer(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
-    if "\n" in data:
-        data = "\n".join(line.rstrip() for line in data.split("\n"))
-        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|")
-    return dumper.represent_scalar("tag:yaml.org,2002:str", data)
-
-
-def _list_representer(dumper: yaml.SafeDumper, data: list) -> yaml.SequenceNode:
-    """Short lists of scalars (dims, dtypes) in flow style: `dims: [N, M]`."""
-    flow = all(
-        isinstance(x, str | int | float) and len(str(x)) < 40 and not set(str(x)) & set("\n'\"")
-        for x in data
-    )
-    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
-
-
-class _CompactDumper(_BlockDumper):
-    """Like `_BlockDumper`, plus one-line mappings for stream entries (`{name, dtype, dims}`)."""
+class _CompactDumper(BlockDumper):
+    """Like `BlockDumper`, plus one-line mappings for stream entries (`{name, dtype, dims}`)."""
 
 
 def _dict_representer(dumper: yaml.SafeDumper, data: dict) -> yaml.MappingNode:
@@ -151,8 +64,6 @@ def _dict_representer(dumper: yaml.SafeDumper, data: dict) -> yaml.MappingNode:
     return dumper.represent_mapping("tag:yaml.org,2002:map", data, flow_style=flow)
 
 
-_BlockDumper.add_representer(str, _str_representer)
-_BlockDumper.add_representer(list, _list_representer)
 _CompactDumper.add_representer(dict, _dict_representer)
 
 _DROPPED_IN_COMPACT = {"data_gen", "min", "max", "scale", "description"}
@@ -191,12 +102,6 @@ def compact_ir(ir: str) -> str:
             out[key] = value
     return yaml.dump(
         out, Dumper=_CompactDumper, sort_keys=False, allow_unicode=True, width=100
-    ).rstrip()
-
-
-def dump_yaml(document: dict[str, Any]) -> str:
-    return yaml.dump(
-        document, Dumper=_BlockDumper, sort_keys=False, allow_unicode=True, width=100
     ).rstrip()
 
 

@@ -1,11 +1,13 @@
-"""AST isomorphism of programs with names normalised — the leakage guard's notion of "same".
+"""Program identity: the one definition of "the same program" (σ filtering and the leakage guard).
 
 Two impls are isomorphic when they have the same syntax tree after renaming the names the
 program binds (assignment and comprehension targets) to v0, v1, ... in order of first
 appearance. Free names — input streams, fns, size symbols, `step` — keep their identity because
 they carry meaning; call keywords are order-insensitive; comments, bare strings and layout never
-matter. This is deliberately the same definition as σ filtering in `stepsmith.improve`, so a
-demonstration that survives the loop's filter never trips `compose_messages`' guard.
+matter. Text that does not parse is its own whitespace-normalised self: it is the same program
+only as the same text (so σ groups repeated garbage and the guard hides a verbatim copy).
+σ (`stepsmith.improve.filtering`), the prompt composer's guard and the library's `leaks` all
+use `canonical_form`, so a demonstration that survives σ can never trip the guard.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import ast
 import textwrap
 
-__all__ = ["normalized_dump", "isomorphic"]
+__all__ = ["canonical_form", "isomorphic", "normalized_dump"]
 
 
 def _bound_names(tree: ast.AST) -> list[str]:
@@ -65,9 +67,15 @@ def normalized_dump(src: str) -> str | None:
     return ast.dump(tree, annotate_fields=False, include_attributes=False)
 
 
+def canonical_form(src: str) -> str:
+    """A string equal for exactly the isomorphic programs; unparsable text stays itself."""
+    dump = normalized_dump(src)
+    return dump if dump is not None else "unparsable:" + " ".join(src.split())
+
+
 def isomorphic(a: str | None, b: str | None) -> bool:
-    """True if both programs parse and differ only in the names they bind, layout and comments."""
+    """True if both are programs (non-empty) with one canonical form: they differ only in the
+    names they bind, layout and comments — or, unparsable, only in whitespace."""
     if not a or not b:
         return False
-    da, db = normalized_dump(a), normalized_dump(b)
-    return da is not None and da == db
+    return canonical_form(a) == canonical_form(b)

@@ -1,21 +1,20 @@
-"""Demonstrations: building them from verified answers, the leakage guard, library files.
+"""Demonstration library files: export and import, JSON or YAML, with provenance.
 
-A demonstration is a task (shown without its name) plus a verified impl, with provenance
-(source task, model, iteration, temperature, verifier version). Libraries are exported and
-imported as JSON or YAML so a library earned by a strong model can lift a cheap one.
+A library earned by a strong model can lift a cheap one; every problem in a file is a
+`DemoLibraryError` naming the entry and field, never a crash half-way through a run.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from stepsmith.improve.filtering import canonical_form
-from stepsmith.improve.store import DemoRecord
+from stepsmith.demos.records import DemoRecord
+
+__all__ = ["LIBRARY_FORMAT", "DemoLibraryError", "export_library", "load_library"]
 
 LIBRARY_FORMAT = "stepsmith-demos/1"
 _REQUIRED = ("task_name", "group", "task_ir", "impl", "model", "iteration", "verifier_version")
@@ -25,28 +24,6 @@ class DemoLibraryError(ValueError):
     """A demonstration library file that cannot be used; the message says which entry and field."""
 
 
-def task_ir_yaml(task: Any) -> str:
-    """The task's structural IR as YAML, without ``test_name`` and without ``impl``: the
-    ``stepsmith.agents`` rendering, so a demonstration looks exactly like a prompt's task."""
-    from stepsmith.agents.render import task_ir  # lazily: agents is above improve
-
-    return task_ir(task)
-
-
-def leaks(task: Any, demo: DemoRecord) -> bool:
-    """True if showing ``demo`` to ``task`` would show the task its own solution."""
-    if demo.task_name == getattr(task, "name", None):
-        return True
-    ref = getattr(task, "impl", None)
-    return isinstance(ref, str) and bool(ref) and canonical_form(ref) == canonical_form(demo.impl)
-
-
-def visible_demos(task: Any, demos: Sequence[DemoRecord]) -> list[DemoRecord]:
-    """The leakage guard: drop the task's own demonstration and any AST-isomorphic one."""
-    return [d for d in demos if not leaks(task, d)]
-
-
-# -- library files ---------------------------------------------------------------------------
 class _BlockDumper(yaml.SafeDumper):
     """Multi-line strings (programs, task IRs) as `|` block scalars: readable and diffable,
     not one escaped line. PyYAML falls back to quoting when a block cannot represent one."""

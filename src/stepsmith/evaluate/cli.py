@@ -105,6 +105,7 @@ class RichProgress:
 
 def _print_estimate(cfg: BenchConfig, store: ExperienceStore) -> None:
     """`bench --estimate`: the first pass's calls, tokens and cost; nothing is run or recorded."""
+    from stepsmith.demos import load_library
     from stepsmith.evaluate.estimate import (
         estimate_bench,
         history_for,
@@ -112,7 +113,6 @@ def _print_estimate(cfg: BenchConfig, store: ExperienceStore) -> None:
         seconds_for,
     )
     from stepsmith.evaluate.runner import resolve_tasks
-    from stepsmith.improve.demos import load_library
 
     cfg.validate()
     tasks = resolve_tasks(cfg.tasks, cfg.groups)
@@ -497,7 +497,7 @@ def register(app: typer.Typer) -> None:
         db: Annotated[Path | None, typer.Option("--db")] = None,
     ) -> None:
         """Export a run's active demonstrations with provenance."""
-        from stepsmith.improve.demos import export_library
+        from stepsmith.demos import export_library
 
         store = _store(db)
         row = _find_run(store, run)

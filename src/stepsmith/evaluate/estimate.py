@@ -82,7 +82,7 @@ def estimate_bench(cfg: BenchConfig, tasks: Sequence[Any], demos: Sequence[Any] 
     from stepsmith.agents.guardian import guardian_messages
     from stepsmith.agents.prompts import compose_messages
     from stepsmith.agents.render import input_names, ir_document, task_ir
-    from stepsmith.improve.demos import visible_demos
+    from stepsmith.demos import visible_demos
     from stepsmith.llm import price_for
     from stepsmith.llm.base import prompt_tokens_upper
 

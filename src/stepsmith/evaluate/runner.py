@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stepsmith.improve.demos import load_library
+from stepsmith.agents.decoding.judge import SEARCH_MODES
+from stepsmith.demos import load_library
 from stepsmith.improve.loop import LoopConfig, LoopResult, ProgressSink, SelfImprover
 from stepsmith.improve.store import DemoRecord, ExperienceStore, RunBusyError
-from stepsmith.agents.decoding.judge import SEARCH_MODES
 from stepsmith.llm.constraint import CONSTRAIN_MODES
 
 METHODS = ("single", "single-no-ir", "agent", "self-improve")

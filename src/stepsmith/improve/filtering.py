@@ -4,8 +4,8 @@ Correct answers are grouped by AST isomorphism with the program's own variable n
 (names the program binds become ``v0, v1, ...`` in order of first appearance; free names — input
 streams, fns, size symbols, ``step`` — keep their identity because they carry meaning), one
 representative is taken per class, and the representative with the fewest lines of pure code
-(comments and blank lines removed) wins. The same canonical form backs the leakage guard: a task
-must never see a demonstration that is isomorphic to its own reference program.
+(comments and blank lines removed) wins. The canonical form is `stepsmith.demos.identity`'s, the
+leakage guard's, so a demonstration that survives σ never trips the prompt composer's guard.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import tokenize
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from stepsmith.agents.similarity import normalized_dump
+from stepsmith.demos.identity import canonical_form
 
 _NON_CODE_TOKENS = {
     tokenize.COMMENT,
@@ -26,22 +26,6 @@ _NON_CODE_TOKENS = {
     tokenize.ENCODING,
     tokenize.ENDMARKER,
 }
-
-
-def canonical_form(impl: str) -> str:
-    """A string equal for exactly the AST-isomorphic programs (names normalised).
-
-    The definition is `stepsmith.agents.similarity.normalized_dump` — the leakage guard's — so a
-    demonstration that survives σ can never trip the prompt composer's guard. Unparsable text
-    falls back to its whitespace-normalised self, so it only matches itself.
-    """
-    dump = normalized_dump(impl)
-    return dump if dump is not None else "unparsable:" + " ".join(impl.split())
-
-
-def is_isomorphic(a: str, b: str) -> bool:
-    """True iff the two programs differ only in the names they bind and in layout/comments."""
-    return canonical_form(a) == canonical_form(b)
 
 
 def pure_code_lines(impl: str) -> int:

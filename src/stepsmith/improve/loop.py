@@ -27,10 +27,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from stepsmith.improve.demos import task_ir_yaml, visible_demos
+from stepsmith.demos import DemoRecord, task_ir, visible_demos
 from stepsmith.improve.filtering import select_representative
 from stepsmith.improve.store import (
-    DemoRecord,
     ExperienceStore,
     IterationRecord,
     SampleRecord,
@@ -258,7 +257,7 @@ class SelfImprover:
                 DemoRecord(
                     task_name=name,
                     group=str(getattr(task, "group", "") or ""),
-                    task_ir=task_ir_yaml(task),
+                    task_ir=task_ir(task),
                     impl=rep.impl,
                     model=self.config.model,
                     iteration=t,
