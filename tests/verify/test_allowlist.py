@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from stepsmith.step import REGISTRY
 from stepsmith.verify.allowlist import (
-    FALLBACK_PRIMITIVES,
     DisallowedConstruct,
     ProgramSyntaxError,
     allowed_primitives,
@@ -179,11 +179,33 @@ def test_non_text_and_null_bytes_are_clear_errors() -> None:
         check_program("x = 1\x00")
 
 
-def test_primitives_come_from_the_registry_and_cover_the_fallback() -> None:
+def test_primitives_and_their_parameters_come_from_the_registry() -> None:
+    """No list of names here: every registry primitive, with every parameter it declares, is
+    allowed, and nothing else is."""
     names = allowed_primitives()
-    assert set(FALLBACK_PRIMITIVES) <= names
+    assert names == frozenset(REGISTRY) and len(names) >= 15
     for prim in sorted(names):
         check_program(f"y = step.{prim}().apply(x)\n")
+        given = ", ".join(f"{p.name}=v" for p in REGISTRY[prim].params)
+        check_program(f"y = step.{prim}({given}).apply(x)\n")
+    with pytest.raises(DisallowedConstruct, match="not a STeP primitive"):
+        check_program("y = step.Transpose().apply(x)\n")
+
+
+@pytest.mark.parametrize(
+    ("src", "message"),
+    [
+        ("y = step.Accum(fn=f, bb=1).apply(x)\n",
+         "step.Accum has no parameter `bb` (its parameters: fn, b); usage: step.Accum(fn=f, b=k)"),
+        ("y = step.Zip(n=2).apply((a, b))\n",
+         "step.Zip has no parameter `n` (its parameters: none); usage: step.Zip().apply((a, b"),
+        ("return [step.Repeat(m=D).apply(p) for p in ps]\n", "no parameter `m`"),
+    ],
+)
+def test_a_keyword_the_primitive_does_not_declare_is_rejected(src: str, message: str) -> None:
+    with pytest.raises(DisallowedConstruct) as info:
+        check_program(src)
+    assert info.value.line == 1 and message in info.value.message
 
 
 @pytest.mark.parametrize(

@@ -97,6 +97,34 @@ def test_change_arg_off_by_one_and_other_symbols() -> None:
     assert NO_COPY.replace("L=[1, 2]", "L=[1, 3]") in flat
 
 
+def test_change_arg_follows_the_registry_parameters_and_their_kinds() -> None:
+    """Which parameters move, and how, is the registry's: a count stays >= 1, a positional
+    parameter is mutated like a keyword one, a keyword the primitive does not have is not."""
+    src = (
+        "a, b, c = step.Copy(n=3).apply(x)\n"
+        "s = step.Accum(fn_sum, 2).apply(a)\n"
+        "t = step.Map(fn=fn_a, b=1).apply(b)\n"
+        "u = step.Copy(n=1).apply(c)\n"
+        "return (s, t, u)\n"
+    )
+    changed = {m.source for m in _by_kind(mutants(src, ["x"]), "change_arg")}
+    assert changed == {
+        src.replace("n=3", "n=4"), src.replace("n=3", "n=2"),  # Copy's n: a count
+        src.replace("fn_sum, 2", "fn_sum, 3"), src.replace("fn_sum, 2", "fn_sum, 1"),  # Accum b
+        src.replace("n=1", "n=2"),  # a count never goes below 1
+    }  # Map has no parameter b: left alone
+    swapped = {m.description for m in _by_kind(mutants(src, ["x"]), "swap_fns")}
+    assert swapped == {"swapped the fns `fn_a` and `fn_sum` everywhere"}  # positional fn too
+
+
+def test_only_one_stream_primitives_taking_a_stream_first_are_dropped() -> None:
+    """Copy and Partition return several streams and Merge takes a list of parts first: the
+    registry's output arity and argument form, not a list kept here, exclude them."""
+    dropped = {m.description.split("removed ")[1].split("(")[0]
+               for m in _by_kind(mutants(MOE), "drop_primitive")}
+    assert dropped == {"step.Map", "step.Accum", "step.RepeatRef", "step.Repeat"}
+
+
 def test_swap_fns_swaps_every_occurrence_of_a_pair() -> None:
     ms = _by_kind(mutants(NORM), "swap_fns")
     fns = ["fn_div_by_d", "fn_minus", "fn_sum"]

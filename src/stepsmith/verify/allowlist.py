@@ -16,39 +16,27 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Mapping
-from typing import TypeGuard
 
-# one program parser for the allow-list and the affine analysis (bodies copied from inside a
-# `def` are indented; untrusted text must not spray SyntaxWarnings)
-from stepsmith.step.affine.source import is_indented, quiet_parse
+# one program parser and one recogniser of `step.P` for the allow-list, the affine analysis and
+# the mutants (bodies copied from inside a `def` are indented; untrusted text must not spray
+# SyntaxWarnings); the primitives and their parameter names are the registry's
+from stepsmith.step.affine.source import (
+    apply_receiver,
+    is_indented,
+    primitive_of,
+    quiet_parse,
+    step_attr,
+)
+from stepsmith.step.registry import REGISTRY
 
 __all__ = [
     "ALLOWED_BUILTINS",
-    "FALLBACK_PRIMITIVES",
     "DisallowedConstruct",
     "ProgramCheckError",
     "ProgramSyntaxError",
     "allowed_primitives",
     "check_program",
 ]
-
-FALLBACK_PRIMITIVES: tuple[str, ...] = (
-    "Map",
-    "Zip",
-    "Accum",
-    "Scan",
-    "Promote",
-    "Flatten",
-    "Reshape",
-    "Bufferize",
-    "Streamify",
-    "Repeat",
-    "RepeatRef",
-    "Copy",
-    "Identity",
-    "Partition",
-    "Merge",
-)
 
 #: Builtins a program may call: pure, bounded by their arguments, no access to objects' guts.
 ALLOWED_BUILTINS: frozenset[str] = frozenset(
@@ -165,14 +153,8 @@ class ProgramSyntaxError(ProgramCheckError):
 
 
 def allowed_primitives() -> frozenset[str]:
-    """Primitive names from `stepsmith.step.REGISTRY`, or the 15 early-STeP ones."""
-    try:
-        from stepsmith import step
-
-        names = frozenset(getattr(step, "REGISTRY", {}) or ())
-    except Exception:  # noqa: BLE001 - the allow-list must work even if the language is broken
-        names = frozenset()
-    return names or frozenset(FALLBACK_PRIMITIVES)
+    """The primitive names a program may call: the registry's."""
+    return frozenset(REGISTRY)
 
 
 def _parse(src: str) -> ast.Module:
@@ -228,7 +210,7 @@ def check_program(src: str, fn_aliases: Mapping[str, str] | None = None) -> None
         )
     mod = _parse(src)
     try:
-        _Checker(src, allowed_primitives(), fn_aliases or {}).visit_block(mod.body)
+        _Checker(src, fn_aliases or {}).visit_block(mod.body)
     except RecursionError:
         raise DisallowedConstruct(
             "the program is nested too deeply to check; write it as a sequence of assignments",
@@ -237,9 +219,8 @@ def check_program(src: str, fn_aliases: Mapping[str, str] | None = None) -> None
 
 
 class _Checker:
-    def __init__(self, src: str, primitives: frozenset[str], fn_aliases: Mapping[str, str]) -> None:
+    def __init__(self, src: str, fn_aliases: Mapping[str, str]) -> None:
         self.src = src
-        self.primitives = primitives
         self.fn_aliases = fn_aliases
 
     # ----------------------------------------------------------------- reporting
@@ -323,7 +304,7 @@ class _Checker:
                 and isinstance(node.func, ast.Name)
                 and node.func.id in _ITER_CALLS
             )
-            or self._is_apply(node)
+            or apply_receiver(node) is not None
         )
         if not ok:
             self.reject(
@@ -345,39 +326,26 @@ class _Checker:
         if store and ident in ALLOWED_BUILTINS:
             self.reject(node, f"the builtin `{ident}` cannot be reassigned; pick another name")
 
-    def _is_step_primitive(self, node: ast.AST) -> TypeGuard[ast.Attribute]:
-        return (
-            isinstance(node, ast.Attribute)
-            and isinstance(node.value, ast.Name)
-            and node.value.id == "step"
-        )
-
-    def _is_apply(self, node: ast.AST) -> bool:
-        return (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr == "apply"
-        )
-
     def attribute(self, node: ast.Attribute) -> None:
         if "__" in node.attr:
             self.reject(
                 node, f"the attribute `{node.attr}` is not allowed (double-underscore names)"
             )
-        if self._is_step_primitive(node):
-            if node.attr in self.fn_aliases and node.attr not in self.primitives:
-                fn = self.fn_aliases[node.attr]
+        name = step_attr(node)
+        if name is not None:
+            if name in self.fn_aliases and name not in REGISTRY:
+                fn = self.fn_aliases[name]
                 self.reject(
                     node,
-                    f"`step.{node.attr}` is not a STeP primitive: {node.attr} is one of the task's "
+                    f"`step.{name}` is not a STeP primitive: {name} is one of the task's "
                     f"specialized functions; pass it to a primitive by its func_name, e.g. "
                     f"step.Map(fn={fn}).apply(stream) (or Accum/Scan/Merge for a stateful fn)",
                 )
-            if node.attr not in self.primitives:
-                allowed = ", ".join(sorted(self.primitives))
+            if name not in REGISTRY:
+                allowed = ", ".join(sorted(REGISTRY))
                 self.reject(
                     node,
-                    f"`step.{node.attr}` is not a STeP primitive (allowed: {allowed})",
+                    f"`step.{name}` is not a STeP primitive (allowed: {allowed})",
                 )
             return
         self.reject(
@@ -390,9 +358,9 @@ class _Checker:
     def call(self, node: ast.Call) -> None:
         func = node.func
         star_ok = True
-        if isinstance(func, ast.Attribute) and func.attr == "apply":
-            recv = func.value
-            if isinstance(recv, ast.Call) and self._is_step_primitive(recv.func):
+        recv = apply_receiver(node)
+        if recv is not None:
+            if isinstance(recv, ast.Call) and step_attr(recv.func) is not None:
                 self.call(recv)
             elif isinstance(recv, ast.Name):
                 self.name(recv)
@@ -402,8 +370,9 @@ class _Checker:
                     ".apply(...) must be called on a primitive, as in "
                     "step.Map(fn=fn_name).apply(stream)",
                 )
-        elif self._is_step_primitive(func):
+        elif isinstance(func, ast.Attribute) and step_attr(func) is not None:
             self.attribute(func)
+            self.parameters(node)
         elif isinstance(func, ast.Name):
             self.name(func)
             if func.id not in ALLOWED_BUILTINS:
@@ -436,6 +405,20 @@ class _Checker:
             elif "__" in kw.arg:
                 self.reject(node, f"the keyword `{kw.arg}` is not allowed")
             self.expr(kw.value)
+
+    def parameters(self, node: ast.Call) -> None:
+        """`step.P(k=...)`: every keyword is one of P's parameters in the registry (P itself was
+        checked by `attribute`)."""
+        pdef = REGISTRY[primitive_of(node) or ""]
+        for kw in node.keywords:
+            if kw.arg is not None and kw.arg not in pdef.param_names:
+                takes = ", ".join(pdef.param_names) or "none"
+                self.reject(
+                    node,
+                    f"step.{pdef.name} has no parameter `{kw.arg}` (its parameters: {takes}); "
+                    f"{pdef.usage}",
+                    hint=False,
+                )
 
     def comprehension(self, node: ast.ListComp | ast.GeneratorExp) -> None:
         for gen in node.generators:

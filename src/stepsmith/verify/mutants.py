@@ -7,6 +7,11 @@ returning the input, a size hard-coded to the paper binding's value) and check t
 mutant that changes behaviour is rejected. Mutants are produced by editing the source text at
 AST positions, so comments and layout survive and each mutant is easy to read in a report.
 Generation is deterministic (source order) and de-duplicated; every mutant parses.
+
+What may be mutated is asked of the primitive registry, not listed here: which parameters a
+primitive has and their kinds (an axis moves by one, a size becomes another size symbol, a fn is
+swapped with another fn), how many streams it returns (only a one-stream primitive can be
+dropped) and which primitive duplicates a stream (the Copy a `reuse_without_copy` skips).
 """
 
 from __future__ import annotations
@@ -22,7 +27,16 @@ from stepsmith.step.affine import (
     infer_inputs,
     parse_program,
 )
-from stepsmith.step.affine.source import char_col, split_lines
+from stepsmith.step.affine.source import (
+    PrimitiveApply,
+    apply_receiver,
+    char_col,
+    primitive_applies,
+    primitive_of,
+    split_lines,
+)
+from stepsmith.step.examples import PAPER_BINDING
+from stepsmith.step.registry import REGISTRY, ParamKind
 
 __all__ = ["MUTANT_KINDS", "PAPER_BINDING", "Mutant", "mutants"]
 
@@ -35,12 +49,33 @@ MUTANT_KINDS: tuple[str, ...] = (
     "symbol_to_literal",
 )
 
-#: Used for `symbol_to_literal` when no binding is given (the paper ran only at this one).
-PAPER_BINDING: dict[str, int] = {"M": 5, "N": 7, "K": 9, "D": 16}
-
-_ARG_NAMES = ("b", "a", "n", "L", "S", "N")
-_NO_DROP = frozenset({"Copy", "Partition", "Merge"})
+#: The least value of an integer-valued parameter kind (its domain's lower end): a mutant moves
+#: a value by one, never out of the kind's domain.
+_LOWEST: dict[ParamKind, int] = {"axis": 0, "axes": 0, "size": 1, "count": 1}
 _SYMBOL_RE = re.compile(r"^[A-Z][A-Z0-9]?$")
+
+
+def _droppable(name: str) -> bool:
+    """A primitive whose call can be replaced by its first input: it returns one stream and
+    takes a stream (not a list of parts) first."""
+    pdef = REGISTRY.get(name)
+    return pdef is not None and pdef.outputs == 1 and pdef.args != "parts_sel"
+
+
+def _duplicates(name: str | None) -> bool:
+    """The primitive that splits a stream into several identical ones (Copy)."""
+    pdef = REGISTRY.get(name or "")
+    return pdef is not None and pdef.category == "copy" and pdef.outputs != 1
+
+
+def _arguments(ctor: ast.Call) -> list[tuple[ParamKind, str, ast.expr]]:
+    """(kind, name, value) of every parameter given to `step.P(...)`, by keyword or position."""
+    pdef = REGISTRY.get(primitive_of(ctor) or "")
+    if pdef is None:
+        return []
+    kinds = {p.name: p.kind for p in pdef.params}
+    given = [*zip(pdef.param_names, ctor.args), *((kw.arg, kw.value) for kw in ctor.keywords)]
+    return [(kinds[k], k, v) for k, v in given if k in kinds and not isinstance(v, ast.Starred)]
 
 
 @dataclass(frozen=True)
@@ -83,33 +118,6 @@ class _Text:
         return out
 
 
-def _prim(call: ast.Call) -> str | None:
-    """`step.P(...)` -> "P"."""
-    func = call.func
-    if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
-        if func.value.id == "step":
-            return func.attr
-    return None
-
-
-def _applies(body: list[ast.stmt]) -> list[tuple[ast.Call, str]]:
-    """All `step.P(...).apply(...)` calls in source order, with P."""
-    found = []
-    for stmt in body:
-        for node in ast.walk(stmt):
-            if (
-                isinstance(node, ast.Call)
-                and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "apply"
-                and isinstance(node.func.value, ast.Call)
-            ):
-                prim = _prim(node.func.value)
-                if prim is not None:
-                    found.append((node, prim))
-    found.sort(key=lambda item: (item[0].lineno, item[0].col_offset))
-    return found
-
-
 def _stream_args(call: ast.Call) -> list[ast.expr]:
     """The stream expressions an apply consumes, flattening one level of tuple/list."""
     out: list[ast.expr] = []
@@ -119,14 +127,6 @@ def _stream_args(call: ast.Call) -> list[ast.expr]:
         else:
             out.append(arg)
     return out
-
-
-def _ctor(call: ast.Call) -> ast.Call:
-    """`step.P(...)` of an apply call `step.P(...).apply(...)` (as `_applies` found it)."""
-    func = call.func
-    if not (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Call)):
-        raise TypeError("not a `step.P(...).apply(...)` call")
-    return func.value
 
 
 def _line(node: ast.AST) -> int:
@@ -143,7 +143,7 @@ class _Generator:
             params = self.parsed.params if self.parsed.params is not None else infer_inputs(src)
         self.params = list(params)
         self.binding = dict(binding) if binding else dict(PAPER_BINDING)
-        self.applies = _applies(self.body)
+        self.applies: list[PrimitiveApply] = primitive_applies(self.body)
         self.assigned = {
             n.id
             for s in self.body
@@ -157,44 +157,46 @@ class _Generator:
 
     # ----------------------------------------------------------------- kinds
     def drop_primitive(self) -> None:
-        for call, prim in self.applies:
-            if prim in _NO_DROP:
+        for app in self.applies:
+            if not _droppable(app.name):
                 continue
-            streams = _stream_args(call)
+            streams = _stream_args(app.call)
             if not streams:
                 continue
             first = self.text.text(streams[0])
             self.add(
                 "drop_primitive",
-                f"line {_line(call)}: removed step.{prim}(...); its output is replaced by its "
-                f"input `{first}`",
-                [(call, first)],
+                f"line {_line(app.call)}: removed step.{app.name}(...); its output is replaced "
+                f"by its input `{first}`",
+                [(app.call, first)],
             )
 
     def change_arg(self) -> None:
+        """Move every non-fn parameter to a neighbouring value of its kind's domain."""
         symbols = sorted(self.binding)
-        for call, prim in self.applies:
-            ctor = _ctor(call)
-            for kw in ctor.keywords:
-                if kw.arg not in _ARG_NAMES:
-                    continue
-                for node, new in self._arg_variants(kw.value, symbols):
+        for app in self.applies:
+            for kind, name, value in _arguments(app.ctor):
+                if kind.startswith("fn"):
+                    continue  # fns are exchanged by swap_fns
+                for node, new in self._neighbours(kind, value, symbols):
                     old = self.text.text(node)
                     self.add(
                         "change_arg",
-                        f"line {_line(call)}: step.{prim}({kw.arg}=...): `{old}` -> `{new}`",
+                        f"line {_line(app.call)}: step.{app.name}({name}=...): `{old}` -> `{new}`",
                         [(node, new)],
                     )
 
-    def _arg_variants(self, value: ast.expr, symbols: list[str]) -> Sequence[tuple[ast.AST, str]]:
+    def _neighbours(
+        self, kind: ParamKind, value: ast.expr, symbols: list[str]
+    ) -> Sequence[tuple[ast.AST, str]]:
+        """Values next to `value` in the domain of `kind`: an int one up or down (not below
+        the domain), a named int (`E_value`) plus or minus one, a size symbol replaced by
+        another, any other expression plus one; a list of axes moves each entry."""
+        if kind == "axes" and isinstance(value, (ast.List, ast.Tuple)):
+            return [n for elt in value.elts for n in self._neighbours("axis", elt, symbols)]
         if isinstance(value, ast.Constant) and type(value.value) is int:
             v = value.value
-            return [(value, str(v + 1))] + ([(value, str(v - 1))] if v >= 1 else [])
-        if isinstance(value, (ast.List, ast.Tuple)):
-            out: list[tuple[ast.AST, str]] = []
-            for elt in value.elts:
-                out.extend(self._arg_variants(elt, symbols))
-            return out
+            return [(value, str(v + 1))] + ([(value, str(v - 1))] if v > _LOWEST[kind] else [])
         if isinstance(value, ast.Name):
             if value.id.endswith("_value"):
                 return [(value, f"{value.id} + 1"), (value, f"{value.id} - 1")]
@@ -206,10 +208,10 @@ class _Generator:
     def _fn_names(self) -> list[str]:
         """Names of specialized fns: `fn=` arguments and their sibling list entries."""
         names: set[str] = set()
-        for call, _ in self.applies:
-            for kw in _ctor(call).keywords:
-                if kw.arg == "fn" and isinstance(kw.value, ast.Name):
-                    names.add(kw.value.id)
+        for app in self.applies:
+            for kind, _, value in _arguments(app.ctor):
+                if kind.startswith("fn") and isinstance(value, ast.Name):
+                    names.add(value.id)
         for stmt in self.body:
             for node in ast.walk(stmt):
                 if isinstance(node, ast.Name) and node.id.startswith("fn_"):
@@ -244,8 +246,8 @@ class _Generator:
         # only consumptions (inside `.apply(...)` arguments): returning a stream is not a use
         loads = [
             n
-            for call, _ in self.applies
-            for arg in [*call.args, *(kw.value for kw in call.keywords)]
+            for app in self.applies
+            for arg in [*app.call.args, *(kw.value for kw in app.call.keywords)]
             for n in ast.walk(arg)
             if isinstance(n, (ast.Name, ast.Subscript)) and isinstance(n.ctx, ast.Load)
         ]
@@ -255,14 +257,8 @@ class _Generator:
                 if not (isinstance(node, ast.Assign) and len(node.targets) == 1):
                     continue
                 value = node.value
-                if not (
-                    isinstance(value, ast.Call)
-                    and isinstance(value.func, ast.Attribute)
-                    and value.func.attr == "apply"
-                    and isinstance(value.func.value, ast.Call)
-                    and _prim(value.func.value) == "Copy"
-                    and len(value.args) == 1
-                ):
+                copied = _duplicates(primitive_of(apply_receiver(value)))
+                if not (copied and isinstance(value, ast.Call) and len(value.args) == 1):
                     continue
                 src_text = self.text.text(value.args[0])
                 outputs = self._copy_outputs(node.targets[0])
@@ -288,9 +284,9 @@ class _Generator:
         if made:
             return
         consumed = [
-            (arg, call)
-            for call, _ in self.applies
-            for arg in _stream_args(call)
+            (arg, app.call)
+            for app in self.applies
+            for arg in _stream_args(app.call)
             if isinstance(arg, ast.Name)
         ]
         for (prev, _), (arg, call) in zip(consumed, consumed[1:], strict=False):
