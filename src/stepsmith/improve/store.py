@@ -1,7 +1,8 @@
 """The experience store and run state, in SQLite next to the LLM call log.
 
 Same database file as ``stepsmith.llm``'s call log (``$STEPSMITH_HOME/stepsmith.db``), separate
-``exp_*`` tables. Every finished sample is written the moment it finishes, keyed by
+``exp_*`` tables, evolved by named migrations (``MIGRATIONS``, store "experience") in the
+ledger both stores share (``stepsmith.db``). Every finished sample is written the moment it finishes, keyed by
 (run, iteration, task, temperature, sample index); Algorithm 1 is a deterministic function of
 those rows, so a killed run resumes by replaying them and only requests what is missing.
 """
@@ -19,9 +20,31 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stepsmith.db import Migrations, add_column, execute_script, insert
 from stepsmith.demos.records import DemoRecord
+from stepsmith.llm.config import default_db_path
 
-SCHEMA = """
+__all__ = [
+    "MIGRATIONS",
+    "DemoRecord",
+    "ExperienceStore",
+    "IterationRecord",
+    "RunBusyError",
+    "RunRow",
+    "SampleRecord",
+    "default_db_path",
+    "temp_key",
+]
+
+MIGRATIONS = Migrations("experience")
+
+
+@MIGRATIONS.register
+def m001_initial(db: sqlite3.Connection) -> None:
+    """Runs, samples, demonstrations and iterations."""
+    execute_script(
+        db,
+        """
 CREATE TABLE IF NOT EXISTS exp_runs (
     run_id TEXT PRIMARY KEY,
     created REAL NOT NULL,
@@ -87,13 +110,14 @@ CREATE TABLE IF NOT EXISTS exp_iterations (
     finished REAL NOT NULL,
     PRIMARY KEY (run_id, iteration)
 );
-"""
+""",
+    )
 
 
-def default_db_path() -> Path:
-    """``$STEPSMITH_HOME/stepsmith.db`` (default ``~/.stepsmith``), shared with the call log."""
-    home = os.environ.get("STEPSMITH_HOME")
-    return (Path(home).expanduser() if home else Path.home() / ".stepsmith") / "stepsmith.db"
+@MIGRATIONS.register
+def m002_run_owner(db: sqlite3.Connection) -> None:
+    """``host:pid`` of the process running a run, to tell ``running`` from ``interrupted``."""
+    add_column(db, "exp_runs", "owner", "TEXT")
 
 
 def temp_key(temperature: float | None) -> str:
@@ -181,18 +205,7 @@ class ExperienceStore:
         self._conn.row_factory = sqlite3.Row
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.executescript(SCHEMA)
-        self._migrate()
-
-    def _migrate(self) -> None:
-        """Add columns introduced after a database was created (older stores keep working)."""
-        cols = {r["name"] for r in self._conn.execute("PRAGMA table_info(exp_runs)")}
-        if "owner" not in cols:
-            try:
-                self._conn.execute("ALTER TABLE exp_runs ADD COLUMN owner TEXT")
-            except sqlite3.OperationalError as exc:  # another process added it first
-                if "duplicate column" not in str(exc):
-                    raise
+        MIGRATIONS.apply(self._conn)
 
     def close(self) -> None:
         self._conn.close()
@@ -293,17 +306,18 @@ class ExperienceStore:
     def record_sample(self, s: SampleRecord) -> None:
         """Write one finished sample immediately (a kill after this loses nothing)."""
         with self._tx() as c:
-            c.execute(
-                "INSERT OR REPLACE INTO exp_samples VALUES"
-                " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    s.run_id, s.iteration, s.level, s.task, s.task_group, s.temp_key,
-                    s.temperature, s.sample_index, s.impl, int(s.passed), s.failure_kind,
-                    s.feedback, s.input_tokens, s.output_tokens, s.cost_usd, s.calls,
-                    int(s.guardian_changed), int(s.guardian_corrupted), s.seconds,
-                    json.dumps(s.demos), s.verifier_version, time.time(),
-                ),
-            )
+            insert(c, "exp_samples", {
+                "run_id": s.run_id, "iteration": s.iteration, "level": s.level, "task": s.task,
+                "task_group": s.task_group, "temp_key": s.temp_key, "temperature": s.temperature,
+                "sample_index": s.sample_index, "impl": s.impl, "passed": int(s.passed),
+                "failure_kind": s.failure_kind, "feedback": s.feedback,
+                "input_tokens": s.input_tokens, "output_tokens": s.output_tokens,
+                "cost_usd": s.cost_usd, "calls": s.calls,
+                "guardian_changed": int(s.guardian_changed),
+                "guardian_corrupted": int(s.guardian_corrupted), "seconds": s.seconds,
+                "demos": json.dumps(s.demos), "verifier_version": s.verifier_version,
+                "created": time.time(),
+            }, replace=True)
 
     def samples(self, run_id: str, *, iteration: int | None = None) -> list[SampleRecord]:
         q = "SELECT * FROM exp_samples WHERE run_id = ?"
@@ -321,14 +335,14 @@ class ExperienceStore:
     def add_demos(self, run_id: str, demos: Iterable[DemoRecord]) -> None:
         with self._tx() as c:
             for d in demos:
-                c.execute(
-                    "INSERT OR REPLACE INTO exp_demos VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        run_id, d.task_name, d.source, d.group, d.task_ir, d.impl, d.model,
-                        d.iteration, d.temperature, d.verifier_version, d.success_count, d.n,
-                        d.status, json.dumps(d.provenance, sort_keys=True), time.time(),
-                    ),
-                )
+                insert(c, "exp_demos", {
+                    "run_id": run_id, "task_name": d.task_name, "source": d.source,
+                    "task_group": d.group, "task_ir": d.task_ir, "impl": d.impl, "model": d.model,
+                    "iteration": d.iteration, "temperature": d.temperature,
+                    "verifier_version": d.verifier_version, "success_count": d.success_count,
+                    "n": d.n, "status": d.status,
+                    "provenance": json.dumps(d.provenance, sort_keys=True), "created": time.time(),
+                }, replace=True)
 
     def demos(self, run_id: str, *, source: str | None = None, active_only: bool = False) -> list[DemoRecord]:
         q = "SELECT * FROM exp_demos WHERE run_id = ?"
@@ -351,13 +365,12 @@ class ExperienceStore:
     # -- iterations ---------------------------------------------------------------------
     def record_iteration(self, run_id: str, it: IterationRecord) -> None:
         with self._tx() as c:
-            c.execute(
-                "INSERT OR REPLACE INTO exp_iterations VALUES (?,?,?,?,?,?,?,?)",
-                (
-                    run_id, it.iteration, it.level, json.dumps(it.levels), json.dumps(it.demo_tasks),
-                    json.dumps(it.tasks), json.dumps(it.solved), time.time(),
-                ),
-            )
+            insert(c, "exp_iterations", {
+                "run_id": run_id, "iteration": it.iteration, "level": it.level,
+                "levels": json.dumps(it.levels), "demo_tasks": json.dumps(it.demo_tasks),
+                "tasks": json.dumps(it.tasks), "solved": json.dumps(it.solved),
+                "finished": time.time(),
+            }, replace=True)
 
     def iterations(self, run_id: str) -> list[IterationRecord]:
         rows = self._conn.execute(

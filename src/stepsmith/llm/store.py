@@ -5,9 +5,11 @@ run sends the same prompt n times. A cache hit is logged too (`cached=1`, cost 0
 `cache_source` = the row it replayed), so a run's log is complete whether or not it paid.
 Each write is one short transaction: a killed process leaves a consistent database.
 
-Schema history: v2 added `cache_read_tokens` / `cache_write_tokens` (provider prompt caching;
-parts of `input_tokens`). Opening an older file adds the columns in place (old rows read 0);
-every INSERT names its columns, so a process still running older code can keep writing.
+Schema: named migrations (`MIGRATIONS`, store "calls") in the ledger `stepsmith.db` shares
+with the experience store. m002 added `cache_read_tokens` / `cache_write_tokens` (provider
+prompt caching; parts of `input_tokens`): opening an older file adds them in place (old rows
+read 0), and every INSERT names its columns, so a process still running older code can keep
+writing. `llm_meta.schema_version` is still kept (never lowered) for such older processes.
 """
 
 from __future__ import annotations
@@ -22,17 +24,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from stepsmith.db import Migrations, add_column, execute_script, insert
+
 from .config import default_db_path
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 2  # what `llm_meta.schema_version` says after the migrations below
 
-# Columns added after v1: (name, SQL type + default). ADD COLUMN needs a constant default.
-_ADDED_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("cache_read_tokens", "INTEGER NOT NULL DEFAULT 0"),
-    ("cache_write_tokens", "INTEGER NOT NULL DEFAULT 0"),
-)
+MIGRATIONS = Migrations("calls")
 
-_SCHEMA = """
+
+@MIGRATIONS.register
+def m001_initial(db: sqlite3.Connection) -> None:
+    """The v1 call log: prompts stored once, one row per call (cache hits included)."""
+    execute_script(
+        db,
+        """
 CREATE TABLE IF NOT EXISTS llm_meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS prompts (hash TEXT PRIMARY KEY, messages TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS calls (
@@ -55,8 +61,6 @@ CREATE TABLE IF NOT EXISTS calls (
     finish_reason TEXT,
     input_tokens INTEGER NOT NULL DEFAULT 0,  -- the whole prompt, provider-cached included
     output_tokens INTEGER NOT NULL DEFAULT 0,
-    cache_read_tokens INTEGER NOT NULL DEFAULT 0,   -- of input_tokens: provider cache reads
-    cache_write_tokens INTEGER NOT NULL DEFAULT 0,  -- of input_tokens: provider cache writes
     usage_estimated INTEGER NOT NULL DEFAULT 0,
     cost_usd REAL,                   -- NULL: no known price for this model
     latency_s REAL,
@@ -68,7 +72,31 @@ CREATE TABLE IF NOT EXISTS calls (
 CREATE INDEX IF NOT EXISTS calls_cache ON calls (cache_key, status, cached);
 CREATE INDEX IF NOT EXISTS calls_run ON calls (run_id);
 CREATE INDEX IF NOT EXISTS calls_model ON calls (model);
-"""
+""",
+    )
+    _raise_schema_version(db, 1)
+
+
+@MIGRATIONS.register
+def m002_prompt_cache_tokens(db: sqlite3.Connection) -> None:
+    """Provider prompt caching: the parts of `input_tokens` read from / written to the cache."""
+    add_column(db, "calls", "cache_read_tokens", "INTEGER NOT NULL DEFAULT 0")
+    add_column(db, "calls", "cache_write_tokens", "INTEGER NOT NULL DEFAULT 0")
+    _raise_schema_version(db, 2)
+
+
+def _raise_schema_version(db: sqlite3.Connection, version: int) -> None:
+    """Older code reads `llm_meta.schema_version`; never lower what a newer writer stored."""
+    row = db.execute("SELECT value FROM llm_meta WHERE key = 'schema_version'").fetchone()
+    try:
+        stored = int(row[0]) if row is not None else 0
+    except (TypeError, ValueError):
+        stored = 0
+    if stored < version:
+        db.execute(
+            "INSERT OR REPLACE INTO llm_meta (key, value) VALUES ('schema_version', ?)",
+            (str(version),),
+        )
 
 
 def canonical_json(obj: Any) -> str:
@@ -126,29 +154,8 @@ class CallStore:
         if str(self.path) != ":memory:":
             self._conn.execute("PRAGMA journal_mode = WAL")
         self._conn.execute("PRAGMA synchronous = NORMAL")
-        with self._write() as c:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    c.execute(statement)
-            self._migrate(c)
-
-    def _migrate(self, c: sqlite3.Connection) -> None:
-        """Bring an older `calls` table up to SCHEMA_VERSION (inside the caller's write lock,
-        so two processes opening one old file at once do not both add a column)."""
-        have = {row[1] for row in c.execute("PRAGMA table_info(calls)")}
-        for name, decl in _ADDED_COLUMNS:
-            if name not in have:
-                c.execute(f"ALTER TABLE calls ADD COLUMN {name} {decl}")
-        row = c.execute("SELECT value FROM llm_meta WHERE key = 'schema_version'").fetchone()
-        try:
-            stored = int(row[0]) if row is not None else 0
-        except (TypeError, ValueError):
-            stored = 0
-        if stored < SCHEMA_VERSION:  # never downgrade a file a newer version already upgraded
-            c.execute(
-                "INSERT OR REPLACE INTO llm_meta (key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
+        with self._lock:
+            MIGRATIONS.apply(self._conn)
 
     # -- plumbing -----------------------------------------------------------------------------
     class _Tx:
@@ -221,43 +228,35 @@ class CallStore:
                 "INSERT OR IGNORE INTO prompts (hash, messages) VALUES (?, ?)",
                 (ph, canonical_json(messages)),
             )
-            cur = c.execute(
-                """INSERT INTO calls (started_at, finished_at, run_id, task, tag, model, provider,
-                prompt_hash, params, temperature, max_tokens, sample_index, cache_key, status,
-                response, finish_reason, input_tokens, output_tokens, cache_read_tokens,
-                cache_write_tokens, usage_estimated, cost_usd, latency_s, attempts, cached,
-                cache_source, error)
-                VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
-                (
-                    started_at or now_iso(),
-                    now_iso(),
-                    run_id,
-                    task,
-                    tag,
-                    model,
-                    provider,
-                    ph,
-                    canonical_json(params),
-                    params.get("temperature"),
-                    params.get("max_tokens"),
-                    sample_index,
-                    key,
-                    status,
-                    response,
-                    finish_reason,
-                    input_tokens,
-                    output_tokens,
-                    int(cache_read_tokens),
-                    int(cache_write_tokens),
-                    int(usage_estimated),
-                    cost_usd,
-                    latency_s,
-                    attempts,
-                    int(cached),
-                    cache_source,
-                    error,
-                ),
-            )
+            cur = insert(c, "calls", {
+                "started_at": started_at or now_iso(),
+                "finished_at": now_iso(),
+                "run_id": run_id,
+                "task": task,
+                "tag": tag,
+                "model": model,
+                "provider": provider,
+                "prompt_hash": ph,
+                "params": canonical_json(params),
+                "temperature": params.get("temperature"),
+                "max_tokens": params.get("max_tokens"),
+                "sample_index": sample_index,
+                "cache_key": key,
+                "status": status,
+                "response": response,
+                "finish_reason": finish_reason,
+                "input_tokens": input_tokens,
+                "output_tokens": output_tokens,
+                "cache_read_tokens": int(cache_read_tokens),
+                "cache_write_tokens": int(cache_write_tokens),
+                "usage_estimated": int(usage_estimated),
+                "cost_usd": cost_usd,
+                "latency_s": latency_s,
+                "attempts": attempts,
+                "cached": int(cached),
+                "cache_source": cache_source,
+                "error": error,
+            })
             assert cur.lastrowid is not None  # an INSERT always sets it
             return int(cur.lastrowid)
 
