@@ -15,6 +15,7 @@ import warnings
 
 __all__ = [
     "MAX_AST_DEPTH",
+    "CpuTimeExceeded",
     "MAX_MESSAGE_CHARS",
     "MAX_PROGRAM_CHARS",
     "MAX_PROGRAM_LINES",
@@ -33,6 +34,12 @@ MAX_PROGRAM_LINES = 500
 #: Deepest syntax tree accepted (reference programs reach 11); keeps recursive visitors
 #: (allow-list, affine check, `ast.dump`, `compile`) far from Python's recursion limit.
 MAX_AST_DEPTH = 100
+
+
+class CpuTimeExceeded(BaseException):  # noqa: N818 - BaseException: code under a limit can't swallow it
+    """Raised by a sandboxed worker's CPU-time alarm inside whatever code is running: a
+    candidate program, or a task file's own code while its data is prepared. Defined here, below
+    `tasks` and `verify`, so both can tell it apart from the errors of the code they run."""
 
 
 def clip(text: object, limit: int = MAX_MESSAGE_CHARS) -> str:

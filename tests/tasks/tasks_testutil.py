@@ -46,3 +46,10 @@ def line_containing(text: str, needle: str, start: int = 0) -> int:
         if i > start and needle in line:
             return i
     raise AssertionError(f"{needle!r} not in text")
+
+
+def reference_verdict(task, executor="fast", bindings=None):  # -> Verdict
+    """The verifier's verdict on the task's own impl, in process (trusted task files only)."""
+    from stepsmith.verify.runner import check_candidate
+
+    return check_candidate(task, task.impl or "", executor=executor, bindings=bindings)

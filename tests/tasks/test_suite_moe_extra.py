@@ -15,11 +15,13 @@ from typing import Any
 
 import pytest
 import torch
+from tasks_testutil import reference_verdict
 
 import stepsmith.benchmarks as bench_pkg
-from stepsmith.tasks import Task, check_reference, compare_outputs, load_task
+from stepsmith.tasks import Task, load_task
 from stepsmith.tasks.analysis import program_stats
-from stepsmith.tasks.run import compile_program
+from stepsmith.verify.checking import check_outputs
+from stepsmith.verify.execute import call_compiled, compile_candidate, normalise_source
 
 BENCH = Path(bench_pkg.__file__).resolve().parent / "bench"
 MY_GROUPS = ("index", "expert", "etoe", "extra")
@@ -70,9 +72,8 @@ def test_task_metadata(path: Path) -> None:
 @pytest.mark.parametrize("path", PATHS, ids=IDS)
 def test_reference_passes_at_every_binding(path: Path) -> None:
     task = _task(path)
-    results = check_reference(task, executor="fast")
-    failures = [f"{r.binding}: {p}" for r in results for p in r.problems]
-    assert not failures, "\n".join(failures)
+    v = reference_verdict(task, executor="fast")
+    assert v.passed, v.feedback
 
 
 @pytest.mark.parametrize("path", PATHS, ids=IDS)
@@ -130,18 +131,24 @@ def _tensor(stream: Any) -> torch.Tensor:
 
 
 def _run_recorded(task, impl: str, binding) -> tuple[list[str], _RecordingStep]:
-    """Run ``impl`` at ``binding``; return comparison problems and the recorder."""
+    """Run ``impl`` at ``binding`` with the one executor, its ``step`` swapped for a recorder;
+    return the verifier's output problems and the recorder."""
+    import dataclasses
+
     from stepsmith import step
 
     inst = task.instantiate(binding, dtype=torch.float64)
     recorder = _RecordingStep(step)
-    ns = dict(inst.namespace)
-    ns["step"] = recorder
-    fn = compile_program(task, impl, ns)
-    with step.Session(binding=dict(inst.binding.values), executor="fast", affine="strict"):
-        out = fn(*[inst.inputs[n] for n in task.input_names])
-    outs = list(out) if isinstance(out, tuple | list) else [out]
-    return compare_outputs(outs, inst.expected, task.tolerance, binding), recorder
+    recorded = dataclasses.replace(inst, namespace={**inst.namespace, "step": recorder})
+    compiled = compile_candidate(normalise_source(impl), task.input_names)
+    assert not hasattr(compiled, "feedback"), compiled
+    try:
+        out, _ = call_compiled(compiled, recorded, executor="fast", affine="strict")
+    except step.StepError as exc:
+        return [str(exc)], recorder
+    tol = inst.tolerance
+    bad, _, _ = check_outputs(out, inst.expected, tol.rtol, tol.atol, str(binding))
+    return ([bad.message] if bad else []), recorder
 
 
 @pytest.mark.parametrize("path", _moe_paths(), ids=lambda p: p.stem)
@@ -169,9 +176,8 @@ def test_moe_edge_cases_are_exercised_and_handled(path: Path) -> None:
 @pytest.mark.parametrize("path", _moe_paths(), ids=lambda p: p.stem)
 def test_moe_references_agree_with_the_oracle_executor(path: Path) -> None:
     """Empty experts and unrouted tokens through the per-element oracle, not just the fast path."""
-    results = check_reference(_task(path), executor="oracle")
-    failures = [f"{r.binding}: {p}" for r in results for p in r.problems]
-    assert not failures, "\n".join(failures)
+    v = reference_verdict(_task(path), executor="oracle")
+    assert v.passed, v.feedback
 
 
 @pytest.mark.parametrize("path", [p for p in _moe_paths() if EXPERT_LIST in p.read_text()],

@@ -83,8 +83,9 @@ def test_task_bindings_mapping_applies_to_every_default():
 
 def test_global_error_is_reported_with_line():
     text = VALID.replace("group: testing\n", "group: testing\nglobal: |-\n  A_value = 3\n  B_value = 1 / 0\n")
+    task = load_task(text)  # loading runs none of the file's code
     with pytest.raises(TaskFormatError) as info:
-        load_task(text)
+        task.bindings()
     assert info.value.field == "global" and "ZeroDivisionError" in str(info.value)
     assert info.value.line == text.splitlines().index("  B_value = 1 / 0") + 1
 
@@ -127,7 +128,7 @@ def test_binary_data_gen_is_zero_one():
 
 
 def test_ctx_key_in_global_declares_a_symbol_usable_by_programs():
-    from stepsmith.tasks import run_program
+    from stepsmith.verify import run_program
 
     text = VALID.replace("group: testing\n", "group: testing\nglobal: |-\n  ctx[G] = K_value + 1\n")
     text = text.replace("return E2", "E3 = step.Repeat(n=G).apply(E2)\n  return E2")
@@ -136,4 +137,4 @@ def test_ctx_key_in_global_declares_a_symbol_usable_by_programs():
     assert [b.values["G"] for b in task.bindings()] == [b.values["K"] + 1 for b in task.bindings()]
     inst = task.instantiate(task.bindings()[1])
     assert inst.namespace["G_value"] == 7 and str(inst.namespace["G"]) == "G"
-    assert run_program(task, task.impl)[0].data.shape == (5,)
+    assert run_program(task, task.impl).outputs[0].data.shape == (5,)

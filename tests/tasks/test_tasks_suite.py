@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
+from tasks_testutil import reference_verdict
 
-from stepsmith.tasks import TaskNotFoundError, check_reference, load_task, run_program
+from stepsmith.tasks import TaskNotFoundError, load_task
 from stepsmith.tasks.analysis import SHAPE_PRIMITIVES, primitive_calls, program_stats
-from stepsmith.tasks.run import compare_outputs, run_instance
 from stepsmith.tasks.suite import BENCH_DIR, DEMO_DIR, benchmark_tasks, demo_tasks, get_task, groups
+from stepsmith.verify import run_program, verify_in_process
+from stepsmith.verify.checking import check_outputs
 
 OUR_GROUPS = ("attn", "bmm", "gemm", "norm", "rope")
 OUR_FILES = sorted(p for g in OUR_GROUPS for p in (BENCH_DIR / g).glob("*.yaml"))
@@ -41,17 +45,17 @@ def test_reference_programs_have_4_to_17_primitives_and_mixed_properties():
 @pytest.mark.parametrize("path", OUR_FILES + DEMO_FILES, ids=lambda p: p.stem)
 def test_reference_matches_data_transform_at_every_binding(path):
     task = load_task(path)
-    results = check_reference(task, executor="fast", dtype=torch.float64)
-    assert len(results) >= 3
-    assert [r.problems for r in results] == [[] for _ in results]
+    v = reference_verdict(task, executor="fast")
+    assert len(v.bindings) >= 3
+    assert v.passed, v.feedback
 
 
 @pytest.mark.parametrize("path", OUR_FILES + DEMO_FILES, ids=lambda p: p.stem)
 def test_reference_with_oracle_executor_at_small_binding(path):
     task = load_task(path)
     small = [b for b in task.bindings() if b.label == "small"]
-    results = check_reference(task, executor="oracle", bindings=small)
-    assert results and all(r.passed for r in results), [r.problems for r in results]
+    v = reference_verdict(task, executor="oracle", bindings=small)
+    assert len(v.bindings) == 1 and v.passed, v.feedback
 
 
 def test_demo_set_covers_every_primitive_and_both_idioms():
@@ -137,24 +141,28 @@ def test_hard_coded_size_is_rejected_even_where_it_has_the_right_value():
     wrong = task.impl.replace("step.Repeat(n=N)", "step.Repeat(n=7)")  # N == 7 at the paper binding
     assert wrong != task.impl
     for b in task.bindings():
-        with pytest.raises(step.StepShapeError, match=r"\[7, M\].*\[N, M\]"):
-            run_program(task, wrong, b)
+        run = run_program(task, wrong, b)
+        assert isinstance(run.error, step.StepShapeError)
+        assert re.search(r"\[7, M\].*\[N, M\]", str(run.error))
 
 
 def test_wrong_program_is_reported_with_position():
     task = get_task("bmm_mnk_mdk")
-    b = task.bindings()[0]
-    inst = task.instantiate(b)
-    outs = run_instance(task, task.impl, inst)
-    outs[0].data[1, 2, 3] += 0.5
-    (problem,) = compare_outputs(outs, inst.expected, task.tolerance, b)
-    assert "output 'O'" in problem and "(1, 2, 3)" in problem and "paper" in problem
+    run = run_program(task, task.impl)
+    assert run.ok and run.instance is not None
+    run.outputs[0].data[1, 2, 3] += 0.5
+    tol = run.instance.tolerance
+    bad, _, _ = check_outputs(run.result, run.instance.expected, tol.rtol, tol.atol,
+                              f"binding '{run.binding.label}'")
+    assert bad is not None
+    assert "output 'O'" in bad.message and "[M=1, N=2, D=3]" in bad.message
+    assert "paper" in bad.message
 
 
-def test_run_program_returns_list_of_streams():
+def test_run_program_returns_the_streams():
     task = get_task("demo_copy_sum_sumsq")
-    outs = run_program(task, task.impl)
-    assert len(outs) == 2 and outs[0].data.shape == (5,)
+    run = run_program(task, task.impl)
+    assert run.ok and len(run.outputs) == 2 and run.outputs[0].data.shape == (5,)
 
 
 def test_stats_of_reference_programs():
@@ -177,28 +185,19 @@ def test_every_mutant_of_the_reference_is_rejected(path):
                if len({b.values.get(k) for b in bindings}) > 1}
     survivors = []
     for m in mutants_mod.mutants(task.impl, task.input_names, varying):
-        rejected = False
-        for b in bindings:
-            inst = task.instantiate(b)
-            try:
-                outs = run_instance(task, m.source, inst)
-                rejected = bool(compare_outputs(outs, inst.expected, task.tolerance, b))
-            except Exception:  # a typing/affine/runtime error rejects the mutant too
-                rejected = True
-            if rejected:
-                break
-        if not rejected:
+        if verify_in_process(task, m.source).passed:  # every binding: the one executor
             survivors.append(f"{m.kind}: {m.description}")
     assert not survivors, "\n".join(survivors)
 
 
 def test_an_instance_can_run_several_programs():
     task = get_task("attn_scan_divsum")
-    inst = task.instantiate()
-    first = run_instance(task, task.impl, inst)
-    second = run_instance(task, task.impl, inst)  # inputs are re-created, not "consumed twice"
-    assert torch.equal(first[0].data, second[0].data)
-    assert not compare_outputs(second, inst.expected, task.tolerance, inst.binding)
+    first = run_program(task, task.impl)
+    second = run_program(task, task.impl)  # same cached instance; inputs re-created each run
+    assert first.instance is second.instance and first.ok and second.ok
+    assert torch.equal(first.outputs[0].data, second.outputs[0].data)
+    tol = second.instance.tolerance
+    assert check_outputs(second.result, second.instance.expected, tol.rtol, tol.atol, "")[0] is None
 
 
 def test_partition_demo_exercises_an_empty_expert_and_empty_selector_rows():
@@ -206,4 +205,4 @@ def test_partition_demo_exercises_an_empty_expert_and_empty_selector_rows():
     per_binding = [task.instantiate(b).input_data["E1"] for b in task.bindings()]
     assert any((sel.sum(0) == 0).any() for sel in per_binding)  # an expert receives no token
     assert any((sel.sum(1) == 0).any() for sel in per_binding)  # a token goes to no expert
-    assert all(r.passed for r in check_reference(task))
+    assert reference_verdict(task).passed

@@ -75,18 +75,22 @@ def check(
 ) -> None:
     """PASS/FAIL per task: the file is valid, the reference evaluates at every binding and the
     task's own impl (when it has one) reproduces it. Exit 1 if any task fails."""
-    from stepsmith.tasks.preflight import check_ref, duplicate_names
+    from stepsmith.tasks.preflight import duplicate_names
     from stepsmith.tasks.suite import task_files
+    from stepsmith.verify import VerifierPool
+    from stepsmith.verify.taskcheck import check_ref
 
     if executor not in ("fast", "oracle"):
         typer.echo(f"error: --executor must be fast or oracle, found {executor!r}", err=True)
         raise typer.Exit(code=2)
+    refs = names or [str(p) for p in task_files(demos=demos)]
     checks, loaded = [], []
-    for ref in names or [str(p) for p in task_files(demos=demos)]:
-        task, result = check_ref(ref, executor=executor)
-        checks.append(result)
-        if task is not None:
-            loaded.append(task)
+    with VerifierPool(workers=min(2, max(len(refs), 1))) as pool:  # task code runs sandboxed
+        for ref in refs:
+            task, result = check_ref(ref, pool=pool, executor="oracle" if executor == "oracle" else "fast")
+            checks.append(result)
+            if task is not None:
+                loaded.append(task)
     failed = 0
     for c in checks:
         failed += not c.passed

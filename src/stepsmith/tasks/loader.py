@@ -32,12 +32,14 @@ def _looks_like_path(text: str) -> bool:
         return False
 
 
-def load_task(path_or_text: str | FsPath, *, check_bindings: bool = True,
-              source: str | None = None) -> Task:
+def load_task(path_or_text: str | FsPath, *, source: str | None = None) -> Task:
     """Load a task from a path or YAML text; raises ``TaskFormatError`` (file, line, field).
 
-    ``source`` names YAML text in error messages (a worker loads a file's text, and its errors
-    should still name the file, not ``<text>``).
+    Runs none of the file's code (``global``, fn bodies, references): a task file is code, and
+    rendering a task (``prompt``, ``tasks show``, ``bench --estimate``) must not execute it.
+    ``Task.bindings()`` / ``Task.instantiate()`` run it, which the verifier does in a sandboxed
+    worker. ``source`` names YAML text in error messages (a worker loads a file's text, and its
+    errors should still name the file, not ``<text>``).
     """
     if not isinstance(path_or_text, str | FsPath):
         raise TypeError(f"load_task expects a path or YAML text, found {type(path_or_text).__name__}")
@@ -62,6 +64,5 @@ def load_task(path_or_text: str | FsPath, *, check_bindings: bool = True,
         raise validation_error(exc, loc) from None
     task = validate(spec, loc, text, source_path)
     check_binding_labels(spec.bindings, loc)
-    if check_bindings:
-        task.bindings()  # runs `global` once per binding: unbound symbols fail at load time
+    task.check_sizes()  # unbound symbols fail at load time, without running `global`
     return task

@@ -1,13 +1,9 @@
-"""Checking tasks before a single paid call: a broken task must never be charged to the model.
+"""The verdict on a task file before a single paid call, and the one-name-one-file rule.
 
-A task passes when its file is valid (schema and cross-field rules), every binding resolves,
-the reference outputs (``data_transform``) evaluate at every binding with the declared layout,
-and — when the file has an ``impl`` — that reference program reproduces them. Nothing here
-raises for a broken task: each problem is a line naming the file, the line and what is wrong,
-so ``stepsmith tasks check`` and ``stepsmith bench`` can report every task and then refuse.
-
-Task files are code (their snippets run in-process, like test files); the programs a model
-writes are not, and only ever run in ``stepsmith.verify``'s sandbox.
+A broken task must never be charged to the model. The check itself runs the task's code, so
+it lives with the sandbox: `stepsmith.verify.taskcheck.check_task` (references and the task's
+own impl in a worker under the candidates' limits). Here: its result type and the duplicate
+`test_name` rule, which read files only.
 """
 
 from __future__ import annotations
@@ -15,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from .errors import TaskFormatError, TaskNotFoundError
 from .task import Task
 
 
@@ -40,53 +36,12 @@ def _source(task: Task) -> str:
     return str(task.source_path) if task.source_path else task.name
 
 
-def check_task(task: Task, *, executor: str = "fast") -> TaskCheck:
-    """Bindings, reference outputs and (if present) the task's own impl at every binding."""
-    from .run import check_reference  # lazy: importing the STeP core is not free
+def check_task(task: Task, **kwargs: Any) -> TaskCheck:
+    """Forwards to `stepsmith.verify.taskcheck.check_task` (the sandboxed check), for callers
+    that still import it from here."""
+    from stepsmith.verify.taskcheck import check_task as sandboxed
 
-    source = _source(task)
-    result = TaskCheck(ref=task.name, name=task.name, source=source)
-    try:
-        bindings = task.bindings()
-    except TaskFormatError as exc:
-        result.problems.append(str(exc))
-        return result
-    except Exception as exc:  # noqa: BLE001 - a task's `global` is user code: report, never crash
-        result.problems.append(f"{source}: global: {type(exc).__name__}: {exc}")
-        return result
-    result.bindings = len(bindings)
-    impl_line = task.line_of("impl")
-    where_impl = f"{source}:{impl_line}" if impl_line else source
-    for b in bindings:
-        try:
-            if task.impl and task.impl.strip():
-                for check in check_reference(task, executor=executor, bindings=[b]):
-                    result.problems += [f"{where_impl}: field 'impl': the task's own reference "
-                                        f"program fails at binding {b.label}: {p}"
-                                        for p in check.problems]
-            else:
-                task.instantiate(b)  # reference outputs evaluable, with the declared layout
-        except TaskFormatError as exc:
-            result.problems.append(f"{exc} [binding {b.label}]")
-        except Exception as exc:  # noqa: BLE001 - reference snippets are user code
-            result.problems.append(f"{source}: binding {b}: cannot build the reference: "
-                                   f"{type(exc).__name__}: {exc}")
-    if not task.impl or not task.impl.strip():
-        result.note = "no impl: checked the reference outputs only"
-    return result
-
-
-def check_ref(ref: str | Path, *, executor: str = "fast") -> tuple[Task | None, TaskCheck]:
-    """Load a task by benchmark name or path and check it; a file that does not load fails."""
-    from .suite import get_task
-
-    try:
-        task = get_task(ref)
-    except (TaskNotFoundError, TaskFormatError) as exc:
-        return None, TaskCheck(ref=str(ref), source=str(ref), problems=[str(exc)])
-    check = check_task(task, executor=executor)
-    check.ref = str(ref)
-    return task, check
+    return sandboxed(task, **kwargs)
 
 
 def _same_file(a: Task, b: Task) -> bool:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from stepsmith.limits import clip
+from stepsmith.limits import CpuTimeExceeded, clip
 
 from .errors import TaskFormatError, TaskReferenceError
 from .yamlsrc import Locator, Path, format_path
@@ -149,6 +149,11 @@ def run_guarded(action: Callable[[], Any], path: Path, loc: Locator, filename: s
         raise loc.error(path, f"{what} did not finish within {TASK_CODE_LIMIT_S:g} s (an "
                               "endless loop?); task code must compute its values quickly",
                         offset=line, cls=TaskReferenceError) from None
+    except CpuTimeExceeded as exc:  # a sandboxed worker's CPU-time limit (the candidates' one)
+        line = _error_line(exc, filename)
+        raise loc.error(path, f"{what} did not finish within the verifier's CPU-time limit "
+                              f"({exc}; an endless loop?); task code must compute its values "
+                              "quickly", offset=line, cls=TaskReferenceError) from None
     except SystemExit as exc:
         line = _error_line(exc, filename)
         raise loc.error(path, f"{what} tried to exit the program (SystemExit({exc.code!r})); "

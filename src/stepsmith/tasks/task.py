@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass
 from pathlib import Path as FsPath
 from typing import TYPE_CHECKING, Any
@@ -9,9 +10,16 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from . import dtypes as dt
-from .bindings import Binding, Ctx, requested_bindings, resolve_values, symbol_objects
+from .bindings import (
+    ALWAYS_BOUND,
+    Binding,
+    Ctx,
+    requested_bindings,
+    resolve_values,
+    symbol_objects,
+)
 from .schema import TaskSpec, Tolerance
-from .snippets import exec_code
+from .snippets import assigned_names, exec_code, parse_code
 from .yamlsrc import Locator, Path
 
 if TYPE_CHECKING:
@@ -146,6 +154,31 @@ class Task:
             if name in dt.dtype_symbols(f.input_dtype) + dt.dtype_symbols(f.output_dtype):
                 return f.path
         return ()
+
+    def check_sizes(self) -> None:
+        """Every size symbol has a value in every binding, and explicit values are positive —
+        read from the file without running it (``global`` is code: it runs only when the task
+        is instantiated, in the verifier's sandbox). A symbol counts as provided when ``global``
+        assigns ``ctx[X]`` or ``X_value``; what those values are is checked when it runs."""
+        provided = set(ALWAYS_BOUND)
+        if self.spec.global_:
+            tree = parse_code(self.spec.global_, ("global",), self.locator, what="global")
+            provided |= {n[: -len("_value")] for n in assigned_names(tree) if n.endswith("_value")}
+            provided |= {n.slice.id for n in ast.walk(tree)
+                         if isinstance(n, ast.Subscript) and isinstance(n.ctx, ast.Store)
+                         and isinstance(n.value, ast.Name) and n.value.id == "ctx"
+                         and isinstance(n.slice, ast.Name)}
+        for _label, base, _seed, over in requested_bindings(self.spec.bindings):
+            for k, v in over.items():
+                if v < 1:
+                    raise self.locator.error(("bindings",), f"size symbol '{k}' must be a "
+                                                            f"positive integer, found {v!r}")
+            for name in self.symbols:
+                if name not in provided and name not in base:
+                    raise self.locator.error(
+                        self._symbol_uses(name),
+                        f"size symbol '{name}' has no value: set it in `global` "
+                        f"(`{name}_value = 3` and `ctx[{name}] = {name}_value`) or in `bindings`")
 
     def bindings(self) -> list[Binding]:
         """Bindings to verify at; the first is the paper's (M=5, N=7, K=9, D=16, seed 42)."""

@@ -3,17 +3,19 @@
 `verify(task, src)` runs the candidate in a warm sandboxed worker (a lazily created module-level
 `VerifierPool`, closed at exit) at every binding of the task, and returns a `Verdict`.
 `verify_in_process` runs the same check unsandboxed, for trusted programs (references, mutants).
+`run_program(task, source, binding)` is the one executor underneath all of them (`execute.py`).
 """
 
 from __future__ import annotations
 
 import atexit
 import threading
-from typing import Any
 
 import torch
 
 from stepsmith.step.session import AffineMode, Executor
+from stepsmith.tasks import Task
+from stepsmith.verify.execute import ProgramRun, run_program
 from stepsmith.verify.pool import DEFAULT_TIMEOUT_S, VerifierError, VerifierPool
 from stepsmith.verify.runner import check_candidate
 from stepsmith.verify.verdict import (
@@ -28,11 +30,13 @@ __all__ = [
     "VERIFIER_VERSION",
     "BindingResult",
     "FailureKind",
+    "ProgramRun",
     "Verdict",
     "Verifier",
     "VerifierError",
     "VerifierPool",
     "default_pool",
+    "run_program",
     "verify",
     "verify_in_process",
     "verify_many",
@@ -58,19 +62,20 @@ def _close_default_pool() -> None:
 
 
 def verify(
-    task: Any,
+    task: Task,
     impl_source: str,
     *,
     affine: AffineMode = "strict",
     pool: VerifierPool | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> Verdict:
-    """Verify a candidate `impl` for `task` (a `Task`, a YAML path or a benchmark name)."""
+    """Verify a candidate `impl` for a loaded `task` (callers resolve names and paths once,
+    e.g. with `stepsmith.tasks.suite.get_task`)."""
     return (pool or default_pool()).verify(task, impl_source, affine=affine, timeout_s=timeout_s)
 
 
 def verify_many(
-    items: list[tuple[Any, str]],
+    items: list[tuple[Task, str]],
     *,
     affine: AffineMode = "strict",
     pool: VerifierPool | None = None,
@@ -81,23 +86,12 @@ def verify_many(
 
 
 def verify_in_process(
-    task: Any,
+    task: Task,
     impl_source: str,
     *,
     affine: AffineMode = "strict",
     executor: Executor = "fast",
     dtype: torch.dtype = torch.float64,
 ) -> Verdict:
-    """Same check without the sandbox or time limit — only for trusted programs."""
-    from stepsmith.verify.payload import task_payload
-
-    key: str | None
-    try:
-        key = task_payload(task).key
-    except (TypeError, OSError):
-        key = None
-    if isinstance(task, str) or not hasattr(task, "bindings"):
-        from stepsmith.verify.payload import load_payload
-
-        task = load_payload(task_payload(task))
-    return check_candidate(task, impl_source, affine=affine, executor=executor, key=key, dtype=dtype)
+    """Same check without the sandbox or time limit — only for trusted programs and tasks."""
+    return check_candidate(task, impl_source, affine=affine, executor=executor, dtype=dtype)

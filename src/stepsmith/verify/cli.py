@@ -4,25 +4,23 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+if TYPE_CHECKING:
+    from stepsmith.tasks import Task
 
-def _load(task_arg: str):  # -> Task
-    """A task from a YAML path or a benchmark/demo name, with a clear error otherwise."""
-    from stepsmith.tasks import load_task
 
-    p = Path(task_arg)
-    if p.is_file():
-        return load_task(p)
-    try:
-        from stepsmith.tasks.suite import get_task
-    except ImportError as e:  # pragma: no cover - suite module written concurrently
-        raise typer.BadParameter(f"no task file {task_arg!r} (and no task suite: {e})") from e
+def _load(task_arg: str) -> Task:
+    """A task from a YAML path or a benchmark/demo name, with a clear error otherwise. Loading
+    runs none of the file's code: that happens in the verifier's sandboxed worker."""
+    from stepsmith.tasks.errors import TaskNotFoundError
+    from stepsmith.tasks.suite import get_task
+
     try:
         return get_task(task_arg)
-    except (KeyError, LookupError, FileNotFoundError, ValueError) as e:
+    except TaskNotFoundError as e:
         raise typer.BadParameter(
             f"{task_arg!r} is neither a task YAML file nor a benchmark/demo task name ({e})"
         ) from e
@@ -50,6 +48,7 @@ def verify_command(
     from rich.console import Console
 
     from stepsmith.step.session import is_affine_mode
+    from stepsmith.tasks import TaskFormatError
     from stepsmith.verify import VerifierPool
     from stepsmith.verify.report import render_verdict
 
@@ -58,9 +57,7 @@ def verify_command(
         raise typer.BadParameter(f"--affine must be 'strict' or 'warn', got {affine!r}")
     try:
         t = _load(task)
-    except typer.BadParameter:
-        raise
-    except Exception as e:  # TaskFormatError and friends: message names file/line/field
+    except TaskFormatError as e:  # the message names file, line and field
         console.print(f"[red]cannot load task {task!r}:[/red] {e}")
         raise typer.Exit(2) from None
     if impl is not None:
@@ -83,8 +80,12 @@ def verify_command(
         if not src.strip():
             console.print(f"[red]task {t.name!r} has no impl; pass --impl FILE[/red]")
             raise typer.Exit(2)
-    with VerifierPool(workers=1, timeout_s=timeout) as pool:
-        verdict = pool.verify(t, src, affine=affine)
+    try:
+        with VerifierPool(workers=1, timeout_s=timeout) as pool:
+            verdict = pool.verify(t, src, affine=affine)
+    except TaskFormatError as e:  # the task's own code failed, hung or exited in the worker
+        console.print(f"[red]task error (not the program's):[/red] {e}", markup=False)
+        raise typer.Exit(2) from None
     if as_json:
         print(verdict.model_dump_json(indent=2))
     else:

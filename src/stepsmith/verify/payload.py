@@ -1,17 +1,17 @@
-"""How a task crosses the process boundary: as its YAML text (+ path), keyed by content hash.
+"""How a task crosses the process boundary: its file text (+ path), keyed by content hash.
 
-Workers re-load the task from text once and cache it (and its instantiated data) under the hash,
-so verifying many candidates for the same task costs one load.
+Workers re-load the task from its text once and cache it (and its instantiated data) under the
+hash, so verifying many candidates for the same task costs one load. The text is the file the
+`Task` was loaded from (`Task.text`), so the worker's errors name the same file and lines.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import yaml
+from stepsmith.tasks import Task, load_task
+from stepsmith.verify.execute import task_key
 
 
 @dataclass(frozen=True)
@@ -23,65 +23,22 @@ class TaskPayload:
     name: str
     key: str
 
-
-def _text_of(task: Any) -> tuple[str, str | None]:
-    """YAML text + path of a `Task`, a path, or YAML text."""
-    if isinstance(task, Path) or (isinstance(task, str) and "\n" not in task):
-        p = Path(task)
-        if p.is_file():
-            return p.read_text(encoding="utf-8"), str(p)
-        from stepsmith.tasks.suite import get_task  # a benchmark/demo name
-
-        task = get_task(str(task))
-    if isinstance(task, str):
-        return task, None
-    path = getattr(task, "source_path", None)
-    for attr in ("source_text", "text", "yaml_text", "raw"):
-        text = getattr(task, attr, None)
-        if isinstance(text, str) and text.strip():
-            return text, str(path) if path else None
-    if path and Path(path).is_file():
-        return Path(path).read_text(encoding="utf-8"), str(path)
-    spec = getattr(task, "spec", None)
-    if spec is not None and hasattr(spec, "model_dump"):
-        data = spec.model_dump(mode="json", exclude_none=True, by_alias=True)
-        return yaml.safe_dump(data, sort_keys=False), str(path) if path else None
-    raise TypeError(
-        f"verify: cannot turn {type(task).__name__!r} into a task; pass a stepsmith.tasks.Task, "
-        "a path to a task YAML file, a benchmark task name, or YAML text"
-    )
+    @classmethod
+    def of(cls, task: Task) -> TaskPayload:
+        """The payload of a loaded task (names and paths are resolved by the caller, once)."""
+        path = str(task.source_path) if task.source_path else None
+        return cls(text=task.text, path=path, name=task.name, key=task_key(task))
 
 
-def task_payload(task: Any) -> TaskPayload:
-    """Build the picklable form of `task` (Task object, path, benchmark name or YAML text)."""
-    if isinstance(task, TaskPayload):
-        return task
-    text, path = _text_of(task)
-    name = getattr(task, "name", None) if not isinstance(task, str | Path) else None
-    if not name:
-        try:
-            doc = yaml.safe_load(text)
-            name = doc.get("test_name", "") if isinstance(doc, dict) else ""
-        except yaml.YAMLError:
-            name = ""
-    key = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    return TaskPayload(text=text, path=path, name=str(name or ""), key=key)
+_TASKS: dict[str, Task] = {}
 
 
-_TASKS: dict[str, Any] = {}
-
-
-def load_payload(payload: TaskPayload) -> Any:
-    """The `Task` for a payload, loaded once per process."""
+def load_payload(payload: TaskPayload) -> Task:
+    """The `Task` for a payload, loaded once per process (loading runs none of its code)."""
     task = _TASKS.get(payload.key)
     if task is None:
-        from stepsmith.tasks import load_task
-
         task = load_task(payload.text, source=payload.path)  # errors name the file
-        if payload.path and getattr(task, "source_path", None) in (None, ""):
-            try:
-                task.source_path = Path(payload.path)
-            except (AttributeError, TypeError, ValueError):
-                pass  # frozen/validated model: the path is informational only
+        if payload.path:
+            task.source_path = Path(payload.path)  # the group falls back to the file's folder
         _TASKS[payload.key] = task
     return task

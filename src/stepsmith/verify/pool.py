@@ -29,11 +29,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
-from stepsmith.step.session import AffineMode
-from stepsmith.verify.payload import task_payload
+from stepsmith.step.session import AffineMode, Executor
+from stepsmith.tasks import Task, TaskReferenceError
+from stepsmith.verify.payload import TaskPayload
 from stepsmith.verify.runner import AFFINE_MODES
 from stepsmith.verify.verdict import BindingResult, FailureKind, Verdict
-from stepsmith.verify.worker import PREPARE_LIMIT_S, Job, worker_main
+from stepsmith.verify.worker import Job, worker_main
 
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_MEMORY_MB = 4096
@@ -262,25 +263,38 @@ class VerifierPool:
 
     def verify(
         self,
-        task: Any,
+        task: Task,
         src: str,
         *,
         affine: AffineMode = "strict",
         timeout_s: float | None = None,
+        executor: Executor = "fast",
     ) -> Verdict:
-        """Verify one candidate in a worker; never raises for faults of the program."""
-        if self._closed:
-            raise VerifierError("VerifierPool is closed")
-        if affine not in AFFINE_MODES:
-            raise ValueError(f"affine must be one of {AFFINE_MODES}, got {affine!r}")
+        """Verify one candidate in a worker; never raises for faults of the program.
+
+        A fault of the task's own code (its `global`, references or fn bodies raise, hang, or
+        end the worker) raises `TaskReferenceError` naming the file: it is not the program's."""
         if not isinstance(src, str):
             return Verdict.failure(
                 FailureKind.unparsable,
                 f"The program must be a string of Python code, found {type(src).__name__}.",
             )
-        payload = task_payload(task)
+        return self._submit(task, src, affine, timeout_s, executor)
+
+    def check_references(self, task: Task, *, timeout_s: float | None = None) -> list[BindingResult]:
+        """Run the task's own code (`global`, references, fn probes) at every binding in a
+        worker, under the candidates' limits: the bindings it resolved to, or
+        `TaskReferenceError` naming the file."""
+        return self._submit(task, None, "strict", timeout_s, "fast").bindings
+
+    def _submit(self, task: Task, src: str | None, affine: AffineMode,
+                timeout_s: float | None, executor: Executor) -> Verdict:
+        if self._closed:
+            raise VerifierError("VerifierPool is closed")
+        if affine not in AFFINE_MODES:
+            raise ValueError(f"affine must be one of {AFFINE_MODES}, got {affine!r}")
         timeout = self.timeout_s if timeout_s is None else timeout_s
-        job = Job(next(self._ids), payload, src, affine, timeout)
+        job = Job(next(self._ids), TaskPayload.of(task), src, affine, timeout, executor)
         w = self._idle.get()
         try:
             try:
@@ -288,16 +302,18 @@ class VerifierPool:
             except VerifierError:
                 w = self._replace(w)
                 w.wait_ready(self.start_timeout_s)
-            verdict, healthy = self._run(w, job)
+            outcome, healthy = self._run(w, job)
             if not healthy:
                 w = self._replace(w)
-            return verdict
         finally:
             self._idle.put(w)
+        if isinstance(outcome, TaskReferenceError):
+            raise outcome
+        return outcome
 
     def verify_many(
         self,
-        items: Iterable[tuple[Any, str]],
+        items: Iterable[tuple[Task, str]],
         *,
         affine: AffineMode = "strict",
         timeout_s: float | None = None,
@@ -312,12 +328,14 @@ class VerifierPool:
             ]
             return [f.result() for f in futs]
 
-    def _run(self, w: _Worker, job: Job) -> tuple[Verdict, bool]:
-        """Send a job and collect its verdict; (verdict, worker still usable)."""
+    def _run(self, w: _Worker, job: Job) -> tuple[Verdict | TaskReferenceError, bool]:
+        """Send a job and collect its outcome; (verdict or task error, worker still usable)."""
         t0 = time.perf_counter()
         done: list[BindingResult] = []
-        # until the worker says the candidate's clock started, allow for data preparation
-        limit = PREPARE_LIMIT_S + self.grace_s
+        started = False
+        # until the worker says the candidate's clock started, the task's own code runs: the
+        # same CPU-time limit applies to it
+        limit = job.timeout_s + self.grace_s
         clock = _CpuClock(w.proc.pid, t0)
         deadline = t0 + limit
         try:
@@ -329,20 +347,43 @@ class VerifierPool:
                     if extra is not None:
                         deadline = time.perf_counter() + extra
                         continue
+                    if not started:
+                        return self._task_fault(job, "did not finish within the verifier's "
+                                                f"CPU-time limit of {job.timeout_s:g} s while "
+                                                "preparing the data and was stopped (an "
+                                                "endless loop?)"), False
                     return self._hard_timeout(job, done, t0), False
                 msg = w.conn.recv()
-                if msg[0] == "started" and msg[1] == job.job_id:
+                if msg[1] != job.job_id:
+                    continue
+                if msg[0] == "started":
+                    started = True
                     limit = job.timeout_s + self.grace_s
                     clock = _CpuClock(w.proc.pid, time.perf_counter())
                     deadline = time.perf_counter() + limit
-                elif msg[0] == "binding" and msg[1] == job.job_id:
+                elif msg[0] == "binding":
                     done.append(BindingResult.model_validate(msg[2]))
-                elif msg[0] == "done" and msg[1] == job.job_id:
+                elif msg[0] == "task_error":
+                    return TaskReferenceError(
+                        msg[2]["message"], source=msg[2]["source"] or job.payload.name,
+                        line=msg[2]["line"], field=msg[2]["field"]), True
+                elif msg[0] == "done":
                     v = Verdict.model_validate(msg[2])
                     v.seconds = time.perf_counter() - t0
                     return v, True
         except (EOFError, OSError, BrokenPipeError):
+            if not started:
+                w.proc.join(2)
+                return self._task_fault(job, "ended the verifier's worker process "
+                                        f"({_exit_desc(w.proc.exitcode)}) while preparing the "
+                                        "data; task code must not exit or kill its process"), False
             return self._died(w, job, done, t0), False
+
+    @staticmethod
+    def _task_fault(job: Job, what: str) -> TaskReferenceError:
+        return TaskReferenceError(
+            f"the task's own code (global, data_transform snippets, fn bodies) {what}",
+            source=job.payload.path or job.payload.name)
 
     def _hard_timeout(self, job: Job, done: Sequence[BindingResult], t0: float) -> Verdict:
         ok = ", ".join(f"{b.label} {'passed' if b.passed else 'FAILED'}" for b in done)
@@ -379,3 +420,9 @@ class VerifierPool:
             bindings=list(done),
             seconds=time.perf_counter() - t0,
         )
+
+
+def _exit_desc(code: int | None) -> str:
+    if code is not None and code < 0:
+        return f"killed by {_signal_name(code)}"
+    return f"exit code {code}"

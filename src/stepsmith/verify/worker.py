@@ -3,9 +3,16 @@
 Protocol over a duplex `multiprocessing` pipe (parent → worker: a `Job` or None to stop;
 worker → parent: ("ready", pid) once, then per job ("started", job_id) when the task data is
 ready and the candidate's clock starts, ("binding", job_id, BindingResult dict) after each
-binding, ("done", job_id, Verdict dict)). A soft CPU-time timer (`ITIMER_PROF`: machine load
-does not change verdicts) raises `CandidateTimeout` inside the candidate, which gives a verdict with the offending program line and keeps the worker alive; the
-parent hard-kills the worker only if that does not work (a long C call) or the worker dies.
+binding, and either ("done", job_id, Verdict dict) or ("task_error", job_id, error fields)
+when the task's own code failed). A soft CPU-time timer (`ITIMER_PROF`: machine load does not
+change verdicts) raises `CandidateTimeout` inside the candidate, which gives a verdict with the
+offending program line and keeps the worker alive; the parent hard-kills the worker only if
+that does not work (a long C call) or the worker dies.
+
+Task files are code: their `global`, reference snippets and fn bodies run here too, never in
+the caller's process, under the same CPU-time and memory limits as a candidate (the
+preparation before "started" has its own `timeout_s` of CPU). Whatever goes wrong there is a
+task error naming the file, never a verdict about the program.
 """
 
 from __future__ import annotations
@@ -18,32 +25,27 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-import torch  # noqa: F401 - imported once here so every candidate finds it warm
+import torch
 
+import stepsmith.step.affine  # noqa: F401 - warm the language, loader and static checks once
+import stepsmith.verify.allowlist  # noqa: F401
+from stepsmith.limits import CpuTimeExceeded, clip
 from stepsmith.step.session import AffineMode, Executor
+from stepsmith.tasks import Binding, Task, TaskFormatError, load_task
+from stepsmith.verify.execute import get_instance
+from stepsmith.verify.feedback import CandidateTimeout
 from stepsmith.verify.payload import TaskPayload, load_payload
-from stepsmith.verify.runner import CandidateTimeout, check_candidate, get_instance
-from stepsmith.verify.verdict import FailureKind, Verdict
-
-try:  # warm the language, loader and static checks too (imported once in the fork server)
-    import stepsmith.step  # noqa: F401
-    import stepsmith.step.affine  # noqa: F401
-    import stepsmith.tasks  # noqa: F401
-    import stepsmith.verify.allowlist  # noqa: F401
-except ImportError:  # pragma: no cover
-    pass
-
-
-PREPARE_LIMIT_S = 120.0  # loading + instantiating a task (not the candidate's time)
+from stepsmith.verify.runner import check_candidate
+from stepsmith.verify.verdict import BindingResult, FailureKind, Verdict
 
 
 @dataclass(frozen=True)
 class Job:
-    """One candidate to check."""
+    """One candidate to check (`src` None: only prepare the task, i.e. check its references)."""
 
     job_id: int
     payload: TaskPayload
-    src: str
+    src: str | None
     affine: AffineMode
     timeout_s: float
     executor: Executor = "fast"
@@ -117,54 +119,77 @@ def limit_memory(limit_bytes: int | None) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
-_current_limit_s = [0.0]
+_alarm = {"limit": 0.0, "candidate": False}
 
 
 def _on_alarm(_signum: int, _frame: Any) -> None:
+    if not _alarm["candidate"]:  # the task's own code, while its data is prepared
+        raise CpuTimeExceeded(f"{_alarm['limit']:g} s of CPU time")
     raise CandidateTimeout(
-        f"The program exceeded the verifier's time limit of {_current_limit_s[0]:g} s of CPU time "
+        f"The program exceeded the verifier's time limit of {_alarm['limit']:g} s of CPU time "
         "(look for a loop or Repeat with a huge count)"
     )
 
 
-def _prefetch(job: Job) -> Any:
-    """Load the task and instantiate every binding (cached) before the candidate's clock runs."""
+def _arm(limit_s: float, *, candidate: bool) -> None:
+    _alarm["limit"], _alarm["candidate"] = limit_s, candidate
+    signal.setitimer(signal.ITIMER_PROF, max(limit_s, 0.001))
+
+
+def task_error_fields(exc: BaseException, payload: TaskPayload) -> dict[str, Any]:
+    """A fault of the task's own code as picklable fields of a `TaskReferenceError`."""
+    if isinstance(exc, TaskFormatError):
+        return {"message": exc.detail, "source": exc.source, "line": exc.line, "field": exc.field}
+    if isinstance(exc, SystemExit):
+        why = (f"the task's own code tried to exit the process (SystemExit({exc.code!r})); "
+               "task code must not call exit()")
+    elif isinstance(exc, CpuTimeExceeded):
+        why = (f"the task's own code (global, data_transform snippets, fn bodies) did not finish "
+               f"within the verifier's CPU-time limit of {exc} while preparing the data (an "
+               "endless loop?)")
+    else:
+        why = (f"the task's own code failed while preparing the data: "
+               f"{type(exc).__name__}: {clip(exc, 1000)}")
+    return {"message": why, "source": payload.path or payload.name, "line": None, "field": None}
+
+
+def prepare(job: Job) -> tuple[Task, list[Binding]]:
+    """Load the task, run its `global` and references at every binding (cached): its own code,
+    under the CPU-time alarm, before the candidate's clock starts. Raises on a task fault."""
     task = load_payload(job.payload)
-    for binding in task.bindings():
-        try:
-            get_instance(task, binding, job.payload.key, torch.float64)
-        except Exception:  # noqa: BLE001 - check_candidate reports it per binding
-            break
-    return task
+    bindings = task.bindings()
+    for binding in bindings:
+        get_instance(task, binding, torch.float64)
+    return task, bindings
 
 
-def run_job(job: Job, send: Any) -> Verdict:
+def run_job(job: Job, send: Any) -> Verdict | dict[str, Any]:
     """Prepare the task data, then run the candidate under the soft alarm.
 
     Sends ("started", id) when the candidate's clock starts, and one ("binding", id, result)
-    per binding, so the parent's hard deadline excludes data preparation.
-    """
-    _current_limit_s[0] = PREPARE_LIMIT_S
-    signal.setitimer(signal.ITIMER_PROF, PREPARE_LIMIT_S)
+    per binding, so the parent's hard deadline excludes data preparation. Returns the verdict,
+    or the fields of a task error."""
+    _arm(job.timeout_s, candidate=False)
     try:
         try:
-            task = _prefetch(job)
+            task, bindings = prepare(job)
         except CandidateTimeout:
-            return Verdict.failure(
-                FailureKind.timeout,
-                f"Verifier/task error, not caused by the program: preparing the task data took "
-                f"more than {PREPARE_LIMIT_S:g} s.",
-                task=job.payload.name,
-            )
+            raise
+        except BaseException as e:  # noqa: BLE001 - SystemExit too: task code must not end us
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            return task_error_fields(e, job.payload)
+        if job.src is None:  # a references check: say which bindings were prepared
+            return Verdict(passed=True, task=task.name, bindings=[
+                BindingResult(label=b.label, passed=True, values=dict(b.values), seed=b.seed)
+                for b in bindings])
         send(("started", job.job_id))
-        _current_limit_s[0] = job.timeout_s
-        signal.setitimer(signal.ITIMER_PROF, max(job.timeout_s, 0.001))
+        _arm(job.timeout_s, candidate=True)
         return check_candidate(
             task,
             job.src,
             affine=job.affine,
             executor=job.executor,
-            key=job.payload.key,
             on_binding=lambda br: send(("binding", job.job_id, br.model_dump(mode="json"))),
         )
     except CandidateTimeout:
@@ -201,8 +226,6 @@ impl: |-
 def warm_up() -> None:
     """Pay first-use costs (vmap, allow-list, affine analysis) before serving candidates."""
     try:
-        from stepsmith.tasks import load_task
-
         task = load_task(_WARMUP_YAML)
         check_candidate(task, task.impl or "")
     except Exception:  # noqa: BLE001 - warm-up is best effort
@@ -234,21 +257,28 @@ def worker_main(
             return
         if job is None:
             return
+        reply: tuple[str, int, dict[str, Any]]
         try:
-            verdict = run_job(job, conn.send)
-        except CandidateTimeout:  # alarm fired outside the candidate (between bindings)
-            verdict = Verdict.failure(
+            outcome = run_job(job, conn.send)
+            if isinstance(outcome, Verdict):
+                reply = ("done", job.job_id, outcome.model_dump(mode="json"))
+            else:
+                reply = ("task_error", job.job_id, outcome)
+        except CpuTimeExceeded:  # alarm fired outside the candidate (between bindings)
+            reply = ("done", job.job_id, Verdict.failure(
                 FailureKind.timeout,
                 f"Timeout: the verifier's limit of {job.timeout_s:g} s was exceeded.",
                 task=job.payload.name,
-            )
+            ).model_dump(mode="json"))
+        except (TaskFormatError, SystemExit) as e:  # the task's fn code failed while called
+            reply = ("task_error", job.job_id, task_error_fields(e, job.payload))
         except Exception as e:  # noqa: BLE001 - report, never die silently
-            verdict = Verdict.failure(
+            reply = ("done", job.job_id, Verdict.failure(
                 FailureKind.runtime_error,
-                f"Verifier/task error, not caused by the program: {type(e).__name__}: {e}",
+                f"Verifier error, not caused by the program: {type(e).__name__}: {clip(e)}",
                 task=job.payload.name,
-            )
+            ).model_dump(mode="json"))
         try:
-            conn.send(("done", job.job_id, verdict.model_dump(mode="json")))
+            conn.send(reply)
         except (BrokenPipeError, OSError):
             return

@@ -1,0 +1,231 @@
+"""The one executor of STeP programs against a task: used by the verifier (in its sandboxed
+workers), `tasks check` (through the verifier), the mutant self-audit and the tests.
+
+`run_program(task, source, binding)` = static checks (allow-list) → compile as
+`def impl(<task inputs>):` → instantiate the task at the binding (cached) → call with fresh
+input streams inside a `step.Session`. It never raises for faults of the program: they come
+back in `ProgramRun.error`. Faults of the task's own code (a broken reference) do raise
+(`TaskReferenceError`): they are not the program's to answer for. Unsandboxed: in this process
+only trusted code runs here directly; untrusted programs reach it inside a worker (`pool.py`).
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import textwrap
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from stepsmith.step.session import AffineMode, Executor, Session
+from stepsmith.step.stream import Stream
+from stepsmith.tasks import Binding, Instance, Task
+from stepsmith.verify import allowlist
+from stepsmith.verify.feedback import CandidateTimeout, at_line, with_line
+from stepsmith.verify.verdict import FailureKind, Verdict
+
+IMPL_FILENAME = "<stepsmith-impl>"
+
+_SAFE_BUILTIN_NAMES = (
+    "range len zip enumerate list tuple dict int float bool min max sum abs reversed sorted "
+    "round divmod pow any all isinstance slice map filter True False None"
+).split()
+SAFE_BUILTINS: dict[str, Any] = {n: getattr(builtins, n) for n in _SAFE_BUILTIN_NAMES}
+for _exc in ("Exception", "ValueError", "TypeError", "IndexError", "KeyError", "NameError"):
+    SAFE_BUILTINS[_exc] = getattr(builtins, _exc)
+
+
+@dataclass
+class Compiled:
+    """A candidate compiled into a code object defining `impl(<inputs>)`."""
+
+    code: Any
+    body_lines: list[str]
+    params: list[str]
+
+
+def normalise_source(src: str) -> str:
+    """Dedent and untab a program body (LLMs often indent it as inside a def)."""
+    src = src.expandtabs(4).replace("\r\n", "\n")
+    return textwrap.dedent(src).rstrip() + "\n"
+
+
+def fn_aliases(task: Task) -> dict[str, str]:
+    """The task's fn names -> func_names where they differ (for messages about misused names)."""
+    return {f.name: f.func_name for f in task.spec.fns
+            if f.name and f.func_name and f.name != f.func_name}
+
+
+def static_checks(src: str, aliases: dict[str, str] | None = None) -> Verdict | None:
+    """Allow-list check; returns a failed verdict or None."""
+    lines = src.splitlines()
+    if not src.strip():
+        return Verdict.failure(
+            FailureKind.parse_error,
+            "The program is empty: write the body of the function, ending with "
+            "`return <output stream>`.",
+        )
+    try:
+        allowlist.check_program(src, aliases)
+    except allowlist.ProgramSyntaxError as e:
+        return Verdict.failure(
+            FailureKind.parse_error, f"Syntax error: {with_line(lines, e.line, e)}", line=e.line
+        )
+    except allowlist.DisallowedConstruct as e:
+        return Verdict.failure(
+            FailureKind.disallowed,
+            f"Disallowed construct: {with_line(lines, e.line, e)}",
+            line=e.line,
+        )
+    return None
+
+
+def compile_candidate(src: str, params: list[str]) -> Compiled | Verdict:
+    """Wrap the body as `def impl(<params>):` and compile; a failed verdict on syntax errors."""
+    lines = src.splitlines()
+    header = f"def impl({', '.join(params)}):\n"
+    code_text = header + textwrap.indent(src, "    ", lambda _line: True)
+    try:
+        code = compile(code_text, IMPL_FILENAME, "exec", dont_inherit=True)
+    except SyntaxError as e:
+        line = (e.lineno - 1) if e.lineno else None
+        return Verdict.failure(
+            FailureKind.parse_error,
+            f"Syntax error: {at_line(lines, line)}{e.msg}",
+            line=line,
+        )
+    except (RecursionError, MemoryError, ValueError) as e:  # too deep / NUL bytes: not a crash
+        return Verdict.failure(
+            FailureKind.parse_error,
+            f"The program cannot be compiled ({type(e).__name__}); write it as a sequence of "
+            "plain assignments",
+        )
+    return Compiled(code=code, body_lines=lines, params=params)
+
+
+def prepare(task: Task, src: str) -> Compiled | Verdict:
+    """Static checks and compilation of a normalised program body (no affine analysis)."""
+    failed = static_checks(src, fn_aliases(task))
+    if failed is not None:
+        return failed
+    return compile_candidate(src, task.input_names)
+
+
+def impl_line(exc: BaseException) -> int | None:
+    """Deepest program line (1-based, in the body) in the exception's traceback."""
+    line = None
+    for frame, lineno in traceback.walk_tb(exc.__traceback__):
+        if frame.f_code.co_filename == IMPL_FILENAME:
+            line = lineno - 1
+    return line
+
+
+# ---------------------------------------------------------------------------------------------
+# instantiated-task cache (the fast path: repeated candidates don't regenerate data)
+
+_INSTANCES: dict[tuple[str, str, str], Instance] = {}
+_MAX_INSTANCES = 512
+
+
+def task_key(task: Task) -> str:
+    """Content hash of a task file: the cache key of its instances, in any process."""
+    return hashlib.sha256(task.text.encode("utf-8")).hexdigest()
+
+
+def get_instance(task: Task, binding: Binding, dtype: torch.dtype = torch.float64) -> Instance:
+    """`task.instantiate(binding, dtype=...)`, cached per (task content, binding, dtype)."""
+    ck = (task_key(task), f"{binding.label}|{sorted(binding.values.items())}|{binding.seed}",
+          str(dtype))
+    inst = _INSTANCES.get(ck)
+    if inst is None:
+        inst = task.instantiate(binding, dtype=dtype)
+        if len(_INSTANCES) >= _MAX_INSTANCES:
+            _INSTANCES.pop(next(iter(_INSTANCES)))
+        _INSTANCES[ck] = inst
+    return inst
+
+
+def call_compiled(compiled: Compiled, instance: Instance, *, executor: Executor = "fast",
+                  affine: AffineMode = "strict",
+                  namespace: dict[str, Any] | None = None) -> tuple[Any, list[str]]:
+    """Run a compiled program on fresh inputs of `instance`: (its return value, affine warnings).
+
+    Raises whatever the program raises. `namespace`, when given, is filled in place (the
+    caller words a `NameError` with the fns it defines)."""
+    ns = namespace if namespace is not None else {}
+    ns.update(instance.namespace)
+    ns["__builtins__"] = SAFE_BUILTINS
+    exec(compiled.code, ns)  # noqa: S102 - defines `impl`; untrusted code only runs in a worker
+    with Session(binding=dict(instance.binding.values), executor=executor, affine=affine) as sess:
+        result = ns["impl"](**instance.fresh_inputs())
+        warnings = [str(w) for w in sess.warnings]
+    return result, warnings
+
+
+class ProgramRejected(Exception):  # noqa: N818 - a verdict, carried as an exception value
+    """The program did not pass the static checks or did not compile (see `verdict`)."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(verdict.feedback)
+        self.verdict = verdict
+
+
+@dataclass
+class ProgramRun:
+    """One program run at one binding: its outputs, or the error it raised (never both)."""
+
+    binding: Binding
+    instance: Instance | None
+    result: Any = None
+    error: BaseException | None = None
+    line: int | None = None  # program line of the error, 1-based in the body
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def outputs(self) -> list[Any]:
+        """The return value as a list (one entry for a single stream)."""
+        if isinstance(self.result, tuple | list):
+            return list(self.result)
+        return [self.result]
+
+    def signature(self) -> list[tuple[str, tuple[str, ...], tuple[torch.Tensor, ...]]] | None:
+        """(element type, symbolic shape, tensors) per output, or None if the program failed
+        or returned something that is not a stream: what two runs must share to agree."""
+        if self.error is not None:
+            return None
+        sig = []
+        for o in self.outputs:
+            if not isinstance(o, Stream):
+                return None
+            data = o.data if isinstance(o.data, tuple) else (o.data,)
+            sig.append((str(o.dtype), tuple(str(d) for d in o.shape), data))
+        return sig
+
+
+def run_program(task: Task, source: str, binding: Binding | None = None, *,
+                executor: Executor = "fast", affine: AffineMode = "strict",
+                dtype: torch.dtype = torch.float64) -> ProgramRun:
+    """Run `source` (an `impl` body) on `task` at `binding` (default: the paper's), in process.
+
+    Faults of the program are returned (`ProgramRun.error`, a `ProgramRejected` for static
+    failures); faults of the task's own code raise `TaskReferenceError`."""
+    b = binding or task.bindings()[0]
+    src = normalise_source(source)
+    compiled = prepare(task, src)
+    if isinstance(compiled, Verdict):
+        return ProgramRun(b, None, error=ProgramRejected(compiled), line=compiled.line)
+    instance = get_instance(task, b, dtype)
+    try:
+        result, warnings = call_compiled(compiled, instance, executor=executor, affine=affine)
+    except CandidateTimeout:
+        raise
+    except Exception as e:  # noqa: BLE001 - any fault of the program is a result
+        return ProgramRun(b, instance, error=e, line=impl_line(e))
+    return ProgramRun(b, instance, result=result, warnings=warnings)
