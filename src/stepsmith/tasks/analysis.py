@@ -1,25 +1,27 @@
-"""Static facts about a program (for ``stepsmith tasks list`` and for suite statistics)."""
+"""Static facts about a program (for ``stepsmith tasks list`` and for suite statistics).
+
+Which names are primitives, and which of them reshape streams, is the registry's to say.
+"""
 
 from __future__ import annotations
 
-import ast
 from dataclasses import dataclass
 
-PRIMITIVES = ("Map", "Zip", "Accum", "Scan", "Promote", "Flatten", "Reshape", "Bufferize",
-              "Streamify", "Repeat", "RepeatRef", "Copy", "Identity", "Partition", "Merge")
-SHAPE_PRIMITIVES = ("Promote", "Flatten", "Reshape", "Bufferize", "Streamify", "Repeat", "RepeatRef")
+from stepsmith.step.affine.source import primitive_calls as _calls
+from stepsmith.step.registry import REGISTRY
 
 
 def primitive_calls(src: str) -> list[str]:
     """Names of the ``step.<Primitive>(...)`` constructor calls in ``src``, in source order."""
-    tree = ast.parse(src)
-    calls = []
-    for node in ast.walk(tree):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and isinstance(node.func.value, ast.Name) and node.func.value.id == "step"
-                and node.func.attr in PRIMITIVES):
-            calls.append((node.lineno, node.col_offset, node.func.attr))
-    return [name for _, _, name in sorted(calls)]
+    return [name for name in _calls(src) if name in REGISTRY]
+
+
+#: The primitives that change a stream's shape without computing (category ``shape``).
+SHAPE_PRIMITIVES = tuple(name for name, d in REGISTRY.items() if d.category == "shape")
+#: The primitives that split one stream into several identical ones (``Copy``).
+COPY_PRIMITIVES = tuple(
+    name for name, d in REGISTRY.items() if d.category == "copy" and d.outputs != 1
+)
 
 
 @dataclass(frozen=True)
@@ -38,4 +40,4 @@ class ProgramStats:
 def program_stats(src: str) -> ProgramStats:
     calls = primitive_calls(src)
     shape = tuple(dict.fromkeys(c for c in calls if c in SHAPE_PRIMITIVES))
-    return ProgramStats(len(calls), "Copy" in calls, shape)
+    return ProgramStats(len(calls), any(c in COPY_PRIMITIVES for c in calls), shape)
