@@ -16,6 +16,7 @@ from stepsmith.agents.extract import Unparsable, extract_impl
 
 __all__ = [
     "GUARDIAN_MODES",
+    "LLM_GUARDIAN_MODES",
     "GuardianResult",
     "guardian_messages",
     "rule_repair",
@@ -24,6 +25,7 @@ __all__ = [
 ]
 
 GUARDIAN_MODES = ("llm", "rule", "llm+rule", "none")
+LLM_GUARDIAN_MODES = ("llm", "llm+rule")  # the modes that call the model (and cost tokens)
 
 _SYSTEM = """\
 # STeP affine-rule guardian
@@ -142,7 +144,7 @@ async def run_guardian(
     if mode not in GUARDIAN_MODES:
         raise ValueError(f"guardian mode must be one of {', '.join(GUARDIAN_MODES)}; got {mode!r}")
     result = GuardianResult(impl=impl, changed=False)
-    if mode in ("llm", "llm+rule"):
+    if mode in LLM_GUARDIAN_MODES:
         from stepsmith.llm import InfrastructureError, LLMError
 
         try:

@@ -14,9 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING
 
+from stepsmith.agents.guardian import LLM_GUARDIAN_MODES
+from stepsmith.demos import DemoRecord
 from stepsmith.evaluate.runner import BenchConfig
+from stepsmith.llm.prices import Price
+
+if TYPE_CHECKING:
+    from stepsmith.tasks.task import Task
 
 DEMO_TOKENS = 500  # a demonstration (task IR + program) in the prompt, as in the paper
 FEEDBACK_TOKENS = 400  # verifier feedback in a repair turn
@@ -39,7 +46,7 @@ class BenchEstimate:
     method: str
     tasks: int
     lines: list[CallLine]
-    price: Any  # stepsmith.llm.Price | None
+    price: Price | None  # None: no known price for the model
     avg_output_tokens: float | None  # this model's average answer length in the call log
     history_calls: int
     demo_count: int
@@ -76,12 +83,11 @@ class BenchEstimate:
         return self.price.cost(self.input_tokens, output_tokens, read, write)
 
 
-def estimate_bench(cfg: BenchConfig, tasks: Sequence[Any], demos: Sequence[Any] = (),
+def estimate_bench(cfg: BenchConfig, tasks: Sequence[Task], demos: Sequence[DemoRecord] = (),
                    history: tuple[int, float | None] = (0, None)) -> BenchEstimate:
     """Count the first pass of `cfg` over `tasks` (`demos`: an imported library)."""
     from stepsmith.agents.guardian import guardian_messages
     from stepsmith.agents.prompts import compose_messages
-    from stepsmith.agents.render import input_names, ir_document, task_ir
     from stepsmith.demos import visible_demos
     from stepsmith.llm import price_for
     from stepsmith.llm.base import prompt_tokens_upper
@@ -91,7 +97,7 @@ def estimate_bench(cfg: BenchConfig, tasks: Sequence[Any], demos: Sequence[Any] 
     proposer = CallLine("proposer", 0, 0, 0, 0)
     guardian = CallLine("guardian (LLM)", 0, 0, 0, 0)
     repair = CallLine(f"repair turns (at most {cfg.repair} per failed sample)", 0, 0, 0, 0)
-    llm_guardian = cfg.method in ("agent", "self-improve") and cfg.guardian in ("llm", "llm+rule")
+    llm_guardian = cfg.method in ("agent", "self-improve") and cfg.guardian in LLM_GUARDIAN_MODES
     for task in tasks:
         messages = compose_messages(task, visible_demos(task, list(demos)), with_ir=with_ir)
         prompt = prompt_tokens_upper(messages)
@@ -100,7 +106,7 @@ def estimate_bench(cfg: BenchConfig, tasks: Sequence[Any], demos: Sequence[Any] 
         proposer.output_tokens_max += cfg.max_tokens * per_task
         proposer.system_tokens = prompt_tokens_upper(messages[:1])
         if llm_guardian:
-            g = guardian_messages(task.impl or "", input_names(ir_document(task_ir(task))))
+            g = guardian_messages(task.impl or "", task.input_names)
             guardian.calls += per_task
             guardian.input_tokens += prompt_tokens_upper(g) * per_task
             guardian.output_tokens_max += cfg.max_tokens * per_task
@@ -127,7 +133,7 @@ def estimate_bench(cfg: BenchConfig, tasks: Sequence[Any], demos: Sequence[Any] 
     return est
 
 
-def history_for(db_path: Any, model: str) -> tuple[int, float | None]:
+def history_for(db_path: str | Path | None, model: str) -> tuple[int, float | None]:
     """(answered calls, average output tokens) of this model in the call log."""
     from stepsmith.llm import CallStore
 
@@ -138,7 +144,7 @@ def history_for(db_path: Any, model: str) -> tuple[int, float | None]:
         store.close()
 
 
-def seconds_for(db_path: Any, model: str) -> float | None:
+def seconds_for(db_path: str | Path | None, model: str) -> float | None:
     """Median seconds per answered call of this model in the call log."""
     from stepsmith.llm import CallStore
 

@@ -15,18 +15,25 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
+from stepsmith.agents.agent import METHODS as AGENT_METHODS
+from stepsmith.agents.agent import Agent
 from stepsmith.agents.decoding.judge import SEARCH_MODES
+from stepsmith.agents.guardian import GUARDIAN_MODES
 from stepsmith.demos import load_library
-from stepsmith.improve.loop import LoopConfig, LoopResult, ProgressSink, SelfImprover
+from stepsmith.improve.loop import AgentLike, LoopConfig, LoopResult, ProgressSink, SelfImprover
 from stepsmith.improve.store import DemoRecord, ExperienceStore, RunBusyError
+from stepsmith.llm.base import Backend
+from stepsmith.llm.client import CACHE_MODES
 from stepsmith.llm.constraint import CONSTRAIN_MODES
 
-METHODS = ("single", "single-no-ir", "agent", "self-improve")
-GUARDIANS = ("llm", "rule", "llm+rule", "none")
-CACHE_MODES = ("use", "refresh", "replay")
-PAPER_GROUPS = ("attn", "bmm", "gemm", "norm", "rope", "index", "expert", "etoe")
+if TYPE_CHECKING:
+    from stepsmith.tasks.task import Task
+    from stepsmith.verify.verdict import Verifier
+
+# a bench method is an agent method, or Algorithm 1 around the "agent" one
+METHODS = (*AGENT_METHODS, "self-improve")
 QUICK_TASK_COUNT = 3
 
 
@@ -62,8 +69,8 @@ class BenchConfig:
     def validate(self) -> None:
         if self.method not in METHODS:
             raise BenchError(f"--method {self.method!r} is not a method; choose one of {', '.join(METHODS)}")
-        if self.guardian not in GUARDIANS:
-            raise BenchError(f"--guardian {self.guardian!r} is not a mode; choose one of {', '.join(GUARDIANS)}")
+        if self.guardian not in GUARDIAN_MODES:
+            raise BenchError(f"--guardian {self.guardian!r} is not a mode; choose one of {', '.join(GUARDIAN_MODES)}")
         if self.n < 1:
             raise BenchError(f"-n must be >= 1 (samples per task per temperature), got {self.n}")
         if self.m < 1:
@@ -122,12 +129,19 @@ def parse_temperatures(text: str) -> list[float | None]:
     return out
 
 
-def resolve_tasks(refs: Sequence[str], groups: Sequence[str]) -> list[Any]:
+def paper_groups() -> list[str]:
+    """The paper's 8 groups in its order: the suite's group order without the extra operators."""
+    from stepsmith.tasks.suite import GROUP_ORDER
+
+    return [g for g in GROUP_ORDER if g != "extra"]
+
+
+def resolve_tasks(refs: Sequence[str], groups: Sequence[str]) -> list[Task]:
     """Benchmark names / task-file paths, plus whole groups; default: the paper's 8 groups."""
     from stepsmith.tasks.suite import benchmark_tasks, get_task
     from stepsmith.tasks.suite import groups as known_groups
 
-    tasks: list[Any] = []
+    tasks: list[Task] = []
     for ref in refs:
         try:
             tasks.append(get_task(ref))
@@ -137,7 +151,7 @@ def resolve_tasks(refs: Sequence[str], groups: Sequence[str]) -> list[Any]:
             raise BenchError(f"--tasks {ref}: {exc}") from exc
     wanted = list(groups)
     if not refs and not wanted:
-        wanted = [g for g in PAPER_GROUPS if g in known_groups()]
+        wanted = [g for g in paper_groups() if g in known_groups()]
     if "all" in wanted:
         wanted = known_groups()
     for g in wanted:
@@ -161,7 +175,8 @@ def quick_tasks(count: int = QUICK_TASK_COUNT) -> list[str]:
     from stepsmith.improve.filtering import pure_code_lines
     from stepsmith.tasks.suite import benchmark_tasks
 
-    tasks = [t for t in benchmark_tasks() if t.group in PAPER_GROUPS and t.impl] or benchmark_tasks()
+    paper = paper_groups()
+    tasks = [t for t in benchmark_tasks() if t.group in paper and t.impl] or benchmark_tasks()
     ranked = sorted(tasks, key=lambda t: (pure_code_lines(t.impl or ""), len(t.impl or ""), t.name))
     return [t.name for t in ranked[:count]]
 
@@ -184,8 +199,10 @@ class BenchOutcome:
     message: str = ""
 
 
-def _make_agent(cfg: BenchConfig, run_id: str, store: ExperienceStore, verifier: Any, backend: Any = None) -> Any:
-    from stepsmith.agents import Agent
+def _make_agent(
+    cfg: BenchConfig, run_id: str, store: ExperienceStore, verifier: Verifier,
+    backend: Backend | None = None,
+) -> Agent:
     from stepsmith.llm import Budget, CallStore, LLMClient
 
     budget = (Budget(max_cost_usd=cfg.max_cost, max_tokens=cfg.token_budget)
@@ -205,10 +222,8 @@ def _make_agent(cfg: BenchConfig, run_id: str, store: ExperienceStore, verifier:
 
 
 def _is_budget_stop(exc: BaseException) -> bool:
-    try:
-        from stepsmith.llm import BudgetExceeded
-    except ImportError:
-        return type(exc).__name__ == "BudgetExceeded"
+    from stepsmith.llm import BudgetExceeded
+
     return isinstance(exc, BudgetExceeded)
 
 
@@ -224,8 +239,8 @@ async def execute(
     cfg: BenchConfig,
     store: ExperienceStore,
     run_id: str,
-    tasks: Sequence[Any],
-    agent: Any,
+    tasks: Sequence[Task],
+    agent: AgentLike,
     *,
     progress: ProgressSink | None = None,
 ) -> tuple[str, LoopResult | None, str]:
@@ -270,26 +285,22 @@ async def execute(
     return status, result, message
 
 
-def _task_ref(task: Any) -> str:
+def _task_ref(task: Task) -> str:
     """Packaged tasks by name (survives reinstalls), user task files by absolute path."""
-    path = getattr(task, "source_path", None)
-    if not path:
+    from stepsmith.tasks.suite import ROOT
+
+    if task.source_path is None:
         return task.name
-    try:
-        from stepsmith.tasks.suite import ROOT
-
-        Path(path).resolve().relative_to(ROOT)
-        return task.name
-    except (ImportError, ValueError):
-        return str(Path(path).resolve())
+    path = Path(task.source_path).resolve()
+    return task.name if path.is_relative_to(ROOT) else str(path)
 
 
-def create_run(cfg: BenchConfig, store: ExperienceStore, tasks: Sequence[Any], run_id: str | None = None) -> str:
+def create_run(cfg: BenchConfig, store: ExperienceStore, tasks: Sequence[Task], run_id: str | None = None) -> str:
     """Record a new run (config, task list, imported demonstrations) and return its id."""
     cfg.validate()
     run_id = run_id or new_run_id()
     config = asdict(cfg)
-    if cfg.method in ("single", "single-no-ir"):
+    if cfg.method in ("single", "single-no-ir"):  # the agent methods without a guardian
         config["guardian"] = "none"  # the paper's single baselines are the proposer alone
     config["task_names"] = [t.name for t in tasks]
     config["task_groups"] = {t.name: t.group for t in tasks}
@@ -301,7 +312,7 @@ def create_run(cfg: BenchConfig, store: ExperienceStore, tasks: Sequence[Any], r
     return run_id
 
 
-def config_from_run(store: ExperienceStore, run_id: str) -> tuple[BenchConfig, list[Any]]:
+def config_from_run(store: ExperienceStore, run_id: str) -> tuple[BenchConfig, list[Task]]:
     """Rebuild the config and the task list of a recorded run (for ``--resume``)."""
     row = store.find_run(run_id)
     known = {f for f in BenchConfig.__dataclass_fields__}
@@ -319,7 +330,7 @@ def run_bench(
     max_cost: float | None = None,
     token_budget: int | None = None,
     cache_mode: str | None = None,
-    backend: Any = None,
+    backend: Backend | None = None,
     progress: ProgressSink | None = None,
     report_dir: str | Path | None = None,
     write_report: bool = True,
