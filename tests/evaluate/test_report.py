@@ -79,6 +79,29 @@ def test_report_files_with_plots(store: ExperienceStore, tmp_path: Path) -> None
     assert "h1" in text and "value_mismatch" in text
 
 
+def test_report_without_the_report_extra(store: ExperienceStore, tmp_path: Path, monkeypatch) -> None:
+    """Without matplotlib and radon (the [report] extra) the run still gets its report: every
+    table, the maintainability index unknown, each plot replaced by what to install."""
+    import sys
+
+    for name in ("matplotlib", "matplotlib.pyplot", "radon", "radon.complexity", "radon.metrics",
+                 "radon.raw"):
+        monkeypatch.setitem(sys.modules, name, None)  # `import name` now raises ImportError
+    run_id = build_run(store)
+    summary = summarize(store, run_id)
+    assert all(t.mi_with_comments is None and t.mi_without_comments is None for t in summary.tasks)
+    assert any(t.loc for t in summary.tasks)  # lines of code need no radon
+    md, page = write_report(summary, tmp_path / "rep", store.demos(run_id))
+    text, html = md.read_text(), page.read_text()
+    assert _embedded_pngs(html) == [] and not list((tmp_path / "rep").glob("*.png"))
+    assert text.count("pip install 'stepsmith[report]'") == 3
+    for heading in ("## Summary", "## Iterations", "## Groups", "## Tasks", "## Demonstration library"):
+        assert heading in text
+    assert "h1" in text and "value_mismatch" in text
+    md, page = write_comparison([summary, summary], tmp_path / "cmp")
+    assert md.read_text().count("stepsmith[report]") == 2
+
+
 def test_comparison(store: ExperienceStore, tmp_path: Path) -> None:
     a = build_run(store, method="single")
     b = build_run(store)

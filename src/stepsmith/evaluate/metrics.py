@@ -3,7 +3,8 @@
 pass@k is Chen et al.'s unbiased estimator ``1 - C(n-c, k) / C(n, k)`` per task, averaged over
 tasks; confidence intervals bootstrap over tasks (the unit that varies between benchmarks).
 Maintainability index is radon's, computed with the comment term ("with comments") and with
-the comment percentage forced to 0 ("without comments").
+the comment percentage forced to 0 ("without comments"); radon comes with the ``[report]``
+extra, and without it the index is unknown (None), like that of a program that does not parse.
 """
 
 from __future__ import annotations
@@ -12,10 +13,6 @@ import math
 import random
 import textwrap
 from collections.abc import Callable, Sequence
-
-from radon.complexity import cc_visit
-from radon.metrics import h_visit, mi_compute
-from radon.raw import analyze
 
 from stepsmith.improve.filtering import pure_code_lines
 
@@ -77,7 +74,14 @@ def _as_function(impl: str) -> str:
 
 
 def maintainability(impl: str) -> tuple[float, float] | None:
-    """(MI with comments, MI without comments) of a program, or None if it does not parse."""
+    """(MI with comments, MI without comments) of a program; None if it does not parse or
+    radon (the [report] extra) is not installed."""
+    try:
+        from radon.complexity import cc_visit
+        from radon.metrics import h_visit, mi_compute
+        from radon.raw import analyze
+    except ImportError:
+        return None
     src = _as_function(impl)
     try:
         raw = analyze(src)

@@ -3,6 +3,10 @@
 Plots: the learning curve (Pass@n vs average input tokens per task, one point per iteration —
 the paper's Figure), per-group bars per run/method, failure kinds per iteration. ``compare``
 puts several runs side by side with the same tables and plots.
+
+matplotlib (and radon, for the maintainability index) come with the ``[report]`` extra. Without
+them a report is still written, with every table; each plot is replaced by a line saying what
+to install, so a run never fails at its last step for want of a plotting library.
 """
 
 from __future__ import annotations
@@ -12,14 +16,14 @@ import html
 import io
 from collections.abc import Sequence
 from pathlib import Path
-from typing import cast
+from types import ModuleType
+from typing import TYPE_CHECKING, cast
 
-import matplotlib
+from stepsmith.demos import DemoRecord
+from stepsmith.evaluate.summary import RunSummary
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from stepsmith.evaluate.summary import RunSummary  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DEFINITIONS = (
     "Pass@n: fraction of tasks with at least one correct sample in the run. "
@@ -28,10 +32,23 @@ DEFINITIONS = (
     "tasks. Tokens/cost: totals per task over every sample. MI: radon maintainability index of "
     "correct solutions with and without the comment term."
 )
+PLOTS_MISSING = "(plot omitted: matplotlib is not installed; pip install 'stepsmith[report]')"
+
+
+def pyplot() -> ModuleType | None:
+    """matplotlib.pyplot on the file-only Agg backend, or None without the [report] extra."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
 
 
 # -- plots -----------------------------------------------------------------------------------
-def _png(fig: plt.Figure) -> str:
+def _png(plt: ModuleType, fig: Figure) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -42,7 +59,7 @@ def _label(s: RunSummary) -> str:
     return f"{s.method} · {s.model} · {s.run_id}"
 
 
-def plot_learning_curve(summaries: Sequence[RunSummary]) -> str:
+def plot_learning_curve(plt: ModuleType, summaries: Sequence[RunSummary]) -> str:
     """Pass@n vs average input tokens per task, one marker per iteration."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for s in summaries:
@@ -60,10 +77,10 @@ def plot_learning_curve(summaries: Sequence[RunSummary]) -> str:
     ax.set_title("Learning curve (per iteration)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    return _png(fig)
+    return _png(plt, fig)
 
 
-def plot_groups(summaries: Sequence[RunSummary]) -> str:
+def plot_groups(plt: ModuleType, summaries: Sequence[RunSummary]) -> str:
     """Pass@n per task group, one bar per run (method)."""
     groups = sorted({g.group for s in summaries for g in s.groups})
     fig, ax = plt.subplots(figsize=(max(6.4, 0.9 * len(groups) * max(1, len(summaries))), 4.0))
@@ -78,10 +95,10 @@ def plot_groups(summaries: Sequence[RunSummary]) -> str:
     ax.set_ylim(0, 1.05)
     ax.set_title("Pass@n per group")
     ax.legend(fontsize=7)
-    return _png(fig)
+    return _png(plt, fig)
 
 
-def plot_failures(summary: RunSummary) -> str:
+def plot_failures(plt: ModuleType, summary: RunSummary) -> str:
     """Stacked failure-kind counts per iteration."""
     kinds = sorted({k for it in summary.iterations for k in it.failure_kinds})
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
@@ -96,7 +113,7 @@ def plot_failures(summary: RunSummary) -> str:
     ax.set_title(f"Failure kinds per iteration ({summary.run_id})")
     if kinds:
         ax.legend(fontsize=7)
-    return _png(fig)
+    return _png(plt, fig)
 
 
 # -- tables ----------------------------------------------------------------------------------
@@ -220,6 +237,9 @@ def _write(out_dir: Path, title: str, sections: list[tuple[str, list[tuple[str, 
             elif kind == "text":
                 md += [str(payload), ""]
                 ht.append(f"<p>{html.escape(str(payload))}</p>")
+            elif kind == "image" and str(payload) not in images:
+                md += [PLOTS_MISSING, ""]
+                ht.append(f"<p>{html.escape(PLOTS_MISSING)}</p>")
             elif kind == "image":
                 key = str(payload)
                 png = out_dir / f"{key}.png"
@@ -256,12 +276,15 @@ def _stopped(s: RunSummary) -> str:
     return f"Status {s.status}. {s.note or ''}".strip()
 
 
-def write_report(summary: RunSummary, out_dir: str | Path, demos: Sequence[object] = ()) -> tuple[Path, Path]:
+def write_report(
+    summary: RunSummary, out_dir: str | Path, demos: Sequence[DemoRecord] = ()
+) -> tuple[Path, Path]:
     """Markdown + self-contained HTML for one run; returns (report.md, report.html)."""
-    images = {
-        "learning_curve": plot_learning_curve([summary]),
-        "groups": plot_groups([summary]),
-        "failures": plot_failures(summary),
+    plt = pyplot()
+    images = {} if plt is None else {
+        "learning_curve": plot_learning_curve(plt, [summary]),
+        "groups": plot_groups(plt, [summary]),
+        "failures": plot_failures(plt, summary),
     }
     cfg = summary.config
     settings = ", ".join(f"{k}={cfg[k]}" for k in ("n", "temperatures", "m", "guardian", "repair",
@@ -279,11 +302,11 @@ def write_report(summary: RunSummary, out_dir: str | Path, demos: Sequence[objec
     ]
     demo_parts: list[tuple[str, object]] = []
     for d in demos:
-        demo_parts.append(("text", f"{d.task_name} ({d.group}) — source {d.source}, model {d.model}, "  # type: ignore[attr-defined]
-                                   f"iteration {d.iteration}, T={d.temperature}, "  # type: ignore[attr-defined]
-                                   f"{d.success_count}/{d.n} correct, verifier {d.verifier_version}, "  # type: ignore[attr-defined]
-                                   f"status {d.status}"))  # type: ignore[attr-defined]
-        demo_parts.append(("code", d.impl))  # type: ignore[attr-defined]
+        demo_parts.append(("text", f"{d.task_name} ({d.group}) — source {d.source}, model {d.model}, "
+                                   f"iteration {d.iteration}, T={d.temperature}, "
+                                   f"{d.success_count}/{d.n} correct, verifier {d.verifier_version}, "
+                                   f"status {d.status}"))
+        demo_parts.append(("code", d.impl))
     if demo_parts:
         sections.append(("Demonstration library", demo_parts))
     sections.append(("Definitions", [("text", DEFINITIONS)]))
@@ -316,7 +339,11 @@ def write_comparison(summaries: Sequence[RunSummary], out_dir: str | Path,
     """Runs side by side: summary table, deltas against the first run (tasks gained and
     lost), learning curves, per-group bars, per-task solved grid. ``scope`` says which tasks
     the metrics cover (``compare`` restricts them to the tasks every run shares)."""
-    images = {"learning_curve": plot_learning_curve(summaries), "groups": plot_groups(summaries)}
+    plt = pyplot()
+    images = {} if plt is None else {
+        "learning_curve": plot_learning_curve(plt, summaries),
+        "groups": plot_groups(plt, summaries),
+    }
     names = sorted({t.task for s in summaries for t in s.tasks})
     head = ["task"] + [s.run_id for s in summaries]
     rows = []
