@@ -582,12 +582,13 @@ def _outputs_equal(task, broken: str, fixed: str) -> None:
     """The repaired program (affine strict) computes what the broken one computes (affine off)."""
     import torch
 
-    from stepsmith.tasks.run import run_program
+    from stepsmith.verify.execute import run_program
 
     want = run_program(task, broken, affine="off")
     got = run_program(task, fixed, affine="strict")
-    assert len(got) == len(want)
-    for g, w in zip(got, want, strict=True):
+    assert want.ok and got.ok, (want.error, got.error)
+    assert len(got.outputs) == len(want.outputs)
+    for g, w in zip(got.outputs, want.outputs, strict=True):
         gd = g.data if isinstance(g.data, tuple) else (g.data,)
         wd = w.data if isinstance(w.data, tuple) else (w.data,)
         for a, b in zip(gd, wd, strict=True):

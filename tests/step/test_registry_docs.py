@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from stepsmith import step
-from stepsmith.step.docs import ORDER, primitive_reference
+from stepsmith.step.docs import (
+    AFFINE_RULE,
+    IDIOMS,
+    LANGUAGE,
+    primitive_entry,
+    primitive_reference,
+    primitives,
+)
 from stepsmith.step.program import run_example
 
 PRIMITIVES = ["Map", "Zip", "Accum", "Scan", "Promote", "Flatten", "Reshape", "Bufferize",
@@ -16,7 +23,7 @@ PRIMITIVES = ["Map", "Zip", "Accum", "Scan", "Promote", "Flatten", "Reshape", "B
 
 def test_registry_has_every_early_step_primitive() -> None:
     assert sorted(step.REGISTRY) == sorted(PRIMITIVES)
-    assert set(ORDER) == set(PRIMITIVES)
+    assert [d.name for d in primitives()] == list(step.REGISTRY)  # one order, the registry's
     for name, d in step.REGISTRY.items():
         assert d.name == name and d.description and d.signature.count(name) >= 1
         assert getattr(step, name) is d.cls
@@ -40,6 +47,8 @@ def test_primitive_reference_markdown() -> None:
         assert f"## {name}\n" in md
         assert step.REGISTRY[name].example.program.splitlines()[0] in md
     assert "Affine rule" in md and "innermost first" in md
+    for prose in (LANGUAGE, AFFINE_RULE, *IDIOMS.values()):  # the language prose, kept once
+        assert prose in md
     only = primitive_reference(["Accum"], preamble=False)
     assert only.startswith("## Accum") and "## Map" not in only
 
@@ -57,3 +66,25 @@ def test_reference_examples_are_valid_task_yaml() -> None:
         for f in doc.get("fns", []):
             step.parse_dtype(f["input_dtype"])
             step.parse_dtype(f["output_dtype"])
+
+
+def test_the_proposer_reference_is_rendered_here() -> None:
+    """The README's claim: the prompt's language reference is `primitive_reference()`'s — its
+    language notes, affine rule, idioms and each primitive's entry, in the registry's order."""
+    import yaml
+
+    from stepsmith.agents.prompts import base_prompt
+
+    listing = primitive_reference(style="prompt")
+    entries = yaml.safe_load("primitives:\n" + listing)["primitives"]
+    assert [e["name"] for e in entries] == list(step.REGISTRY)
+    assert all(e["usage"].split() == step.REGISTRY[e["name"]].signature.split() for e in entries)
+    for with_ir in (True, False):
+        prompt = base_prompt(with_ir)
+        at = [prompt.index(primitive_entry(d)) for d in primitives()]
+        assert at == sorted(at)  # every entry, in order
+        for prose in (AFFINE_RULE, *IDIOMS.values()):
+            assert all(line in prompt for line in prose.splitlines())
+    assert all(line in base_prompt(True) for line in LANGUAGE.splitlines())
+    with_example = primitive_reference(["Copy"], style="prompt", examples={"Copy": ["    x: 1"]})
+    assert with_example == primitive_entry(step.REGISTRY["Copy"]) + "\n    x: 1"

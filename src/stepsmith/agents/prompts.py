@@ -14,15 +14,16 @@ never shown its own solution (`LeakageError`).
 from __future__ import annotations
 
 import functools
-import re
-import textwrap
 from collections.abc import Sequence
 
 from stepsmith.agents import reference
 from stepsmith.agents.reference import IDIOMS, Example, LeakageError, reference_examples
 from stepsmith.agents.render import compact_ir, ir_document, python_scaffold
 from stepsmith.demos import Demonstration, isomorphic, leaks, task_ir
-from stepsmith.step.registry import PrimitiveDef
+from stepsmith.step.docs import AFFINE_RULE, IDIOM_TITLES, primitive_reference
+from stepsmith.step.docs import LANGUAGE as _LANGUAGE
+from stepsmith.step.docs import yaml_block as _block
+from stepsmith.step.docs import yaml_indent as _indent
 from stepsmith.tasks.task import Task
 
 __all__ = [
@@ -53,33 +54,6 @@ STeP (Streaming Tensor Programs), a language where a program is a graph of primi
 by streams; every primitive runs concurrently and every stream is a hardware FIFO. Your program
 is checked by a simulator against a PyTorch reference at several sizes."""
 
-_LANGUAGE = """\
-- You write the BODY of a Python function whose parameters are the task's input streams. It
-  wires STeP primitives (`step.<Name>(args).apply(stream)`, or `.apply((s1, s2))` for several
-  inputs) and returns the output stream, or a tuple of streams in the order of `outputs`.
-- Shapes list dims innermost first: `dims: [K, N, M]` is a rank-2 stream (rank = len(dims) - 1)
-  whose innermost dim is K and outermost is M. Shapes are symbolic (M, N, K, D, E are
-  `step.Dim` values; M_value, N_value, ... are their integers).
-- Element types: fp32 (one number); Buffer(fp32, [B0, ...]) (an on-chip tile, innermost first);
-  Multihot(fp32, E) (a 0/1 selector of E experts); flat tuples of these (from Zip or a Map over
-  several streams).
-- Data layout: a stream's values form one tensor of shape reversed(dims) + reversed(buffer
-  shape) (+ (E,) for Multihot). The task's `data_transform` computes the expected outputs in
-  exactly this layout, so read it to learn which dim is which.
-- Specialized functions (`fns`) come with the task; pass them by `func_name` (fn=fn_sum). A fn
-  without `init` is stateless (for Map); with `init` it is stateful (for Accum, Scan, Merge).
-  The stream's element type must equal the fn's `input_dtype`; its output type is the fn's
-  `output_dtype`. Use only the task's inputs, fns, size symbols and the primitives below; no
-  imports, no torch calls, no loops over data."""
-
-AFFINE_RULE = """\
-Every stream may be consumed by at most ONE primitive (a FIFO is drained by its reader). To use
-a stream twice, first split it with `s_a, s_b = step.Copy().apply(s)` and give each consumer
-its own copy; for three uses chain two Copies (Copy one of the two copies again); in general
-k uses need k-1 chained Copies. Uses are counted over the whole program, including list
-comprehensions. Returning a stream does not consume it; an unused stream is fine. Partition and
-Merge both read the selector, so the selector stream must be Copied."""
-
 _ANSWER_IR = """\
 Reply with the program body (not the whole task) in one fenced YAML code block, one statement
 per line, using the task's own input names and fns and ending with `return`:
@@ -96,18 +70,6 @@ block:
 def impl(...):
     ...
 ```"""
-
-
-def _indent(text: str, spaces: int) -> str:
-    return textwrap.indent(text, " " * spaces, lambda _line: True).replace(
-        " " * spaces + "\n", "\n"
-    )
-
-
-def _block(key: str, text: str, spaces: int) -> str:
-    """`key: |-` followed by the text indented one level deeper."""
-    pad = " " * spaces
-    return f"{pad}{key}: |-\n{_indent(text.rstrip(), spaces + 2)}"
 
 
 def _example_yaml(example: Example, spaces: int, with_ir: bool) -> list[str]:
@@ -130,29 +92,6 @@ def _example_yaml(example: Example, spaces: int, with_ir: bool) -> list[str]:
         ]
     scaffold = python_scaffold(ir_document(example.ir), example.impl or "", compact=True)
     return [_block("example", scaffold, spaces)]
-
-
-def _primitive_yaml(
-    name: str, definition: PrimitiveDef, example: Example | None, with_ir: bool
-) -> str:
-    signature = definition.signature.strip()
-    description = definition.description.strip()
-    lines = [f"  - name: {name}"]
-    if signature:
-        lines.append(f"    usage: {_yaml_inline(signature)}")
-    if description:
-        lines.append(_block("description", description, 4))
-    if example is not None:
-        lines += _example_yaml(example, 4, with_ir)
-    return "\n".join(lines)
-
-
-def _yaml_inline(text: str) -> str:
-    """A one-line YAML scalar, quoted when it contains YAML syntax."""
-    text = " ".join(text.split())
-    if re.search(r"[:#\[\]{},&*!|>'\"%@`]", text):
-        return "'" + text.replace("'", "''") + "'"
-    return text
 
 
 def _language_without_ir() -> str:
@@ -183,13 +122,11 @@ def base_prompt(with_ir: bool = True, exclude: tuple[str, ...] = ()) -> str:
         _block("language", _LANGUAGE if with_ir else _language_without_ir(), 0),
         "primitives:",
     ]
-    for name, definition in registry.items():
-        parts.append(_primitive_yaml(name, definition, examples.get(name), with_ir))
+    shown = {name: _example_yaml(e, 4, with_ir) for name, e in examples.items() if name in registry}
+    parts.append(primitive_reference(list(registry), style="prompt", examples=shown))
     parts.append("idioms:")
     for idiom, text in IDIOMS.items():
-        parts.append(
-            f"  - name: {'dimension placeholder' if idiom == 'placeholder' else 'stashing a dimension'}"
-        )
+        parts.append(f"  - name: {IDIOM_TITLES[idiom]}")
         parts.append(_block("description", text, 4))
         example = examples.get(idiom)
         if example is not None:

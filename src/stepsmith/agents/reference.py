@@ -12,42 +12,34 @@ import functools
 import re
 import textwrap
 from dataclasses import dataclass
-from typing import Any
 
-from stepsmith.agents.render import dtype_text, dump_yaml, task_ir
-from stepsmith.agents.similarity import isomorphic
+from stepsmith.agents.render import dtype_text
+from stepsmith.demos import isomorphic, task_ir
+from stepsmith.demos.view import dump_yaml
+from stepsmith.step.affine.source import AffineParseError, primitive_calls
+from stepsmith.step.docs import IDIOMS, primitives
+from stepsmith.step.registry import PrimitiveDef
+from stepsmith.tasks.task import Task
 
 __all__ = ["LeakageError", "Example", "reference_examples", "IDIOMS"]
-
-_PLACEHOLDER = """\
-Accum, Scan and Bufferize can take at most `rank` dims: the outermost dim can never be reduced.
-To reduce or buffer every real dim, first Promote a size-1 dim outside them (the placeholder),
-apply the primitive over all real dims, then remove the size-1 dim with Flatten when it is in
-the way."""
-
-_STASHING = """\
-To repeat data along a dim that is not innermost (e.g. reuse one row for every n), Bufferize the
-inner dims into one element, add the new dim with Repeat(n=...) or RepeatRef, then Streamify the
-buffer back into stream dims."""
 
 
 class LeakageError(ValueError):
     """A prompt would show a task its own solution (or a benchmark task as a worked example)."""
 
 
-def _registry() -> dict[str, Any]:
-    from stepsmith import step
+def _registry() -> dict[str, PrimitiveDef]:
+    """The primitives in the order the reference teaches them (`step.docs.primitives`)."""
+    return {d.name: d for d in primitives()}
 
-    return dict(step.REGISTRY)
 
-
-def _demo_tasks() -> list[Any]:
+def _demo_tasks() -> list[Task]:
     from stepsmith.tasks.suite import demo_tasks
 
     return list(demo_tasks())
 
 
-def _benchmark_tasks() -> list[Any]:
+def _benchmark_tasks() -> list[Task]:
     from stepsmith.tasks.suite import benchmark_tasks
 
     return list(benchmark_tasks())
@@ -65,23 +57,31 @@ class Example:
     fallback_py: str | None = None  # the same example as Python, for the no-IR baseline
 
 
+def _calls(impl: str | None) -> list[str]:
+    """The primitives a demo program calls (the verifier's recogniser; none if unparsable)."""
+    try:
+        return primitive_calls(impl or "")
+    except AffineParseError:
+        return []
+
+
 def _uses(impl: str | None, primitive: str) -> bool:
-    return impl is not None and re.search(rf"\bstep\.{re.escape(primitive)}\s*\(", impl) is not None
+    return primitive in _calls(impl)
 
 
 def _distinct_primitives(impl: str | None) -> int:
-    return len(set(re.findall(r"\bstep\.(\w+)\s*\(", impl or "")))
+    return len(set(_calls(impl)))
 
 
-def _teaches(task: Any, topic: str, *, loose: bool = False) -> bool:
+def _teaches(task: Task, topic: str, *, loose: bool = False) -> bool:
     """Does a demo task declare that it teaches `topic` (group demo-<topic>, name, description)?
 
     `loose` (idioms) also accepts the topic anywhere in the group or name ("demo-idiom-stash").
     """
     t = topic.lower()
-    group = str(getattr(task, "group", "") or "").lower()
-    name = str(getattr(task, "name", "") or "").lower()
-    description = str(getattr(task, "description", "") or "").lower()
+    group = (task.group or "").lower()
+    name = task.name.lower()
+    description = (task.description or "").lower()
     if loose and (t in group or t in name):
         return True
     return (
@@ -93,70 +93,53 @@ def _teaches(task: Any, topic: str, *, loose: bool = False) -> bool:
     )
 
 
-IDIOMS = {"placeholder": _PLACEHOLDER, "stashing": _STASHING}
 _IDIOM_ALIASES = {"placeholder": ("placeholder",), "stashing": ("stash", "stashing")}
 
 
-def _registry_example_text(definition: Any) -> str | None:
+def _registry_example_text(definition: PrimitiveDef) -> str | None:
     """The registry's own small worked program, rendered like a task (used when no demo task fits)."""
-    example = getattr(definition, "example", None)
-    if example is None:
+    example = definition.example
+    if not example.program.strip():
         return None
-    if isinstance(example, str):
-        return example.strip() or None
-    program = getattr(example, "program", None)
-    if not isinstance(program, str) or not program.strip():
-        return None
-    document: dict[str, Any] = {}
-    explanation = getattr(example, "explanation", None)
-    if explanation:
-        document["description"] = str(explanation).strip()
-    inputs = []
-    for entry in getattr(example, "inputs", ()) or ():
-        try:
-            name, dtype, dims = entry
-        except (TypeError, ValueError):
-            continue
-        inputs.append({"name": name, "dtype": dtype, "dims": list(dims)})
-    if inputs:
-        document["inputs"] = inputs
+    document: dict[str, object] = {}
+    if example.explanation:
+        document["description"] = example.explanation.strip()
+    if example.inputs:
+        document["inputs"] = [
+            {"name": name, "dtype": dtype, "dims": list(dims)} for name, dtype, dims in example.inputs
+        ]
     fns = []
-    for fn in getattr(example, "fns", ()) or ():
-        item: dict[str, Any] = {"func_name": fn.func_name}
-        if getattr(fn, "init", None) is not None:
+    for fn in example.fns:
+        item: dict[str, object] = {"func_name": fn.func_name}
+        if fn.init is not None:
             item["init"] = list(fn.init)
         item.update(input_dtype=fn.input_dtype, output_dtype=fn.output_dtype, apply=fn.apply)
         fns.append(item)
     if fns:
         document["fns"] = fns
-    reference = getattr(example, "reference", None)
-    if reference:
-        document["output_equals"] = str(reference).strip()
-    document["impl"] = program.strip()
+    if example.reference:
+        document["output_equals"] = example.reference.strip()
+    document["impl"] = example.program.strip()
     return dump_yaml(document)
 
 
-def _registry_example_python(definition: Any) -> str | None:
+def _registry_example_python(definition: PrimitiveDef) -> str | None:
     """The registry example as a commented Python function (no structural IR)."""
-    example = getattr(definition, "example", None)
-    program = getattr(example, "program", None)
-    if example is None or not isinstance(program, str) or not program.strip():
+    example = definition.example
+    program = example.program
+    if not program.strip():
         return None
     lines = []
-    if getattr(example, "explanation", None):
-        lines.append(f"# {' '.join(str(example.explanation).split())}")
+    if example.explanation:
+        lines.append(f"# {' '.join(example.explanation.split())}")
     names = []
-    for entry in getattr(example, "inputs", ()) or ():
-        try:
-            name, dtype, dims = entry
-        except (TypeError, ValueError):
-            continue
-        names.append(str(name))
+    for name, dtype, dims in example.inputs:
+        names.append(name)
         lines.append(
             f"# {name}: stream of {dtype}, shape [{', '.join(map(str, dims))}] (innermost first)"
         )
-    for fn in getattr(example, "fns", ()) or ():
-        init = getattr(fn, "init", None)
+    for fn in example.fns:
+        init = fn.init
         head = (
             f"def {fn.func_name}(state, input):"
             if init is not None
@@ -165,15 +148,15 @@ def _registry_example_python(definition: Any) -> str | None:
         kind = f"stateful, init {list(init)}" if init is not None else "stateless"
         typing = f"input {dtype_text(fn.input_dtype)} -> output {dtype_text(fn.output_dtype)}"
         lines += [head, f"    # {kind}; {typing}"]
-        lines.append(textwrap.indent(str(fn.apply).strip(), "    "))
+        lines.append(textwrap.indent(fn.apply.strip(), "    "))
     lines.append(f"def impl({', '.join(names)}):")
     lines.append(textwrap.indent(program.strip(), "    "))
-    if getattr(example, "reference", None):
+    if example.reference:
         lines.append(f"# the output equals: {example.reference}")
     return "\n".join(lines)
 
 
-def _guard_demo_set(demos: list[Any]) -> None:
+def _guard_demo_set(demos: list[Task]) -> None:
     """The base prompt must never contain a benchmark task (by name or isomorphic program)."""
     bench = _benchmark_tasks()
     names = {t.name for t in bench}
@@ -184,7 +167,7 @@ def _guard_demo_set(demos: list[Any]) -> None:
                 "may only use tasks from the demonstration set"
             )
         for b in bench:
-            if isomorphic(getattr(demo, "impl", None), getattr(b, "impl", None)):
+            if isomorphic(demo.impl, b.impl):
                 raise LeakageError(
                     f"demonstration-set task '{demo.name}' has the same program (AST-isomorphic) as "
                     f"benchmark task '{b.name}'; it would leak that task's solution into every prompt"
@@ -201,7 +184,7 @@ def reference_examples(exclude: tuple[str, ...] = ()) -> tuple[Example, ...]:
     _guard_demo_set(demos)
     used: set[str] = set()
     examples: list[Example] = []
-    topics = [(name, definition) for name, definition in _registry().items()]
+    topics: list[tuple[str, PrimitiveDef | None]] = list(_registry().items())
     topics += [(idiom, None) for idiom in IDIOMS]
     for topic, definition in topics:
         aliases = _IDIOM_ALIASES.get(topic, (topic,))
