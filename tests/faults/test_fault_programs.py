@@ -56,7 +56,9 @@ def test_step_error_messages_are_bounded() -> None:
 
 
 def test_a_200_mb_error_value_gives_bounded_feedback_and_json(pool) -> None:  # noqa: ANN001
-    v = pool.verify(TASK, HUGE_VALUE)
+    from stepsmith.tasks.suite import get_task
+
+    v = pool.verify(get_task(TASK), HUGE_VALUE)
     assert not v.passed and v.kind is not None
     assert len(v.feedback) <= BOUND and "more characters)" in v.feedback
     assert all(len(b.error or "") <= BOUND for b in v.bindings)
@@ -82,7 +84,9 @@ def test_the_same_program_in_process_is_bounded_too() -> None:
     ],
 )
 def test_hostile_programs_get_a_verdict(pool, src: str, kind: FailureKind) -> None:  # noqa: ANN001
-    v = pool.verify(TASK, src)
+    from stepsmith.tasks.suite import get_task
+
+    v = pool.verify(get_task(TASK), src)
     assert v.kind == kind, v.feedback
     assert v.feedback and len(v.feedback) <= BOUND
 

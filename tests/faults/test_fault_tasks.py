@@ -4,6 +4,7 @@ an exit, or a machine-sized allocation."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -95,12 +96,14 @@ def test_deep_nesting_is_a_format_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize("code", ["raise SystemExit(3)", "import sys\nsys.exit(0)", "exit(0)",
                                   "import os\nos._exit(0)", "import os\nos.abort()"])
 def test_exiting_global_is_an_error_naming_the_line(tmp_path: Path, code: str) -> None:
+    """In process (trusted callers such as the self-audit): a guard, not a sandbox."""
     import os
 
     exit_before = os._exit
     path = write(tmp_path, with_global(code))
+    task = load_task(path)  # loading runs none of the file's code
     with pytest.raises(TaskReferenceError, match="tried to (exit|end the process)") as info:
-        load_task(path)
+        task.bindings()
     assert line_of(info.value, path).lower().startswith(("raise", "sys.exit", "exit", "os."))
     assert os._exit is exit_before  # restored
 
@@ -112,14 +115,14 @@ def test_an_endless_global_is_an_error_not_a_hang(tmp_path: Path,
     monkeypatch.setattr(snippets, "TASK_CODE_LIMIT_S", 0.3)
     path = write(tmp_path, with_global("a = 0\nwhile True:\n    a += 1"))
     with pytest.raises(TaskReferenceError, match="did not finish") as info:
-        load_task(path)
+        load_task(path).bindings()
     assert line_of(info.value, path).startswith(("while", "a += 1"))
 
 
 def test_global_as_a_list_points_at_the_failing_item(tmp_path: Path) -> None:
     path = write(tmp_path, TASK.replace("outputs:", "global:\n  - a = 1\n  - b = 1/0\noutputs:"))
     with pytest.raises(TaskReferenceError, match="ZeroDivisionError") as info:
-        load_task(path)
+        load_task(path).bindings()
     assert line_of(info.value, path) == "- b = 1/0"
 
 
@@ -143,12 +146,85 @@ def test_reference_errors_in_a_worker_name_the_file(tmp_path: Path) -> None:
     bad = TASK.replace("        (input_data['X'] ** 2).sum(-1)",
                        "        y = 1\n        (input_data['X'] ** 2).sum(-1) + nope")
     path = write(tmp_path, bad)
-    with VerifierPool(workers=1) as pool:
-        v = pool.verify(path, "E1 = step.Map(fn=fn_sq).apply(X)\n"
-                              "return step.Accum(fn=fn_sum, b=1).apply(E1)")
-    assert not v.passed and "not caused by the program" in v.feedback
+    with VerifierPool(workers=1) as pool, pytest.raises(TaskReferenceError, match="NameError") as info:
+        pool.verify(load_task(path), IMPL)
     line = bad.splitlines().index("        (input_data['X'] ** 2).sum(-1) + nope") + 1
-    assert f"{path}:{line}" in v.feedback, v.feedback
+    assert (info.value.source, info.value.line) == (str(path), line)
+    assert str(info.value).startswith(f"{path}:{line}: ")
+
+
+IMPL = "E1 = step.Map(fn=fn_sq).apply(X)\nreturn step.Accum(fn=fn_sum, b=1).apply(E1)"
+REFERENCE = "        (input_data['X'] ** 2).sum(-1)"
+
+
+def with_reference(code: str) -> str:
+    """The task with `code` run in its data_transform snippet before the reference value."""
+    lines = "".join(f"        {line}\n" for line in code.splitlines())
+    return TASK.replace(REFERENCE, lines + REFERENCE)
+
+
+def _cli(*args: str) -> Any:
+    from typer.testing import CliRunner
+
+    from stepsmith.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+# Task code runs in the verifier's worker under the candidates' CPU-time limit: a hang, an exit
+# or a kill there is an error naming the file (exit 2), never a hang or a false success.
+@pytest.mark.parametrize(("where", "code", "says"), [
+    ("global", "a = 0\nwhile True:\n    a += 1", "CPU-time limit"),
+    ("global", "x = max(range(10**18))", "CPU-time limit"),  # a C loop: the worker is killed
+    ("reference", "import os\nos._exit(0)", "tried to end the process"),
+    ("reference", "import posix\nposix._exit(0)", "ended the verifier's worker process"),
+    ("reference", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "worker process"),
+    ("reference", "raise SystemExit(3)", "SystemExit(3)"),
+    ("global", "import sys\nsys.exit(0)", "SystemExit(0)"),
+])
+def test_hostile_task_code_in_verify_is_a_clear_error(tmp_path: Path, where: str, code: str,
+                                                      says: str) -> None:
+    text = with_global(code) if where == "global" else with_reference(code)
+    path = write(tmp_path, text)
+    result = _cli("verify", str(path), "--timeout", "1")
+    assert result.exit_code == 2, result.output
+    out = " ".join(result.output.split())
+    assert "task error (not the program's)" in out and str(path) in out and says in out, out
+
+
+def test_a_task_whose_fn_body_exits_is_never_a_success(tmp_path: Path) -> None:
+    """fn bodies are task code too; they run under the candidate's clock."""
+    path = write(tmp_path, TASK.replace("      return [input[0] * input[0]]",
+                                        "      import os\n      os._exit(0)"))
+    result = _cli("verify", str(path), "--timeout", "2")
+    assert result.exit_code != 0, result.output
+
+
+HOSTILE_GLOBAL = "open({marker!r}, 'w').write('ran')\nimport os\nos._exit(7)"
+
+
+@pytest.mark.parametrize("command", [["prompt"], ["prompt", "--no-ir"], ["tasks", "show"]])
+def test_rendering_a_task_runs_none_of_its_code(tmp_path: Path, command: list[str]) -> None:
+    """A hostile `global` (and reference) that would leave a marker and end the process: the
+    command renders the task and exits 0, and the marker is never written."""
+    marker = tmp_path / "task_code_ran"
+    text = with_global(HOSTILE_GLOBAL.format(marker=str(marker)))
+    path = write(tmp_path, text.replace(REFERENCE, f"        open({str(marker)!r}, 'w')\n"
+                                                   + REFERENCE))
+    result = _cli(*command, str(path))
+    assert result.exit_code == 0, result.output
+    assert "os._exit(7)" in result.output  # the global is shown, as text
+    assert not marker.exists(), "rendering the task ran its code"
+
+
+def test_bench_estimate_checks_a_hostile_task_in_the_sandbox(tmp_path: Path) -> None:
+    """`--estimate` refuses a task whose code exits; the exit happens in a worker, not here."""
+    marker = tmp_path / "global_ran"
+    path = write(tmp_path, with_global(HOSTILE_GLOBAL.format(marker=str(marker))))
+    result = _cli("bench", "--model", "scripted:test", "--method", "single", "-n", "1",
+                  "--tasks", str(path), "--db", str(tmp_path / "db.sqlite"), "--estimate")
+    assert result.exit_code == 2, result.output
+    assert "refusing to start" in " ".join(result.output.split())
 
 
 def test_a_non_utf8_impl_file_is_a_clear_cli_error(tmp_path: Path) -> None:

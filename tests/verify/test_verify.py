@@ -11,6 +11,7 @@ import time
 import pytest
 from verify_fixtures import ROWSUM_REF, ROWSUM_YAML
 
+from stepsmith.tasks import load_task
 from stepsmith.verify import FailureKind, Verdict, VerifierPool, verify, verify_in_process
 
 
@@ -26,11 +27,17 @@ def test_reference_passes_at_every_binding(pool, rowsum_task) -> None:
     assert v.task == "rowsum_squares"
 
 
-def test_task_may_be_given_as_path_or_yaml_text(pool, tmp_path) -> None:
+def test_the_verifier_takes_a_loaded_task_resolved_once_by_the_caller(pool, tmp_path) -> None:
+    from stepsmith.tasks import load_task
+    from stepsmith.tasks.suite import get_task
+
     p = tmp_path / "rowsum.yaml"
     p.write_text(ROWSUM_YAML)
-    assert pool.verify(str(p), ROWSUM_REF).passed
-    assert pool.verify(ROWSUM_YAML, ROWSUM_REF).passed
+    assert pool.verify(get_task(str(p)), ROWSUM_REF).passed
+    assert pool.verify(load_task(ROWSUM_YAML), ROWSUM_REF).passed
+    for not_a_task in (str(p), ROWSUM_YAML):
+        with pytest.raises(TypeError, match="takes a loaded Task.*get_task"):
+            pool.verify(not_a_task, ROWSUM_REF)
 
 
 def test_wrong_values_name_output_binding_index_and_values(pool, rowsum_task) -> None:
@@ -247,7 +254,7 @@ def test_verify_many_runs_candidates_in_parallel(tmp_path) -> None:
     the task's fn records (pid, start, end) of each call from inside the worker process."""
     stamps = tmp_path / "stamps"
     stamps.mkdir()
-    task = ROWSUM_YAML.replace(
+    task = load_task(ROWSUM_YAML.replace(
         "inputs:",
         f"global: |-\n  import os, time\n  stamp_dir = {str(stamps)!r}\nbindings:\n"
         "  - {label: only}\ninputs:",
@@ -257,7 +264,7 @@ def test_verify_many_runs_candidates_in_parallel(tmp_path) -> None:
         "      with open(os.path.join(stamp_dir, str(os.getpid())), 'a') as f:\n"
         "          f.write(f'{t0} {time.time()}\\n')\n"
         "      return [input[0] * input[0]]",
-    )
+    ))
     with VerifierPool(workers=2, timeout_s=30.0) as p:
         p.warm_up()
         pids = {w.proc.pid for w in p._workers}
@@ -280,9 +287,9 @@ def test_task_tolerance_field_overrides_the_default(pool) -> None:
         "      return [input[0] * input[0]]",
         "      return [input[0] * input[0] * (1 + 1e-6)]",  # a 1e-6 relative deviation
     )
-    assert not pool.verify(eps_yaml, ROWSUM_REF).passed
+    assert not pool.verify(load_task(eps_yaml), ROWSUM_REF).passed
     loose = eps_yaml + "tolerance:\n  rtol: 1.0e-5\n"
-    v = pool.verify(loose, ROWSUM_REF)
+    v = pool.verify(load_task(loose), ROWSUM_REF)
     assert v.passed, v.feedback
 
 
@@ -323,13 +330,21 @@ def test_tuple_and_multiple_outputs(pool) -> None:
     assert "expected 2 output streams in this order: 'T', 'S'" in u.feedback
 
 
-def test_malformed_task_text_is_a_task_error_not_a_crash(pool) -> None:
+def test_a_broken_reference_is_a_task_error_not_a_verdict(pool) -> None:
+    """A task whose own code fails is never charged to the program: the verifier raises a
+    TaskReferenceError naming the file and line, and the worker keeps serving."""
     from verify_fixtures import ROWSUM_YAML
 
-    broken = ROWSUM_YAML.replace("dims: [N, M]", "dims: [N, M")
-    v = pool.verify(broken, ROWSUM_REF)
-    assert not v.passed and "not caused by the program" in v.feedback
-    assert pool.verify(ROWSUM_YAML, ROWSUM_REF).passed  # the worker survived
+    from stepsmith.tasks import TaskFormatError, TaskReferenceError, load_task
+
+    with pytest.raises(TaskFormatError):  # malformed text never reaches the verifier
+        load_task(ROWSUM_YAML.replace("dims: [N, M]", "dims: [N, M"))
+    line = next(i for i, s in enumerate(ROWSUM_YAML.splitlines(), 1) if "input_data" in s)
+    text = ROWSUM_YAML.replace("input_data['X']", "input_data['Y']", 1)
+    with pytest.raises(TaskReferenceError, match="KeyError") as info:
+        pool.verify(load_task(text), ROWSUM_REF)
+    assert info.value.line == line and info.value.source == "<text>"
+    assert pool.verify(load_task(ROWSUM_YAML), ROWSUM_REF).passed  # the worker survived
 
 
 def test_hard_kill_when_the_soft_alarm_cannot_fire(rowsum_task) -> None:
@@ -381,11 +396,12 @@ def test_unguarded_caller_script_is_not_rerun_by_workers(tmp_path) -> None:
     script = tmp_path / "unguarded.py"
     script.write_text(
         "import pathlib\n"
+        "from stepsmith.tasks import load_task\n"
         "from stepsmith.verify import VerifierPool\n"
         "print('script body ran', flush=True)\n"
         "here = pathlib.Path(__file__).parent\n"
         "with VerifierPool(workers=2) as p:\n"
-        "    v = p.verify(str(here / 'task.yaml'), 'return step.Accum(fn=fn_sum, b=1)"
+        "    v = p.verify(load_task(here / 'task.yaml'), 'return step.Accum(fn=fn_sum, b=1)"
         ".apply(step.Map(fn=fn_sq).apply(X))')\n"
         "print('passed', v.passed, flush=True)\n"
     )

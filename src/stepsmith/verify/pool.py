@@ -291,6 +291,10 @@ class VerifierPool:
                 timeout_s: float | None, executor: Executor) -> Verdict:
         if self._closed:
             raise VerifierError("VerifierPool is closed")
+        if not isinstance(task, Task):
+            raise TypeError(
+                f"the verifier takes a loaded Task, not {type(task).__name__}; resolve a name or "
+                "path once with stepsmith.tasks.suite.get_task (or load_task for YAML text)")
         if affine not in AFFINE_MODES:
             raise ValueError(f"affine must be one of {AFFINE_MODES}, got {affine!r}")
         timeout = self.timeout_s if timeout_s is None else timeout_s
