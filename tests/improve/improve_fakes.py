@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from stepsmith.agents import Attempt
 from stepsmith.demos import isomorphic as is_isomorphic
 
 
@@ -22,19 +23,12 @@ class FakeTask:
         return f"test_name: {self.name}\ninputs:\n- name: x\n  dtype: fp32\n  dims: [K]\nimpl: |-\n  return x\n"
 
 
-@dataclass
-class FakeAttempt:
-    impl: str | None
-    passed: bool
-    failure_kind: str | None
-    input_tokens: int
-    output_tokens: int
-    verdict: Any = None
-    cost_usd: float = 0.0
-    calls: int = 1
-    guardian_changed: bool = False
-    guardian_corrupted: bool = False
-    feedback: str = ""
+def make_attempt(impl: str | None, passed: bool, failure_kind: str | None, input_tokens: int,
+                 output_tokens: int, *, feedback: str = "") -> Attempt:
+    """A real `Attempt` (the loop reads nothing else), without a verdict or a guardian."""
+    return Attempt(impl=impl, verdict=None, failure_kind=failure_kind, passed=passed,
+                   input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=0.0, calls=1,
+                   guardian_changed=False, guardian_corrupted=False, feedback=feedback)
 
 
 class Killed(BaseException):
@@ -60,7 +54,7 @@ class ScriptedAgent:
     leaks: list[str] = field(default_factory=list)
 
     async def attempt(self, task: FakeTask, demonstrations: Sequence[Any], *,
-                      temperature: float | None, sample_index: int) -> FakeAttempt:
+                      temperature: float | None, sample_index: int) -> Attempt:
         if self.kill_after is not None and len(self.calls) >= self.kill_after:
             raise Killed(f"killed after {len(self.calls)} calls")
         names = [d.task_name for d in demonstrations]
@@ -79,8 +73,8 @@ class ScriptedAgent:
             impl = task.impl.replace("out", f"out{sample_index}")
             if sample_index % 2:
                 impl = "tmp = step.Identity().apply(x)\n" + impl.replace("apply(x)", "apply(tmp)")
-            return FakeAttempt(impl, True, None, tokens_in, 20)
-        return FakeAttempt("return x", False, "value_mismatch", tokens_in, 10)
+            return make_attempt(impl, True, None, tokens_in, 20)
+        return make_attempt("return x", False, "value_mismatch", tokens_in, 10)
 
 
 def make_task(name: str, group: str, fn: str) -> FakeTask:

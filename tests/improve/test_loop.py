@@ -204,9 +204,9 @@ def test_dead_backend_aborts_early_and_resumes(store: ExperienceStore) -> None:
     class Dead(ScriptedAgent):
         async def attempt(self, task, demonstrations, *, temperature, sample_index):
             self.calls.append({"task": task.name})
-            from improve_fakes import FakeAttempt
+            from improve_fakes import make_attempt
 
-            return FakeAttempt(None, False, "llm_error", 0, 0, feedback="connection refused")
+            return make_attempt(None, False, "llm_error", 0, 0, feedback="connection refused")
 
     dead = Dead(rules(), n=N)
     with pytest.raises(RunAborted, match=r"8 samples in a row failed with llm_error.*connection refused.*--resume r1"):

@@ -99,17 +99,19 @@ def test_leakage_guard_by_name_and_isomorphism() -> None:
 
 def test_reverify_marks_failing_demos_stale(store: ExperienceStore) -> None:
     from stepsmith.tasks.suite import get_task
+    from stepsmith.tasks.task import Task
+    from stepsmith.verify.verdict import FailureKind, Verdict
 
     ref = get_task("gemm_bias_relu").impl
     store.create_run("r", method="self-improve", model="m", config={})
     store.add_demos("r", [demo("gemm_bias_relu", ref), demo("expert_linear_sum", "return E0\n", group="expert")])
     calls = []
 
-    def fake_verify(task, impl):  # the new "verifier version" accepts only the true reference
+    def fake_verify(task: Task, impl: str) -> Verdict:  # the new "verifier version" accepts only the true reference
         calls.append(task.name)
         ok = impl == ref
-        return SimpleNamespace(passed=ok, kind=None if ok else "output_mismatch", feedback="nope",
-                               verifier_version="v2")
+        return Verdict(passed=ok, kind=None if ok else FailureKind.output_mismatch, feedback="nope",
+                       verifier_version="v2")
 
     results = {r.task_name: r for r in reverify_run(store, "r", fake_verify)}
     assert sorted(calls) == ["expert_linear_sum", "gemm_bias_relu"]

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from stepsmith.demos import DemoRecord, task_ir, visible_demos
 from stepsmith.improve.filtering import select_representative
@@ -36,6 +36,10 @@ from stepsmith.improve.store import (
     temp_key,
 )
 from stepsmith.improve.stratify import cumulative, stratify
+
+if TYPE_CHECKING:
+    from stepsmith.agents.agent import Attempt
+    from stepsmith.tasks.task import Task
 
 FEEDBACK_LIMIT = 4000  # characters of verifier feedback kept per sample
 # Infrastructure faults, not the model's: such samples are requested again on resume.
@@ -50,8 +54,13 @@ class AgentLike(Protocol):
     """What the loop needs from ``stepsmith.agents.Agent``."""
 
     async def attempt(
-        self, task: Any, demonstrations: Sequence[Any], *, temperature: float | None, sample_index: int
-    ) -> Any: ...
+        self,
+        task: Task,
+        demonstrations: Sequence[DemoRecord],
+        *,
+        temperature: float | None,
+        sample_index: int,
+    ) -> Attempt: ...
 
 
 class ProgressSink(Protocol):
@@ -102,42 +111,41 @@ class LoopResult:
 
 
 def _record_from_attempt(
-    run_id: str, t: int, level: int, task: Any, temperature: float | None, index: int,
-    attempt: Any, seconds: float, demo_names: list[str],
+    run_id: str, t: int, level: int, task: Task, temperature: float | None, index: int,
+    attempt: Attempt, seconds: float, demo_names: list[str],
 ) -> SampleRecord:
-    verdict = getattr(attempt, "verdict", None)
-    feedback = str(getattr(attempt, "feedback", "") or "")
+    verdict = attempt.verdict
     return SampleRecord(
         run_id=run_id,
         iteration=t,
         level=level,
         task=task.name,
-        task_group=str(getattr(task, "group", "") or ""),
+        task_group=task.group,
         temperature=temperature,
         sample_index=index,
-        impl=getattr(attempt, "impl", None),
-        passed=bool(attempt.passed),
+        impl=attempt.impl,
+        passed=attempt.passed,
         failure_kind=None if attempt.passed else _kind(attempt),
-        feedback=feedback[:FEEDBACK_LIMIT],
-        input_tokens=int(getattr(attempt, "input_tokens", 0) or 0),
-        output_tokens=int(getattr(attempt, "output_tokens", 0) or 0),
-        cost_usd=float(getattr(attempt, "cost_usd", 0.0) or 0.0),
-        calls=int(getattr(attempt, "calls", 0) or 0),
-        guardian_changed=bool(getattr(attempt, "guardian_changed", False)),
-        guardian_corrupted=bool(getattr(attempt, "guardian_corrupted", False)),
+        feedback=attempt.feedback[:FEEDBACK_LIMIT],
+        input_tokens=attempt.input_tokens,
+        output_tokens=attempt.output_tokens,
+        cost_usd=attempt.cost_usd,
+        calls=attempt.calls,
+        guardian_changed=attempt.guardian_changed,
+        guardian_corrupted=attempt.guardian_corrupted,
         seconds=seconds,
         demos=demo_names,
-        verifier_version=getattr(verdict, "verifier_version", None) if verdict is not None else None,
+        verifier_version=verdict.verifier_version if verdict is not None else None,
     )
 
 
-def _kind(attempt: Any) -> str:
-    kind = getattr(attempt, "failure_kind", None)
-    if kind is None:
-        verdict = getattr(attempt, "verdict", None)
-        kind = getattr(verdict, "kind", None) if verdict is not None else None
-    kind = getattr(kind, "value", kind)  # FailureKind enum → its string
-    return str(kind) if kind else "unknown"
+def _kind(attempt: Attempt) -> str:
+    """Why a sample failed: the attempt's own word, else its verdict's kind."""
+    if attempt.failure_kind:
+        return attempt.failure_kind
+    if attempt.verdict is not None and attempt.verdict.kind is not None:
+        return attempt.verdict.kind.value
+    return "unknown"
 
 
 class SelfImprover:
@@ -162,13 +170,13 @@ class SelfImprover:
         self._llm_errors_in_a_row = 0
 
     async def sample_step(
-        self, t: int, level: int, tasks: Sequence[Any], demos: Sequence[DemoRecord]
+        self, t: int, level: int, tasks: Sequence[Task], demos: Sequence[DemoRecord]
     ) -> dict[str, list[SampleRecord]]:
         """n samples per task per temperature with ``demos`` (each task sees only safe demos)."""
         cfg = self.config
         done = self.store.sample_map(self.run_id, t)
         results: dict[str, list[SampleRecord]] = {task.name: [] for task in tasks}
-        todo: list[tuple[Any, float | None, int, list[DemoRecord]]] = []
+        todo: list[tuple[Task, float | None, int, list[DemoRecord]]] = []
         shown: dict[str, list[DemoRecord]] = {task.name: visible_demos(task, demos) for task in tasks}
         total = len(tasks) * len(cfg.temperatures) * cfg.n
         if self.progress:
@@ -189,7 +197,7 @@ class SelfImprover:
 
         stop = asyncio.Event()  # set by the first failure so queued samples are never requested
 
-        async def one(task: Any, temperature: float | None, index: int, ds: list[DemoRecord]) -> None:
+        async def one(task: Task, temperature: float | None, index: int, ds: list[DemoRecord]) -> None:
             async with sem:
                 if stop.is_set():
                     return
@@ -208,7 +216,7 @@ class SelfImprover:
             recs.sort(key=lambda r: (temp_key(r.temperature), r.sample_index))
         return results
 
-    async def _one(self, task: Any, temperature: float | None, index: int, ds: list[DemoRecord],
+    async def _one(self, task: Task, temperature: float | None, index: int, ds: list[DemoRecord],
                    t: int, level: int, results: dict[str, list[SampleRecord]]) -> None:
         """Request one sample, record it the moment it finishes, report progress."""
         start = time.perf_counter()
@@ -238,7 +246,7 @@ class SelfImprover:
                 f"with `stepsmith bench --resume {self.run_id}` (these samples will be requested again)."
             )
 
-    def _new_demos(self, t: int, tasks: dict[str, Any], results: dict[str, list[SampleRecord]],
+    def _new_demos(self, t: int, tasks: dict[str, Task], results: dict[str, list[SampleRecord]],
                    solved: list[str]) -> list[DemoRecord]:
         """σ: one demonstration per newly solved task, difficulty = best count over temperatures."""
         out = []
@@ -256,7 +264,7 @@ class SelfImprover:
             out.append(
                 DemoRecord(
                     task_name=name,
-                    group=str(getattr(task, "group", "") or ""),
+                    group=task.group,
                     task_ir=task_ir(task),
                     impl=rep.impl,
                     model=self.config.model,
@@ -278,7 +286,7 @@ class SelfImprover:
             )
         return out
 
-    async def run_single(self, tasks: Sequence[Any], demos: Sequence[DemoRecord] = ()) -> LoopResult:
+    async def run_single(self, tasks: Sequence[Task], demos: Sequence[DemoRecord] = ()) -> LoopResult:
         """A baseline: one sampling step (iteration 0) with a fixed demonstration set."""
         demos = list(demos)
         results = await self.sample_step(0, 0, tasks, demos)
@@ -293,7 +301,7 @@ class SelfImprover:
             requested=self.requested, replayed=self.replayed,
         )
 
-    async def run(self, tasks: Sequence[Any], initial_demos: Sequence[DemoRecord] = ()) -> LoopResult:
+    async def run(self, tasks: Sequence[Task], initial_demos: Sequence[DemoRecord] = ()) -> LoopResult:
         """Algorithm 1 until every task is solved or the full library brings nothing new."""
         cfg = self.config
         by_name = {task.name: task for task in tasks}
@@ -353,7 +361,7 @@ class SelfImprover:
         )
 
 
-async def _run_all(coros: list[Any]) -> None:
+async def _run_all(coros: list[Coroutine[Any, Any, None]]) -> None:
     """Run coroutines concurrently; the first failure cancels the rest and propagates unwrapped."""
     if not coros:
         return

@@ -11,11 +11,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import yaml
 
 from stepsmith.improve.store import DemoRecord, ExperienceStore
+
+if TYPE_CHECKING:
+    from stepsmith.tasks.task import Task
+    from stepsmith.verify.verdict import Verdict
 
 
 @dataclass
@@ -28,7 +32,7 @@ class ReverifyResult:
     message: str
 
 
-def _task_for(demo: DemoRecord) -> Any:
+def _task_for(demo: DemoRecord) -> Task:
     """The demo's task: the packaged one by name, else rebuilt from the stored IR."""
     from stepsmith.tasks import load_task
     from stepsmith.tasks.suite import get_task
@@ -45,7 +49,7 @@ def _task_for(demo: DemoRecord) -> Any:
 def reverify_run(
     store: ExperienceStore,
     run_id: str,
-    verify: Callable[[Any, str], Any] | None = None,
+    verify: Callable[[Task, str], Verdict] | None = None,
 ) -> list[ReverifyResult]:
     """Verify every active demonstration of ``run_id`` again and update its status."""
     if verify is None:
@@ -62,18 +66,18 @@ def reverify_run(
                                       f"cannot load task {d.task_name!r}: {exc}"))
             continue
         verdict = verify(task, d.impl)
-        kind = getattr(getattr(verdict, "kind", None), "value", getattr(verdict, "kind", None))
-        version = getattr(verdict, "verifier_version", None)
+        kind = verdict.kind.value if verdict.kind is not None else None
+        version = verdict.verifier_version
         prov = dict(d.provenance)
         history = list(prov.get("reverified", []))
         history.append({"from": d.verifier_version, "to": version, "passed": bool(verdict.passed)})
         prov["reverified"] = history
         if verdict.passed:
-            d = dataclasses.replace(d, verifier_version=version or d.verifier_version, provenance=prov)
+            d = dataclasses.replace(d, verifier_version=version, provenance=prov)
             store.add_demos(run_id, [d])
             msg = f"still correct under verifier {version}"
         else:
-            prov["stale_reason"] = f"{kind}: {str(getattr(verdict, 'feedback', ''))[:500]}"
+            prov["stale_reason"] = f"{kind}: {verdict.feedback[:500]}"
             store.set_demo_status(run_id, d.task_name, d.source, "stale", prov)
             msg = f"now fails ({kind}); marked stale"
         out.append(ReverifyResult(d.task_name, d.source, bool(verdict.passed), kind, version, msg))
