@@ -10,9 +10,12 @@ from __future__ import annotations
 import ast
 import textwrap
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from stepsmith.agents.extract import Unparsable, extract_impl
+
+if TYPE_CHECKING:
+    from stepsmith.llm.client import LLMClient
 
 __all__ = [
     "GUARDIAN_MODES",
@@ -98,11 +101,9 @@ def rule_repair(impl: str, params: list[str] | None) -> str:
 
     try:
         repaired = affine.repair(impl, params=params)
-    except TypeError:  # an older signature without params
-        repaired = affine.repair(impl)
     except Exception:  # noqa: BLE001 - repair must never turn a sample into a crash
         return impl
-    return repaired if isinstance(repaired, str) and repaired.strip() else impl
+    return repaired if repaired.strip() else impl
 
 
 def same_program(a: str, b: str) -> bool:
@@ -133,7 +134,7 @@ async def run_guardian(
     impl: str,
     params: list[str],
     *,
-    client: Any = None,
+    client: LLMClient | None = None,
     temperature: float | None = None,
     max_tokens: int = 1024,
     sample_index: int = 0,
@@ -146,6 +147,9 @@ async def run_guardian(
     result = GuardianResult(impl=impl, changed=False)
     if mode in LLM_GUARDIAN_MODES:
         from stepsmith.llm import InfrastructureError, LLMError
+
+        if client is None:
+            raise ValueError(f"guardian mode {mode!r} asks the model: pass client=")
 
         try:
             completion = await client.sample(
@@ -162,9 +166,9 @@ async def run_guardian(
             result.note = f"guardian call failed ({exc}); kept the proposer's program"
         else:
             result.calls += 1
-            result.input_tokens += int(completion.input_tokens or 0)
-            result.output_tokens += int(completion.output_tokens or 0)
-            result.cost_usd += float(completion.cost_usd or 0.0)
+            result.input_tokens += completion.input_tokens
+            result.output_tokens += completion.output_tokens
+            result.cost_usd += completion.cost_usd
             try:
                 result.impl = extract_impl(completion.text)
             except Unparsable as exc:

@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from stepsmith.improve.store import ExperienceStore, RunRow, SampleRecord
@@ -52,7 +59,7 @@ class RichProgress:
         self.tokens_in = self.tokens_out = 0
         self.cost = 0.0
         self.passed = 0
-        self._task: object | None = None
+        self._task: TaskID | None = None
         self._started = False
         self._desc = ""
         self._total = self._done = 0
@@ -82,7 +89,7 @@ class RichProgress:
         if self.plain:
             self._plain_line()
         elif self._task is not None:
-            self.progress.update(self._task, advance=1, stats=self._stats())  # type: ignore[arg-type]
+            self.progress.update(self._task, advance=1, stats=self._stats())
 
     def _plain_line(self) -> None:
         self._done += 1

@@ -282,8 +282,6 @@ NOT_MODEL_FAILURES = ("llm_error", "verifier_error")
 
 def _priced(model: str) -> bool:
     """Whether the price table knows the model (else its cost is unknown, not zero)."""
-    try:
-        from stepsmith.llm.prices import price_for
-    except ImportError:  # pragma: no cover - the LLM layer is part of the package
-        return True
+    from stepsmith.llm.prices import price_for
+
     return price_for(model) is not None
