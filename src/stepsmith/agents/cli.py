@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from stepsmith.demos import DemoRecord
 
 
 def _fail(message: str) -> None:
@@ -40,7 +43,7 @@ def register(app: typer.Typer) -> None:
         except (TaskNotFoundError, TaskFormatError) as exc:
             _fail(str(exc))
             return
-        shown: list = []
+        shown: list[DemoRecord] = []
         hidden = 0
         if demos is not None:
             from stepsmith.demos import DemoLibraryError, load_library, visible_demos
