@@ -20,6 +20,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from stepsmith.agents.guardian import GUARDIAN_MODES
+from stepsmith.evaluate.runner import METHODS
 from stepsmith.improve.store import ExperienceStore, RunRow, SampleRecord
 
 if TYPE_CHECKING:
@@ -245,13 +247,13 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def bench(
         model: Annotated[str | None, typer.Option("--model", help="Model spec, e.g. openai:gpt-4o-2024-11-20; default: the embedded local model (quick demo).")] = None,
-        method: Annotated[str, typer.Option("--method", help="single | single-no-ir | agent | self-improve")] = "self-improve",
+        method: Annotated[str, typer.Option("--method", help=" | ".join(METHODS))] = "self-improve",
         tasks: Annotated[list[str] | None, typer.Option("--tasks", help="Benchmark task names or task-file paths (repeat or comma-separate).")] = None,
         groups: Annotated[list[str] | None, typer.Option("--groups", help="Benchmark groups (repeat or comma-separate; 'all' includes extra).")] = None,
         n: Annotated[int | None, typer.Option("-n", help="Samples per task per temperature (default 8; quick demo 2).")] = None,
         temperatures: Annotated[str | None, typer.Option("--temperatures", help="Comma list (default 0.4,0.7,1.0; quick demo 0.7).")] = None,
         m: Annotated[int, typer.Option("--levels", "-m", help="Difficulty levels for stratification (the paper's m).")] = 3,
-        guardian: Annotated[str | None, typer.Option("--guardian", help="llm | rule | llm+rule | none (default llm; quick demo rule).")] = None,
+        guardian: Annotated[str | None, typer.Option("--guardian", help=" | ".join(GUARDIAN_MODES) + " (default llm; quick demo rule).")] = None,
         repair: Annotated[int, typer.Option("--repair", help="Verifier-feedback repair turns per failed sample.")] = 0,
         max_cost: Annotated[float | None, typer.Option("--max-cost", help="Stop cleanly when this many USD are spent.")] = None,
         max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Stop cleanly when this many tokens (input + output) are spent.")] = None,
