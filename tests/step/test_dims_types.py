@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from stepsmith import step
-from stepsmith.step import Buffer, Dim, Multihot, Scalar, TupleType, parse_dtype
+from stepsmith.step import Buffer, Dim, Multihot, Scalar, StepDtypeError, TupleType, parse_dtype
 
 M, N, K, D = (Dim.sym(s) for s in "MNKD")
 
@@ -111,3 +113,40 @@ def test_reshape_then_flatten_restores_the_symbolic_dim() -> None:
         x = step.Stream.input("X", "fp32", ["D", "M"], torch.randn(2, 5))
         with pytest.raises(step.StepShapeError, match="not divisible"):
             step.Reshape(L=[0], S=2).apply(x)
+
+
+def test_parse_dim_is_the_dtype_grammar_for_one_dimension() -> None:
+    from stepsmith.step.dtypes import parse_dim
+
+    assert parse_dim("N*K") == Dim.sym("N") * Dim.sym("K") and str(parse_dim("2*D")) == "2*D"
+    assert str(parse_dim("D/2")) == "D/2"
+    with pytest.raises(StepDtypeError, match="cannot parse dimension 'N\\*'"):
+        parse_dim("N*")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["fp32", "Buffer(fp32, [D])", "Buffer(Buffer(fp32, [D]), [N*K, 2])", "Multihot(fp32, E)",
+     "Buffer(Multihot(fp32, E), [M])", ["fp32", "Buffer(fp32, [2*D])"]],
+)
+def test_task_files_read_dtypes_with_the_language_grammar(text: str | list[str]) -> None:
+    """One grammar: a task's dtype converted back to STeP equals the language's own parse."""
+    from stepsmith.tasks import dtypes as task_dtypes
+
+    t = task_dtypes.parse_dtype(text)
+    symbols = {s: Dim.sym(s) for s in "DNKEM"}
+    assert task_dtypes.to_step(t, symbols) == parse_dtype(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [("Buffer(fp16, [D])", "'fp16'"), ("Multihot(fp64, E)", "'fp64'"),
+     ("Buffer(fp32, [D/2])", "product of size symbols"), ("Buffer(fp32, [0])", ">= 1"),
+     ("Buffer(fp32, [D]", "expected ')'")],
+)
+def test_task_files_keep_to_their_subset_of_the_grammar(text: str, why: str) -> None:
+    """A task's numbers are fp32 and its dims positive integer products: the loader says so."""
+    from stepsmith.tasks import dtypes as task_dtypes
+
+    with pytest.raises(task_dtypes.DTypeSyntaxError, match=re.escape(why)):
+        task_dtypes.parse_dtype(text)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from stepsmith.step.errors import StepShapeError
+from stepsmith.step.errors import StepError, StepShapeError
 
 _fresh_counter = itertools.count(1)
 
@@ -212,22 +212,13 @@ def dim(x: int | str | Dim) -> Dim:
     if isinstance(x, int):
         return Dim.const(x)
     if isinstance(x, str):
-        text = x.strip()
-        if not text:
-            raise StepShapeError("a dimension must not be an empty string")
-        if "/" in text:
-            num, *dens = text.split("/")
-            result = dim(num)
-            for den in dens:
-                result = result.ratio(dim(den))
-            return result
-        result = Dim.const(1)
-        for part in text.split("*"):
-            part = part.strip()
-            if not part:
-                raise StepShapeError(f"malformed dimension {x!r}", expected="like N*K", found=x)
-            result = result * (Dim.const(int(part)) if part.isdigit() else Dim.sym(part))
-        return result
+        from stepsmith.step.dtypes import parse_dim  # the one grammar (dtypes imports this module)
+
+        try:
+            return parse_dim(x)
+        except StepError as e:
+            raise StepShapeError(f"malformed dimension {x!r}: {e.detail}", expected="like N*K",
+                                 found=x) from None
     if hasattr(x, "__index__"):
         return Dim.const(int(x.__index__()))
     raise StepShapeError(

@@ -154,8 +154,10 @@ _TOKEN = re.compile(r"\s*(?:(\d+)|([A-Za-z_][A-Za-z_0-9]*)|(.))")
 
 
 class _Parser:
-    def __init__(self, text: str, symbols: Mapping[str, object] | None) -> None:
+    def __init__(self, text: str, symbols: Mapping[str, object] | None, noun: str = "dtype"
+                 ) -> None:
         self.text = text
+        self.noun = noun
         self.symbols = symbols or {}
         self.toks: list[str] = []
         for m in _TOKEN.finditer(text):
@@ -166,10 +168,13 @@ class _Parser:
 
     def fail(self, what: str) -> StepDtypeError:
         found = self.toks[self.i] if self.i < len(self.toks) else "end of text"
+        hint = ("a dimension is a size symbol, an integer or a product like N*K"
+                if self.noun == "dimension" else
+                "valid dtypes: fp32, Buffer(fp32, [D]), Buffer(fp32, [D, N]), "
+                "Multihot(fp32, E), or a list of these for a tuple")
         return StepDtypeError(
-            f"cannot parse dtype {self.text!r}: expected {what}, found {found!r}",
-            hint="valid dtypes: fp32, Buffer(fp32, [D]), Buffer(fp32, [D, N]), "
-            "Multihot(fp32, E), or a list of these for a tuple",
+            f"cannot parse {self.noun} {self.text!r}: expected {what}, found {found!r}",
+            hint=hint,
         )
 
     def peek(self) -> str | None:
@@ -259,6 +264,15 @@ class _Parser:
             return Dim.sym(tok)
         self.i -= 1
         raise self.fail("a dimension (a symbol like D or an integer)")
+
+
+def parse_dim(text: str, symbols: Mapping[str, object] | None = None) -> Dim:
+    """Read one dimension in the dtype grammar: `D`, `4`, `N*K`, `D/2`."""
+    p = _Parser(text, symbols, noun="dimension")
+    d = p.dim()
+    if p.peek() is not None:
+        raise p.fail("end of dimension")
+    return d
 
 
 @functools.lru_cache(maxsize=1024)

@@ -1,19 +1,22 @@
-"""A small parser for the task files' dtype and dim syntax, independent of the STeP core.
+"""The task files' view of dtypes and dims: what a loaded task records about its streams.
 
-The loader validates files and discovers size symbols without executing anything, so it parses
-``fp32``, ``Buffer(<dtype>, [<dims>])``, ``Multihot(fp32, <dim>)`` and dims such as ``K``,
-``1`` or ``N*K`` itself; ``to_step`` converts a parsed dtype into ``stepsmith.step`` types.
+There is one dtype grammar, the language's (`stepsmith.step.dtypes`); this module reads task
+text with it and keeps the subset a task file may use — ``fp32`` scalars, and dims that are a
+positive integer times size symbols (``K``, ``1``, ``N*K``) — as small values that evaluate
+under a binding without building any STeP object; ``to_step`` converts them back.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from stepsmith.step import dtypes as sd
+from stepsmith.step.dims import Dim
+from stepsmith.step.errors import StepError
+
 SCALAR_NAMES = ("fp32",)
-_TOKEN = re.compile(r"\s*(?:(?P<num>\d+)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<op>[\[\](),*]))")
 
 
 class DTypeSyntaxError(ValueError):
@@ -90,124 +93,62 @@ class TupleT:
 DType = ScalarT | MultihotT | BufferT | TupleT
 
 
-class _Parser:
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.tokens: list[tuple[str, str]] = []
-        pos = 0
-        while pos < len(text):
-            if text[pos:].strip() == "":
-                break
-            m = _TOKEN.match(text, pos)
-            if not m:
-                raise DTypeSyntaxError(f"unexpected character {text[pos:].strip()[0]!r} in {text!r}")
-            kind = m.lastgroup or "op"
-            self.tokens.append((kind, m.group(kind)))
-            pos = m.end()
-        self.i = 0
+def _dim(d: Dim, text: object) -> DimExpr:
+    """A task-file dim: a positive integer times size symbols (no ratios)."""
+    if not isinstance(d.coeff, int):
+        raise DTypeSyntaxError(f"a dimension in a task file is a product of size symbols and "
+                               f"integers, found {text!r}")
+    if d.coeff < 1:
+        raise DTypeSyntaxError(f"a literal dimension must be >= 1, found {text!r}")
+    powers = dict(d.factors)
+    names = [*d.order, *(n for n in powers if n not in d.order)]
+    return DimExpr(d.coeff, tuple(n for n in names for _ in range(powers[n])))
 
-    def peek(self) -> tuple[str, str] | None:
-        return self.tokens[self.i] if self.i < len(self.tokens) else None
 
-    def take(self, value: str | None = None, kind: str | None = None) -> str:
-        tok = self.peek()
-        if tok is None or (value is not None and tok[1] != value) or (kind and tok[0] != kind):
-            want = repr(value) if value else (kind or "a token")
-            found = repr(tok[1]) if tok else "end of text"
-            raise DTypeSyntaxError(f"expected {want} but found {found} in {self.text!r}")
-        self.i += 1
-        return tok[1]
+def _scalar(name: str, text: object) -> str:
+    if name not in SCALAR_NAMES:
+        raise DTypeSyntaxError(f"unknown dtype {name!r} in {text!r}: a task's numbers are fp32 "
+                               f"(\"Buffer(fp32, [<dims>])\", \"Multihot(fp32, <dim>)\")")
+    return name
 
-    def done(self) -> None:
-        tok = self.peek()
-        if tok is not None:
-            raise DTypeSyntaxError(f"unexpected {tok[1]!r} after the end of {self.text!r}")
 
-    def dim(self) -> DimExpr:
-        coef, syms = 1, []
-        while True:
-            tok = self.peek()
-            if tok is None or tok[0] not in ("num", "name"):
-                found = repr(tok[1]) if tok else "end of text"
-                raise DTypeSyntaxError(f"expected a dimension (a symbol like D or an integer) "
-                                       f"but found {found} in {self.text!r}")
-            self.i += 1
-            if tok[0] == "num":
-                coef *= int(tok[1])
-            else:
-                syms.append(tok[1])
-            if self.peek() == ("op", "*"):
-                self.i += 1
-                continue
-            return DimExpr(coef, tuple(syms))
-
-    def dtype(self) -> ScalarT | MultihotT | BufferT:
-        name = self.take(kind="name")
-        if name in SCALAR_NAMES:
-            return ScalarT(name)
-        if name == "Buffer":
-            self.take("(")
-            elem = self.dtype()
-            self.take(",")
-            self.take("[")
-            shape = [self.dim()]
-            while self.peek() == ("op", ","):
-                self.i += 1
-                shape.append(self.dim())
-            self.take("]")
-            self.take(")")
-            if isinstance(elem, BufferT):  # Buffer(Buffer(T, a), b) == Buffer(T, a + b)
-                return BufferT(elem.elem, elem.shape + tuple(shape))
-            return BufferT(elem, tuple(shape))
-        if name == "Multihot":
-            self.take("(")
-            scalar = self.take(kind="name")
-            if scalar not in SCALAR_NAMES:
-                raise DTypeSyntaxError(f"Multihot element type must be fp32, found {scalar!r}")
-            self.take(",")
-            n = self.dim()
-            self.take(")")
-            return MultihotT(n, scalar)
-        raise DTypeSyntaxError(
-            f"unknown dtype {name!r}: expected fp32, \"Buffer(<dtype>, [<dims>])\" or "
-            f"\"Multihot(fp32, <dim>)\" (or a list of those for a tuple)")
+def _field(t: sd.Scalar | sd.Multihot | sd.Buffer, text: object) -> ScalarT | MultihotT | BufferT:
+    if isinstance(t, sd.Scalar):
+        return ScalarT(_scalar(t.dtype, text))
+    if isinstance(t, sd.Multihot):
+        return MultihotT(_dim(t.n, text), _scalar(t.dtype, text))
+    elem = _field(t.elem, text)
+    if isinstance(elem, BufferT):  # pragma: no cover - step's Buffer is already collapsed
+        raise DTypeSyntaxError(f"nested buffer in {text!r}")
+    return BufferT(elem, tuple(_dim(d, text) for d in t.shape))
 
 
 def parse_dim(value: Any) -> DimExpr:
     """Parse one entry of ``dims`` / a buffer shape: a positive int, a symbol, or a product."""
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, int | str):
         raise DTypeSyntaxError(f"a dimension must be a symbol or a positive integer, found {value!r}")
     if isinstance(value, int):
         if value < 1:
             raise DTypeSyntaxError(f"a literal dimension must be >= 1, found {value}")
         return DimExpr(value, ())
-    if not isinstance(value, str):
-        raise DTypeSyntaxError(f"a dimension must be a symbol or a positive integer, found {value!r}")
-    p = _Parser(value)
-    d = p.dim()
-    p.done()
-    if d.coef < 1:
-        raise DTypeSyntaxError(f"a literal dimension must be >= 1, found {value!r}")
-    return d
+    try:
+        return _dim(sd.parse_dim(value), value)
+    except StepError as exc:
+        raise DTypeSyntaxError(str(exc)) from None
 
 
 def parse_dtype(value: Any) -> DType:
-    """Parse a dtype: a string, or a list of strings meaning a (flat) tuple."""
-    if isinstance(value, list):
-        if not value:
-            raise DTypeSyntaxError("a tuple dtype needs at least one field, found []")
-        fields: list[ScalarT | MultihotT | BufferT] = []
-        for v in value:
-            t = parse_dtype(v)
-            fields.extend(t.fields if isinstance(t, TupleT) else [t])
-        return TupleT(tuple(fields)) if len(fields) > 1 else fields[0]
-    if not isinstance(value, str):
+    """Parse a dtype with the language's grammar: a string, or a list of strings meaning a
+    (flat) tuple; only the task-file subset (fp32, integer dims) is accepted."""
+    if not isinstance(value, str | list):
         raise DTypeSyntaxError(f"a dtype must be a string such as fp32 or \"Buffer(fp32, [D])\", "
                                f"found {value!r}")
-    p = _Parser(value)
-    t = p.dtype()
-    p.done()
-    return t
+    try:
+        t = sd.parse_dtype(value)
+    except StepError as exc:
+        raise DTypeSyntaxError(str(exc)) from None
+    parts = tuple(_field(f, value) for f in sd.fields_of(t))
+    return TupleT(parts) if isinstance(t, sd.TupleType) else parts[0]
 
 
 def fields(t: DType) -> tuple[ScalarT | MultihotT | BufferT, ...]:
