@@ -7,20 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stepsmith.agents import Attempt
+from stepsmith.demos import DemoRecord
 from stepsmith.demos import isomorphic as is_isomorphic
-
-
-@dataclass
-class FakeTask:
-    """The attributes of ``stepsmith.tasks.Task`` the loop uses."""
-
-    name: str
-    group: str
-    impl: str
-
-    @property
-    def text(self) -> str:  # the YAML the demo renderer strips name and impl from
-        return f"test_name: {self.name}\ninputs:\n- name: x\n  dtype: fp32\n  dims: [K]\nimpl: |-\n  return x\n"
+from stepsmith.tasks import Task, load_task
 
 
 def make_attempt(impl: str | None, passed: bool, failure_kind: str | None, input_tokens: int,
@@ -53,7 +42,7 @@ class ScriptedAgent:
     calls: list[dict[str, Any]] = field(default_factory=list)
     leaks: list[str] = field(default_factory=list)
 
-    async def attempt(self, task: FakeTask, demonstrations: Sequence[Any], *,
+    async def attempt(self, task: Task, demonstrations: Sequence[DemoRecord], *,
                       temperature: float | None, sample_index: int) -> Attempt:
         if self.kill_after is not None and len(self.calls) >= self.kill_after:
             raise Killed(f"killed after {len(self.calls)} calls")
@@ -70,15 +59,41 @@ class ScriptedAgent:
         tokens_in = 100 + 50 * len(demonstrations)
         if ok:
             # variants: renamed (isomorphic) and, for odd samples, a longer non-isomorphic one
-            impl = task.impl.replace("out", f"out{sample_index}")
+            impl = (task.impl or "").replace("out", f"out{sample_index}")
             if sample_index % 2:
                 impl = "tmp = step.Identity().apply(x)\n" + impl.replace("apply(x)", "apply(tmp)")
             return make_attempt(impl, True, None, tokens_in, 20)
         return make_attempt("return x", False, "value_mismatch", tokens_in, 10)
 
 
-def make_task(name: str, group: str, fn: str) -> FakeTask:
-    return FakeTask(name, group, f"out = step.Map(fn={fn}).apply(x)\nreturn out\n")
+def make_task(name: str, group: str, fn: str) -> Task:
+    """A real task (loading runs none of its code): x ↦ Map(fn)(x), one fn, one output."""
+    return load_task(f"""\
+test_name: {name}
+group: {group}
+description: apply {fn} to every element
+inputs:
+  - name: x
+    dtype: fp32
+    dims: [K]
+    data_gen: torch.randn
+fns:
+  - name: {fn}
+    func_name: {fn}
+    input_dtype: fp32
+    output_dtype: fp32
+    apply: |-
+      return [input[0] * 2]
+outputs:
+  - name: out
+    dtype: fp32
+    dims: [K]
+    data_transform:
+      - input_data['x'] * 2
+impl: |-
+  out = step.Map(fn={fn}).apply(x)
+  return out
+""")
 
 
 Factory = Callable[..., ScriptedAgent]
