@@ -31,7 +31,11 @@ from .schema import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance
 from .snippets import eval_snippet
 
 if TYPE_CHECKING:
-    from .task import StreamInfo, Task
+    from stepsmith.step.dims import Dim
+    from stepsmith.step.dtypes import ElemType
+    from stepsmith.step.fn import Fn
+
+    from .task import FnInfo, StreamInfo, Task
 
 
 #: Default (rtol, atol) by the precision a task's own code computes in; the rationale is in
@@ -60,8 +64,8 @@ class ExpectedOutput:
     """Reference value of one task output; ``values`` has one tensor per tuple field."""
 
     name: str
-    dtype: Any  # a stepsmith.step element type
-    shape: tuple[Any, ...]  # step.Dim per stream dim, innermost first
+    dtype: ElemType
+    shape: tuple[Dim, ...]  # per stream dim, innermost first
     values: tuple[torch.Tensor, ...]
     concrete_shape: tuple[int, ...] = ()
 
@@ -115,7 +119,7 @@ class PrecisionProbe(TorchFunctionMode):
         return max([start, *self.dtypes], key=lambda d: torch.finfo(d).eps)
 
 
-def _probe_fn(fn: Any, info: Any, values: dict[str, int], dtype: torch.dtype,
+def _probe_fn(fn: Fn, info: FnInfo, values: dict[str, int], dtype: torch.dtype,
               probe: PrecisionProbe) -> None:
     """Call ``fn`` once on one random element (and its init state) so ``probe`` sees the
     precision its body computes in. A body that cannot run on random data is skipped: the

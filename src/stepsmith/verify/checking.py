@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stepsmith.step.dtypes import Buffer, Multihot, TupleType
+from stepsmith.step.dims import Dim
+from stepsmith.step.dtypes import Buffer, ElemType, Multihot, TupleType
 from stepsmith.step.registry import REGISTRY, Primitive
 from stepsmith.step.stream import Stream
 from stepsmith.tasks.instance import ExpectedOutput
@@ -19,13 +20,13 @@ from stepsmith.verify.tolerance import compare, fmt_value, format_index
 from stepsmith.verify.verdict import FailureKind
 
 
-def stream_sig(dtype: Any, shape: Sequence[Any]) -> str:
+def stream_sig(dtype: ElemType, shape: Sequence[Dim]) -> str:
     """`Strm<Buffer(fp32, [D]), rank 1, [N, M]>`, the notation of the language spec."""
     shape = list(shape)
     return f"Strm<{dtype}, rank {len(shape) - 1}, [{', '.join(str(d) for d in shape)}]>"
 
 
-def _dim_names(dtype: Any, shape: Sequence[Any]) -> list[str]:
+def _dim_names(dtype: ElemType, shape: Sequence[Dim]) -> list[str]:
     """Names of the axes of one field's tensor, outermost first (for the worst element's index)."""
     names = [str(d) for d in reversed(list(shape))]
     elem = dtype

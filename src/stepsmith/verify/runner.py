@@ -17,7 +17,7 @@ import torch
 
 from stepsmith.step.affine import AffineViolation, check_source
 from stepsmith.step.session import AffineMode, Executor
-from stepsmith.tasks import Binding, Task
+from stepsmith.tasks import Binding, Instance, Task
 from stepsmith.verify.checking import check_outputs
 from stepsmith.verify.execute import (
     SAFE_BUILTINS,
@@ -61,7 +61,7 @@ def input_names(task: Task) -> list[str]:
     return task.input_names
 
 
-def fresh_inputs(instance: Any) -> dict[str, Any]:
+def fresh_inputs(instance: Instance) -> dict[str, Any]:
     """New input streams of an instance (`Instance.fresh_inputs`)."""
     return dict(instance.fresh_inputs())
 
