@@ -88,3 +88,19 @@ def test_the_proposer_reference_is_rendered_here() -> None:
     assert all(line in base_prompt(True) for line in LANGUAGE.splitlines())
     with_example = primitive_reference(["Copy"], style="prompt", examples={"Copy": ["    x: 1"]})
     assert with_example == primitive_entry(step.REGISTRY["Copy"]) + "\n    x: 1"
+
+
+@pytest.mark.parametrize("name", PRIMITIVES)
+def test_constructor_takes_exactly_the_declared_parameters(name: str) -> None:
+    """Constructor validation is generated from `params`: an undeclared keyword, or more
+    positional arguments than declared parameters, is a StepArgumentError naming them."""
+    d = step.REGISTRY[name]
+    with pytest.raises(step.StepArgumentError) as info:
+        d.cls(not_a_param=1)
+    err = info.value
+    assert "unknown parameter(s) not_a_param=" in str(err) and err.hint == d.usage
+    assert all(p.name in (err.expected or "") for p in d.params)
+    with pytest.raises(step.StepArgumentError, match="too many arguments"):
+        d.cls(*range(len(d.params) + 1))
+    with pytest.raises(TypeError):  # the keywords are the __init__'s own: no silent **kw
+        d.cls.__init__.__wrapped__(object(), not_a_param=1)

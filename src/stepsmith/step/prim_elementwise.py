@@ -91,10 +91,7 @@ def _fields(ins: Sequence[Stream]) -> list[torch.Tensor]:
     category="elementwise",
 )
 class Map(Primitive):
-    def __init__(self, fn: Fn | None = None, **kw: Any) -> None:
-        if kw:
-            raise StepArgumentError(f"unknown parameter(s) {sorted(kw)}", primitive="Map",
-                                    expected="Map(fn=f)", found=str(sorted(kw)))
+    def __init__(self, fn: Fn | None = None) -> None:
         self.fn = fn
 
     def params(self) -> str:
@@ -151,11 +148,6 @@ class Map(Primitive):
     category="elementwise",
 )
 class Zip(Primitive):
-    def __init__(self, **kw: Any) -> None:
-        if kw:
-            raise StepArgumentError(f"Zip takes no parameters, found {sorted(kw)}",
-                                    primitive="Zip()", expected="Zip()", found=str(sorted(kw)))
-
     def _streams(self, arg: Any) -> list[Stream]:
         return _streams_tuple(self, arg, min_n=2)
 
@@ -189,10 +181,7 @@ class Zip(Primitive):
     category="copy",
 )
 class Copy(Primitive):
-    def __init__(self, n: int = 2, **kw: Any) -> None:
-        if kw:
-            raise StepArgumentError(f"unknown parameter(s) {sorted(kw)}", primitive="Copy()",
-                                    expected="Copy()", found=str(sorted(kw)))
+    def __init__(self, n: int = 2) -> None:
         self.n = n
         need_int(self, "n", n, low=2)
 
@@ -224,11 +213,6 @@ class Copy(Primitive):
     category="copy",
 )
 class Identity(Primitive):
-    def __init__(self, **kw: Any) -> None:
-        if kw:
-            raise StepArgumentError(f"Identity takes no parameters, found {sorted(kw)}",
-                                    primitive="Identity()")
-
     def typing(self, ins: Sequence[SType]) -> list[OutType]:
         return [(ins[0].dtype, tuple(ins[0].shape))]
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
@@ -37,12 +36,9 @@ class _Fold(Primitive):
 
     emit_all: bool = False
 
-    def __init__(self, fn: Fn | None = None, b: int | None = None, **kw: Any) -> None:
+    def __init__(self, fn: Fn | None = None, b: int | None = None) -> None:
         self.fn = fn
         self.b = b
-        if kw:
-            raise StepArgumentError(f"unknown parameter(s) {sorted(kw)}", primitive=self.label,
-                                    expected=f"{self.NAME}(fn=f, b=k)", found=str(sorted(kw)))
         if b is None:
             raise StepArgumentError(
                 "missing parameter b= (the number of inner dims to fold over)",

@@ -89,11 +89,8 @@ def _positions(sel: Stream) -> torch.Tensor:
     category="routing",
 )
 class Partition(Primitive):
-    def __init__(self, N: Any = None, **kw: Any) -> None:  # noqa: N803
+    def __init__(self, N: Any = None) -> None:  # noqa: N803
         self.N = N
-        if kw:
-            raise StepArgumentError(f"unknown parameter(s) {sorted(kw)}", primitive=self.label,
-                                    expected="Partition(N=n)", found=str(sorted(kw)))
         if isinstance(N, bool) or not isinstance(N, int | Dim) or (isinstance(N, int) and N < 1):
             raise StepArgumentError(
                 "N= must be the number of experts (a positive int such as E_value)",
@@ -213,11 +210,8 @@ class Partition(Primitive):
     category="routing",
 )
 class Merge(Primitive):
-    def __init__(self, fn: Fn | None = None, **kw: Any) -> None:
+    def __init__(self, fn: Fn | None = None) -> None:
         self.fn = fn
-        if kw:
-            raise StepArgumentError(f"unknown parameter(s) {sorted(kw)}", primitive=self.label,
-                                    expected="Merge(fn=f)", found=str(sorted(kw)))
 
     def params(self) -> str:
         return f"fn={getattr(self.fn, 'func_name', self.fn)}"

@@ -45,12 +45,6 @@ def _show(x: Any) -> str:
     return str(list(x)) if isinstance(x, list | tuple) else repr(x)
 
 
-def _no_extra(prim: Primitive, kw: dict[str, Any], usage: str) -> None:
-    if kw:
-        raise StepArgumentError(f"unknown parameter(s) {sorted(kw)}", primitive=prim.label,
-                                expected=usage, found=str(sorted(kw)))
-
-
 def _as_dim(prim: Primitive, name: str, value: Any) -> Dim:
     if isinstance(value, Dim):
         return value
@@ -118,9 +112,8 @@ def _stream_sizes(s: Stream) -> list[int]:
     category="shape",
 )
 class Promote(Primitive):
-    def __init__(self, b: int | None = None, **kw: Any) -> None:
+    def __init__(self, b: int | None = None) -> None:
         self.b = b
-        _no_extra(self, kw, "Promote(b=k)")
         if b is not None:
             need_int(self, "b", b)
 
@@ -172,9 +165,8 @@ class Promote(Primitive):
     category="shape",
 )
 class Flatten(Primitive):
-    def __init__(self, L: Sequence[int] | int | None = None, **kw: Any) -> None:  # noqa: N803
+    def __init__(self, L: Sequence[int] | int | None = None) -> None:  # noqa: N803
         self.L = [L] if isinstance(L, int) and not isinstance(L, bool) else L
-        _no_extra(self, kw, "Flatten(L=[i, ..., j])")
         if not isinstance(self.L, list | tuple) or not self.L:
             raise StepArgumentError(
                 "L= must be a non-empty list of consecutive dim indices", primitive=self.label,
@@ -249,11 +241,10 @@ class Flatten(Primitive):
     category="shape",
 )
 class Reshape(Primitive):
-    def __init__(self, L: Sequence[int] | int | None = None, S: Any = None,  # noqa: N803
-                 **kw: Any) -> None:
+    def __init__(self, L: Sequence[int] | int | None = None, S: Any = None  # noqa: N803
+                 ) -> None:
         self.L = [L] if isinstance(L, int) and not isinstance(L, bool) else L
         self.S = S
-        _no_extra(self, kw, "Reshape(L=[i], S=c)")
         if not isinstance(self.L, list | tuple) or len(self.L) != 1:
             raise StepArgumentError(
                 "L= must be a one-element list [i] naming the dim to split",
@@ -353,9 +344,8 @@ def _buffer_of(prim: Primitive, s: SType, shape: tuple[Dim, ...]) -> Buffer:
     category="shape",
 )
 class Bufferize(Primitive):
-    def __init__(self, a: int | None = None, **kw: Any) -> None:
+    def __init__(self, a: int | None = None) -> None:
         self.a = a
-        _no_extra(self, kw, "Bufferize(a=k)")
         if a is None:
             raise StepArgumentError("missing parameter a= (number of inner dims to buffer)",
                                     primitive=self.label, expected="Bufferize(a=k)",
@@ -413,9 +403,6 @@ class Bufferize(Primitive):
     category="shape",
 )
 class Streamify(Primitive):
-    def __init__(self, **kw: Any) -> None:
-        _no_extra(self, kw, "Streamify()")
-
     def typing(self, ins: Sequence[SType]) -> list[OutType]:
         s = ins[0]
         if not isinstance(s.dtype, Buffer):
@@ -473,9 +460,8 @@ def _repeat_fast(s: Stream, n: int) -> Fields:
     category="shape",
 )
 class Repeat(Primitive):
-    def __init__(self, n: Any = None, **kw: Any) -> None:
+    def __init__(self, n: Any = None) -> None:
         self.n = n
-        _no_extra(self, kw, "Repeat(n=X)")
         self.x = _as_dim(self, "n", n)
 
     def params(self) -> str:
@@ -514,9 +500,6 @@ class Repeat(Primitive):
     category="shape",
 )
 class RepeatRef(Primitive):
-    def __init__(self, **kw: Any) -> None:
-        _no_extra(self, kw, "RepeatRef()")
-
     def _streams(self, arg: Any) -> list[Stream]:
         if not isinstance(arg, list | tuple) or len(arg) != 2:
             raise StepArgumentError(

@@ -8,6 +8,7 @@ evaluation on types/shapes only), dispatches to the Session's executor and names
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
@@ -153,9 +154,32 @@ def primitive(
             typing=cls.typing, impl=cls.impl, oracle=cls.oracle, cls=cls,
             params=params, args=args, outputs=outputs, arg_names=arg_names, category=category,
         )
+        _check_parameters(cls, REGISTRY[name])
         return cls
 
     return deco
+
+
+def _check_parameters(cls: type[Primitive], pdef: PrimitiveDef) -> None:
+    """Constructor validation from the facts: `step.P(...)` takes P's declared parameters and
+    nothing else, so a misspelt keyword gets an answer naming what P takes (the class's own
+    `__init__` then checks the values)."""
+    init = cls.__init__
+    names = pdef.param_names
+
+    @functools.wraps(init)
+    def checked(self: Primitive, *args: Any, **kw: Any) -> None:
+        extra = sorted(set(kw) - set(names))
+        if extra or len(args) > len(names):
+            found = ", ".join(f"{k}=" for k in extra) if extra else f"{len(args)} arguments"
+            raise StepArgumentError(
+                f"unknown parameter(s) {found}" if extra else f"too many arguments ({found})",
+                primitive=f"{pdef.name}(...)", found=found, hint=pdef.usage,
+                expected=f"the parameters {', '.join(names)}" if names else "no parameters",
+            )
+        init(self, *args, **kw)
+
+    setattr(cls, "__init__", checked)  # noqa: B010 - mypy forbids assigning a method
 
 
 @dataclass

@@ -74,7 +74,8 @@ def _arguments(ctor: ast.Call) -> list[tuple[ParamKind, str, ast.expr]]:
     if pdef is None:
         return []
     kinds = {p.name: p.kind for p in pdef.params}
-    given = [*zip(pdef.param_names, ctor.args), *((kw.arg, kw.value) for kw in ctor.keywords)]
+    positional = zip(pdef.param_names, ctor.args, strict=False)
+    given = [*positional, *((kw.arg, kw.value) for kw in ctor.keywords)]
     return [(kinds[k], k, v) for k, v in given if k in kinds and not isinstance(v, ast.Starred)]
 
 

@@ -147,7 +147,8 @@ def _output_kind(ctor: ast.expr) -> tuple[str, int | None]:
     pdef = REGISTRY.get(name)
     if pdef is None:  # not a primitive: the allow-list rejects it, count it as one stream
         return "single", None
-    given = [*zip(pdef.param_names, ctor.args), *((kw.arg, kw.value) for kw in ctor.keywords)]
+    positional = zip(pdef.param_names, ctor.args, strict=False)
+    given = [*positional, *((kw.arg, kw.value) for kw in ctor.keywords)]
     values = {key: _const_int(node) for key, node in given if key is not None}
     n = pdef.output_count(values)
     if n == 1:

@@ -83,7 +83,7 @@ def parse_program(src: str) -> ParsedProgram:
             raise AffineParseError(f"{where}{msg}" + (f": `{text}`" if text else "")) from None
         wrapper = wrapped.body[0]
         if not isinstance(wrapper, ast.If):  # pragma: no cover - "if 1:" parses as an If
-            raise AffineParseError("unexpected wrapper statement")
+            raise AffineParseError("unexpected wrapper statement") from None
         body = wrapper.body
         for stmt in body:
             ast.increment_lineno(stmt, -1)
