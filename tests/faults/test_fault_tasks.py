@@ -243,5 +243,16 @@ def test_a_non_utf8_impl_file_is_a_clear_cli_error(tmp_path: Path) -> None:
     impl = tmp_path / "impl.py"
     impl.write_bytes(b"E1 = step.Map(fn=fn_sq).apply(X)\n\xff\xfe return E1\n")
     result = CliRunner().invoke(app, ["verify", str(write(tmp_path, TASK)), "--impl", str(impl)])
-    assert result.exit_code == 2 and "not UTF-8" in result.output
+    assert result.exit_code == 2 and "not UTF-8" in " ".join(result.output.split())
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_tasks_check_reports_task_code_that_exits_as_a_failure(tmp_path: Path) -> None:
+    """`tasks check` runs the file's code in a worker: an exiting reference is a FAIL naming
+    the file, the other tasks are still checked, and the command itself does not end."""
+    path = write(tmp_path, with_reference("import posix\nposix._exit(0)"))
+    result = _cli("tasks", "check", str(path), "demo_map_silu")
+    assert result.exit_code == 1, result.output
+    out = " ".join(result.output.split())
+    assert "FAIL faults_rowsum" in out and str(path) in out and "worker process" in out
+    assert "PASS demo_map_silu" in out and "1/2 tasks passed" in out

@@ -46,6 +46,7 @@ def verify_command(
 ) -> None:
     """Verify a STeP program against a task at all its bindings (sandboxed); exit 0 iff passed."""
     from rich.console import Console
+    from rich.markup import escape
 
     from stepsmith.step.session import is_affine_mode
     from stepsmith.tasks import TaskFormatError
@@ -58,7 +59,7 @@ def verify_command(
     try:
         t = _load(task)
     except TaskFormatError as e:  # the message names file, line and field
-        console.print(f"[red]cannot load task {task!r}:[/red] {e}")
+        console.print(f"[red]cannot load task {escape(repr(task))}:[/red] {escape(str(e))}")
         raise typer.Exit(2) from None
     if impl is not None:
         try:
@@ -84,7 +85,7 @@ def verify_command(
         with VerifierPool(workers=1, timeout_s=timeout) as pool:
             verdict = pool.verify(t, src, affine=affine)
     except TaskFormatError as e:  # the task's own code failed, hung or exited in the worker
-        console.print(f"[red]task error (not the program's):[/red] {e}", markup=False)
+        console.print(f"[red]task error (not the program's):[/red] {escape(str(e))}")
         raise typer.Exit(2) from None
     if as_json:
         print(verdict.model_dump_json(indent=2))
