@@ -104,3 +104,45 @@ def test_constructor_takes_exactly_the_declared_parameters(name: str) -> None:
         d.cls(*range(len(d.params) + 1))
     with pytest.raises(TypeError):  # the keywords are the __init__'s own: no silent **kw
         d.cls.__init__.__wrapped__(object(), not_a_param=1)
+
+
+def test_adding_a_primitive_is_one_class_and_one_decorator() -> None:
+    """The block in docs/architecture.md, run as written, gives a primitive that every reader
+    of the language knows at once: programs, constructor, allow-list, affine analysis, mutants,
+    both references, the task grammar."""
+    import re
+    from pathlib import Path
+
+    from stepsmith.agents.decoding.grammar import task_grammar
+    from stepsmith.step.affine import check_source
+    from stepsmith.tasks.suite import get_task
+    from stepsmith.verify.allowlist import DisallowedConstruct, check_program
+    from stepsmith.verify.mutants import mutants
+
+    doc = (Path(__file__).parents[2] / "docs" / "architecture.md").read_text()
+    (block,) = re.findall(r"### Adding a primitive\n.*?```python\n(.*?)```", doc, re.S)
+    assert "Negate" not in step.REGISTRY
+    try:
+        exec(compile(block, "architecture.md", "exec"), {"__name__": "negate_doc"})  # noqa: S102
+        d = step.REGISTRY["Negate"]
+        assert step.Negate is d.cls and d.outputs == 1 and d.category == "elementwise"
+        for executor in ("fast", "oracle"):
+            out, ref = run_example(d.example, executor=executor, seed=0)
+            torch.testing.assert_close(out, ref.to(out.dtype))
+        with pytest.raises(step.StepArgumentError, match="unknown parameter"):
+            step.Negate(k=1)
+        program = "y = step.Negate().apply(x)\nreturn step.Negate().apply(y)\n"
+        check_program(program)
+        with pytest.raises(DisallowedConstruct, match="no parameter `k`"):
+            check_program("return step.Negate(k=1).apply(x)\n")
+        (v,) = check_source("a = step.Negate().apply(x)\nb = step.Negate().apply(x)\n", ["x"])
+        assert v.name == "x" and v.count == 2
+        drops = [m for m in mutants(program, ["x"]) if m.kind == "drop_primitive"]
+        assert len(drops) == 2
+        assert "## Negate\n" in primitive_reference()
+        assert "  - name: Negate\n    usage: step.Negate().apply(s)" in primitive_reference(
+            style="prompt")
+        assert '"step.Negate(" ").apply(" argstream' in task_grammar(get_task("gemm_bias_relu"))
+    finally:
+        step.REGISTRY.pop("Negate", None)
+    assert not hasattr(step, "Negate")

@@ -50,9 +50,12 @@ __all__ += ["docs", "program"]
 
 
 def __getattr__(name: str) -> object:
-    """`step.affine` (static affine analysis, written in its own module) is imported lazily."""
+    """`step.affine` (static affine analysis, written in its own module) is imported lazily; a
+    primitive registered anywhere with `@primitive` is `step.<Name>` without being listed here."""
     if name == "affine":
         import importlib
 
         return importlib.import_module("stepsmith.step.affine")
+    if name in REGISTRY:
+        return REGISTRY[name].cls
     raise AttributeError(f"module 'stepsmith.step' has no attribute {name!r}")
