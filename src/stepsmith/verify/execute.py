@@ -24,7 +24,7 @@ from stepsmith.step.session import AffineMode, Executor, Session
 from stepsmith.step.stream import Stream
 from stepsmith.tasks import Binding, Instance, Task
 from stepsmith.verify import allowlist
-from stepsmith.verify.feedback import CandidateTimeout, at_line, with_line
+from stepsmith.verify.feedback import at_line, with_line
 from stepsmith.verify.verdict import FailureKind, Verdict
 
 IMPL_FILENAME = "<stepsmith-impl>"
@@ -183,6 +183,7 @@ class ProgramRun:
     error: BaseException | None = None
     line: int | None = None  # program line of the error, 1-based in the body
     warnings: list[str] = field(default_factory=list)
+    namespace: dict[str, Any] = field(default_factory=dict, repr=False)  # the program's globals
 
     @property
     def ok(self) -> bool:
@@ -209,6 +210,22 @@ class ProgramRun:
         return sig
 
 
+def run_compiled(task: Task, compiled: Compiled, binding: Binding, *,
+                 executor: Executor = "fast", affine: AffineMode = "strict",
+                 dtype: torch.dtype = torch.float64) -> ProgramRun:
+    """Run an already checked and compiled program at one binding (the verifier checks and
+    compiles once, then runs every binding through here). The CPU-time alarm
+    (`CandidateTimeout`) and task faults (`TaskReferenceError`) propagate."""
+    instance = get_instance(task, binding, dtype)
+    ns: dict[str, Any] = {}
+    try:
+        result, warnings = call_compiled(compiled, instance, executor=executor, affine=affine,
+                                         namespace=ns)
+    except Exception as e:  # noqa: BLE001 - any fault of the program is a result
+        return ProgramRun(binding, instance, error=e, line=impl_line(e), namespace=ns)
+    return ProgramRun(binding, instance, result=result, warnings=warnings, namespace=ns)
+
+
 def run_program(task: Task, source: str, binding: Binding | None = None, *,
                 executor: Executor = "fast", affine: AffineMode = "strict",
                 dtype: torch.dtype = torch.float64) -> ProgramRun:
@@ -217,15 +234,7 @@ def run_program(task: Task, source: str, binding: Binding | None = None, *,
     Faults of the program are returned (`ProgramRun.error`, a `ProgramRejected` for static
     failures); faults of the task's own code raise `TaskReferenceError`."""
     b = binding or task.bindings()[0]
-    src = normalise_source(source)
-    compiled = prepare(task, src)
+    compiled = prepare(task, normalise_source(source))
     if isinstance(compiled, Verdict):
         return ProgramRun(b, None, error=ProgramRejected(compiled), line=compiled.line)
-    instance = get_instance(task, b, dtype)
-    try:
-        result, warnings = call_compiled(compiled, instance, executor=executor, affine=affine)
-    except CandidateTimeout:
-        raise
-    except Exception as e:  # noqa: BLE001 - any fault of the program is a result
-        return ProgramRun(b, instance, error=e, line=impl_line(e))
-    return ProgramRun(b, instance, result=result, warnings=warnings)
+    return run_compiled(task, compiled, b, executor=executor, affine=affine, dtype=dtype)

@@ -22,12 +22,11 @@ from stepsmith.verify.checking import check_outputs
 from stepsmith.verify.execute import (
     SAFE_BUILTINS,
     Compiled,
-    call_compiled,
     compile_candidate,
     fn_aliases,
-    get_instance,
     impl_line,
     normalise_source,
+    run_compiled,
     static_checks,
 )
 from stepsmith.verify.feedback import (
@@ -76,33 +75,32 @@ def _affine_static(src: str, params: list[str]) -> list[AffineViolation]:
 def _run_binding(task: Task, compiled: Compiled, binding: Binding, *, executor: Executor,
                  affine: AffineMode, dtype: torch.dtype,
                  warnings: list[str]) -> tuple[BindingResult, int | None]:
-    """Run and check at one binding: (its result, the program line of a failure)."""
+    """Run (the one executor) and check at one binding: (its result, the program line of a
+    failure). A broken reference raises: it is not the program's fault."""
     values = dict(binding.values)
     where = f"binding '{binding.label}' ({binding_desc(values, binding.seed)})"
     br = BindingResult(label=binding.label, passed=False, values=values, seed=binding.seed)
     tb = time.perf_counter()
-    inst = get_instance(task, binding, dtype)  # a broken reference raises: not the program's fault
     line = None
-    namespace: dict[str, Any] = {}
     try:
-        result, warned = call_compiled(compiled, inst, executor=executor, affine=affine,
-                                       namespace=namespace)
-        tol = inst.tolerance  # the task's fields over its precision's defaults
-        bad, max_abs, max_rel = check_outputs(result, inst.expected, tol.rtol, tol.atol, where)
-        warnings.extend(w for w in warned if w not in warnings)
-        br.max_abs_error, br.max_rel_error = max_abs, max_rel
-        if bad is None:
-            br.passed = True
+        run = run_compiled(task, compiled, binding, executor=executor, affine=affine, dtype=dtype)
+        if run.error is not None or run.instance is None:
+            line = run.line
+            br.kind = classify(run.error) if run.error else FailureKind.runtime_error
+            br.error = exc_text(run.error, run.namespace) if run.error else "no instance"
         else:
-            br.kind, br.error = bad.kind, bad.message
+            tol = run.instance.tolerance  # the task's fields over its precision's defaults
+            bad, br.max_abs_error, br.max_rel_error = check_outputs(
+                run.result, run.instance.expected, tol.rtol, tol.atol, where)
+            warnings.extend(w for w in run.warnings if w not in warnings)
+            if bad is None:
+                br.passed = True
+            else:
+                br.kind, br.error = bad.kind, bad.message
     except CandidateTimeout as e:
         line = impl_line(e)
         br.kind = FailureKind.timeout
         br.error = f"{e} while running {where}"
-    except Exception as e:  # noqa: BLE001 - any fault of the candidate becomes a verdict
-        line = impl_line(e)
-        br.kind = classify(e)
-        br.error = exc_text(e, namespace)
     br.seconds = time.perf_counter() - tb
     return br, line
 
