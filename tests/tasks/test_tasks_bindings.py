@@ -138,3 +138,20 @@ def test_ctx_key_in_global_declares_a_symbol_usable_by_programs():
     inst = task.instantiate(task.bindings()[1])
     assert inst.namespace["G_value"] == 7 and str(inst.namespace["G"]) == "G"
     assert run_program(task, task.impl).outputs[0].data.shape == (5,)
+
+
+@pytest.mark.parametrize("code", ["ctx[G] = 4", "ctx['G'] = 4", "G_value = 4",
+                                  "ctx.update({'G': 4})", "globals()['G_value'] = 4"])
+def test_sizes_global_binds_load_without_running_it(code):
+    """Loading reads `global` without running it: every way it can bind a size is accepted
+    (the forms it cannot follow are left to the run), and the run gives the value."""
+    text = VALID.replace("group: testing\n", f"group: testing\nglobal: |-\n  {code}\n")
+    text = text.replace("dims: [K, M]", "dims: [G, M]", 1)
+    task = load_task(text)
+    assert {b.values["G"] for b in task.bindings()} == {4}
+
+
+def test_an_unbound_size_is_found_without_running_global():
+    text = VALID.replace("group: testing\n", "group: testing\nglobal: |-\n  raise SystemExit(3)\n")
+    with pytest.raises(TaskFormatError, match="size symbol 'G' has no value"):
+        load_task(text.replace("dims: [K, M]", "dims: [G, M]", 1))

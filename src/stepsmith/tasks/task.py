@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from .instance import Instance
 
 RESERVED = {"step", "torch", "ctx", "input_data", "input", "state"}
+#: Names through which `global` can bind sizes in ways a reading of the file cannot follow.
+_DYNAMIC_NAMES = frozenset({"globals", "locals", "vars", "exec", "eval", "setattr", "__dict__"})
 
 
 @dataclass(frozen=True)
@@ -164,10 +166,19 @@ class Task:
         if self.spec.global_:
             tree = parse_code(self.spec.global_, ("global",), self.locator, what="global")
             provided |= {n[: -len("_value")] for n in assigned_names(tree) if n.endswith("_value")}
-            provided |= {n.slice.id for n in ast.walk(tree)
-                         if isinstance(n, ast.Subscript) and isinstance(n.ctx, ast.Store)
-                         and isinstance(n.value, ast.Name) and n.value.id == "ctx"
-                         and isinstance(n.slice, ast.Name)}
+            subscripted: set[int] = set()
+            for n in ast.walk(tree):
+                if (isinstance(n, ast.Subscript) and isinstance(n.value, ast.Name)
+                        and n.value.id == "ctx"):
+                    subscripted.add(id(n.value))
+                    key = n.slice
+                    if isinstance(n.ctx, ast.Store) and isinstance(key, ast.Name):
+                        provided.add(key.id)
+                    elif isinstance(n.ctx, ast.Store) and isinstance(key, ast.Constant):
+                        provided.add(str(key.value))
+            if any(isinstance(n, ast.Name) and (n.id in _DYNAMIC_NAMES or n.id == "ctx")
+                   and id(n) not in subscripted for n in ast.walk(tree)):
+                return  # `ctx.update(...)`, `globals()[...]`: only running `global` can tell
         for _label, base, _seed, over in requested_bindings(self.spec.bindings):
             for k, v in over.items():
                 if v < 1:
