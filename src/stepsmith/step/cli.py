@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 
 import typer
 
 
-def _median_ms(fn: object, repeats: int) -> float:
+def _median_ms(fn: Callable[[], object], repeats: int) -> float:
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        fn()  # type: ignore[operator]
+        fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times) * 1000
 

@@ -14,7 +14,7 @@ import torch
 
 from stepsmith.step.program import compile_impl, fns_from_specs, namespace_for
 from stepsmith.step.registry import FnSpec
-from stepsmith.step.session import Session
+from stepsmith.step.session import Executor, Session
 from stepsmith.step.stream import Stream
 
 Tensors = dict[str, torch.Tensor]
@@ -42,12 +42,12 @@ class Prepared:
 
     case: Case
     binding: dict[str, int]
-    executor: str
+    executor: Executor
     data: Tensors
     impl: Callable[..., Any]
 
     def run(self) -> torch.Tensor:
-        with Session(binding=self.binding, executor=self.executor):  # type: ignore[arg-type]
+        with Session(binding=self.binding, executor=self.executor):
             streams = {n: Stream.input(n, dt, dims, self.data[n])
                        for n, dt, dims in self.case.inputs}
             out = self.impl(**streams)
@@ -57,7 +57,7 @@ class Prepared:
         return self.case.reference(self.data, self.binding)
 
 
-def prepare(case: Case, binding: Mapping[str, int], executor: str = "fast", seed: int = 0,
+def prepare(case: Case, binding: Mapping[str, int], executor: Executor = "fast", seed: int = 0,
             dtype: torch.dtype = torch.float32) -> Prepared:
     full = {**binding, **case.extra_binding}
     gen = torch.Generator().manual_seed(seed)

@@ -144,11 +144,23 @@ def call_one(
     return outs
 
 
+def known_shapes(ctx: FnCtx) -> tuple[tuple[int, ...], ...] | None:
+    """The output element shapes when every dim is bound in the Session (None: some are not)."""
+    out = []
+    for s in ctx.out_shapes:
+        dims = tuple(d for d in s if d is not None)
+        if len(dims) != len(s):
+            return None
+        out.append(dims)
+    return tuple(out)
+
+
 def empty_outputs(fn: Fn, inputs: Sequence[torch.Tensor], state: Sequence[torch.Tensor] | None,
            ctx: FnCtx) -> tuple[torch.Tensor, ...]:
     """Outputs for a batch of 0 elements (e.g. an expert that received no chunks)."""
-    if all(all(d is not None for d in s) for s in ctx.out_shapes):
-        return tuple(torch.zeros((0, *s), dtype=ctx.dtype) for s in ctx.out_shapes)  # type: ignore[arg-type]
+    shapes = known_shapes(ctx)
+    if shapes is not None:
+        return tuple(torch.zeros((0, *s), dtype=ctx.dtype) for s in shapes)
     one = call_one(fn, [torch.zeros(x.shape[1:], dtype=x.dtype) for x in inputs],
                    None if state is None else [torch.zeros(s.shape[1:], dtype=s.dtype) for s in state],
                    ctx)
@@ -175,7 +187,7 @@ def call_batched(
     fn: Fn, inputs: Sequence[torch.Tensor], state: Sequence[torch.Tensor] | None, ctx: FnCtx
 ) -> tuple[torch.Tensor, ...]:
     """Apply the body to every element of a batch (leading dim of every input/state tensor)."""
-    n = inputs[0].shape[0] if inputs else state[0].shape[0]  # type: ignore[index]
+    n = inputs[0].shape[0] if inputs else (state[0].shape[0] if state else 0)
     if n == 0:
         return empty_outputs(fn, inputs, state, ctx)
     if fn.vmap_ok:
@@ -195,18 +207,16 @@ def call_batched(
 
 def init_state(fn: Fn, ctx: FnCtx, batch: tuple[int, ...]) -> list[torch.Tensor]:
     """Init tensors (per output field) broadcast over `batch` — 0, 1, -1, +-inf, zeros/ones."""
-    shapes = []
-    for s in ctx.out_shapes:
-        if any(d is None for d in s):
-            raise StepRuntimeError(
-                f"cannot build the init state of fn {fn.func_name!r}: its output type "
-                f"{fn.output_dtype} has a buffer dim whose symbol is not bound in the Session",
-                primitive=ctx.primitive, stream=ctx.stream,
-                hint="run the program inside step.Session(binding={...}) with every size symbol",
-            )
-        shapes.append(s)
+    shapes = known_shapes(ctx)
+    if shapes is None:
+        raise StepRuntimeError(
+            f"cannot build the init state of fn {fn.func_name!r}: its output type "
+            f"{fn.output_dtype} has a buffer dim whose symbol is not bound in the Session",
+            primitive=ctx.primitive, stream=ctx.stream,
+            hint="run the program inside step.Session(binding={...}) with every size symbol",
+        )
     assert fn.init is not None
-    return [torch.full(batch + tuple(s), v if not math.isnan(v) else 0.0, dtype=ctx.dtype)  # type: ignore[arg-type]
+    return [torch.full(batch + s, v if not math.isnan(v) else 0.0, dtype=ctx.dtype)
             for v, s in zip(fn.init, shapes, strict=True)]
 
 

@@ -23,6 +23,7 @@ from stepsmith.step.registry import (
     Primitive,
     _describe_value,
     check_fn,
+    given_fn,
     need_int,
     primitive,
     shape_text,
@@ -106,7 +107,7 @@ class Map(Primitive):
         return [(fn.output_dtype, tuple(src.shape))]
 
     def impl(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
-        fn: Fn = self.fn  # type: ignore[assignment]
+        fn = given_fn(self, self.fn)
         outer = _outer(ins)
         n = math.prod(outer)
         r1 = len(outer)
@@ -115,7 +116,7 @@ class Map(Primitive):
         return [tuple(o.reshape(*outer, *o.shape[1:]) for o in res)]
 
     def oracle(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
-        fn: Fn = self.fn  # type: ignore[assignment]
+        fn = given_fn(self, self.fn)
         ctx = env.ctx(fn)
         outer = _outer(ins)
         fields = _fields(ins)

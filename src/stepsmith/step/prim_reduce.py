@@ -24,6 +24,7 @@ from stepsmith.step.registry import (
     Param,
     Primitive,
     check_fn,
+    given_fn,
     need_int,
     primitive,
     shape_text,
@@ -52,7 +53,7 @@ class _Fold(Primitive):
 
     def typing(self, ins: Sequence[SType]) -> list[OutType]:
         s = ins[0]
-        k: int = self.b  # type: ignore[assignment]
+        k = need_int(self, "b", self.b)
         if not 0 < k <= s.rank:
             extra = (" The outermost dim can never be reduced: Promote a size-1 outer dim "
                      "first (dimension placeholder idiom), then Flatten it away."
@@ -70,12 +71,12 @@ class _Fold(Primitive):
     def _split(self, s: Stream) -> tuple[tuple[int, ...], tuple[int, ...]]:
         t = s.fields[0]
         r1 = len(s.shape)
-        k: int = self.b  # type: ignore[assignment]
+        k = need_int(self, "b", self.b)
         return tuple(t.shape[: r1 - k]), tuple(t.shape[r1 - k: r1])
 
     def impl(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
         s = ins[0]
-        fn: Fn = self.fn  # type: ignore[assignment]
+        fn = given_fn(self, self.fn)
         ctx = env.ctx(fn)
         outer, inner = self._split(s)
         bo, ki = math.prod(outer), math.prod(inner)
@@ -89,7 +90,7 @@ class _Fold(Primitive):
 
     def oracle(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
         s = ins[0]
-        fn: Fn = self.fn  # type: ignore[assignment]
+        fn = given_fn(self, self.fn)
         ctx = env.ctx(fn)
         outer, inner = self._split(s)
         init = init_state(fn, ctx, ())

@@ -28,6 +28,7 @@ from stepsmith.step.registry import (
     Primitive,
     _describe_value,
     check_fn,
+    given_fn,
     primitive,
     shape_text,
     shapes_equal,
@@ -271,7 +272,7 @@ class Merge(Primitive):
 
     def impl(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
         parts, pos, rows = self._prepare(ins)
-        fn: Fn = self.fn  # type: ignore[assignment]
+        fn = given_fn(self, self.fn)
         ctx = env.ctx(fn, parts[0])
         a1 = len(parts[0].shape)  # chunk dims = a1 - 1
         chunk = tuple(parts[0].fields[0].shape[1:a1])
@@ -291,7 +292,7 @@ class Merge(Primitive):
 
     def oracle(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
         parts, pos, _ = self._prepare(ins)
-        fn: Fn = self.fn  # type: ignore[assignment]
+        fn = given_fn(self, self.fn)
         ctx = env.ctx(fn, parts[0])
         a1 = len(parts[0].shape)
         chunk = tuple(parts[0].fields[0].shape[1:a1])
@@ -311,12 +312,13 @@ class Merge(Primitive):
             results.append(states)
         sel_outer = tuple(ins[-1].fields[0].shape[:-1])
         res = []
-        for f, sh in enumerate(ctx.out_shapes):
-            out = torch.empty((pos.shape[0], *chunk, *sh), dtype=ctx.dtype)  # type: ignore[arg-type]
+        for f, first in enumerate(init):  # the element shapes: init_state had them all bound
+            sh = tuple(first.shape)
+            out = torch.empty((pos.shape[0], *chunk, *sh), dtype=ctx.dtype)
             for p, states in enumerate(results):
                 for c, st in states.items():
                     out[(p, *c)] = st[f]
-            res.append(out.reshape(*sel_outer, *chunk, *sh))  # type: ignore[arg-type]
+            res.append(out.reshape(*sel_outer, *chunk, *sh))
         return [tuple(res)]
 
 

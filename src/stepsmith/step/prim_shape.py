@@ -166,18 +166,17 @@ class Promote(Primitive):
 )
 class Flatten(Primitive):
     def __init__(self, L: Sequence[int] | int | None = None) -> None:  # noqa: N803
-        self.L = [L] if isinstance(L, int) and not isinstance(L, bool) else L
+        self.L: object = [L] if isinstance(L, int) and not isinstance(L, bool) else L
         if not isinstance(self.L, list | tuple) or not self.L:
             raise StepArgumentError(
                 "L= must be a non-empty list of consecutive dim indices", primitive=self.label,
                 expected="e.g. L=[1] or L=[1, 2]", found=repr(L),
             )
-        for x in self.L:
-            need_int(self, "L entry", x)
-        if list(self.L) != list(range(self.L[0], self.L[0] + len(self.L))):
+        self.axes = [need_int(self, "L entry", x) for x in self.L]
+        if self.axes != list(range(self.axes[0], self.axes[0] + len(self.axes))):
             raise StepArgumentError(
                 "L= entries must be consecutive increasing indices", primitive=self.label,
-                expected="e.g. [1, 2, 3]", found=repr(list(self.L)),
+                expected="e.g. [1, 2, 3]", found=repr(self.axes),
             )
 
     def params(self) -> str:
@@ -185,12 +184,12 @@ class Flatten(Primitive):
 
     def typing(self, ins: Sequence[SType]) -> list[OutType]:
         s = ins[0]
-        i, j = self.L[0], self.L[-1]  # type: ignore[index]
+        i, j = self.axes[0], self.axes[-1]
         if i < 1 or j > s.rank:
             raise StepRankError(
                 f"L must satisfy 1 <= i and j <= rank; stream rank is {s.rank} (shape "
                 f"{shape_text(s.shape)})", primitive=self.label, stream=display(s),
-                expected=f"indices within 1..{s.rank}", found=f"L={list(self.L)}",  # type: ignore[arg-type]
+                expected=f"indices within 1..{s.rank}", found=f"L={self.axes}",
                 hint="L=[1] merges D0 and D1 (the two innermost dims)",
             )
         prod = Dim.const(1)
@@ -201,14 +200,14 @@ class Flatten(Primitive):
 
     def impl(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
         s = ins[0]
-        i, j = self.L[0], self.L[-1]  # type: ignore[index]
+        i, j = self.axes[0], self.axes[-1]
         r1 = len(s.shape)
         a, b = r1 - 1 - j, r1 - i + 1  # tensor axes [a, b) are stream dims j .. i-1
         return [tuple(t.flatten(a, b - 1) for t in s.fields)]
 
     def oracle(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
         s = ins[0]
-        i, j = self.L[0], self.L[-1]  # type: ignore[index]
+        i, j = self.axes[0], self.axes[-1]
         sizes = _stream_sizes(s)
         group = sizes[i - 1: j + 1]
 
@@ -243,14 +242,14 @@ class Flatten(Primitive):
 class Reshape(Primitive):
     def __init__(self, L: Sequence[int] | int | None = None, S: Any = None  # noqa: N803
                  ) -> None:
-        self.L = [L] if isinstance(L, int) and not isinstance(L, bool) else L
+        self.L: object = [L] if isinstance(L, int) and not isinstance(L, bool) else L
         self.S = S
         if not isinstance(self.L, list | tuple) or len(self.L) != 1:
             raise StepArgumentError(
                 "L= must be a one-element list [i] naming the dim to split",
                 primitive=self.label, expected="e.g. L=[0]", found=repr(L),
             )
-        need_int(self, "L entry", self.L[0], low=0)
+        self.axis = need_int(self, "L entry", self.L[0], low=0)
         self.c = _as_dim(self, "S", S)
 
     def params(self) -> str:
@@ -258,7 +257,7 @@ class Reshape(Primitive):
 
     def typing(self, ins: Sequence[SType]) -> list[OutType]:
         s = ins[0]
-        i = self.L[0]  # type: ignore[index]
+        i = self.axis
         if i > s.rank:
             raise StepRankError(
                 f"L=[{i}] is not a dim of a rank-{s.rank} stream (shape {shape_text(s.shape)})",
@@ -288,7 +287,7 @@ class Reshape(Primitive):
 
     def impl(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
         s = ins[0]
-        i = self.L[0]  # type: ignore[index]
+        i = self.axis
         ax = len(s.shape) - 1 - i
         c = env.size(self.c, "S")
         _check_divisible(self, s, ax, c)
@@ -296,7 +295,7 @@ class Reshape(Primitive):
 
     def oracle(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
         s = ins[0]
-        i = self.L[0]  # type: ignore[index]
+        i = self.axis
         c = env.size(self.c, "S")
         _check_divisible(self, s, len(s.shape) - 1 - i, c)
         sizes = _stream_sizes(s)
@@ -357,7 +356,7 @@ class Bufferize(Primitive):
 
     def typing(self, ins: Sequence[SType]) -> list[OutType]:
         s = ins[0]
-        k: int = self.a  # type: ignore[assignment]
+        k = need_int(self, "a", self.a)
         if not 0 < k <= s.rank:
             raise StepRankError(
                 f"a must satisfy 0 < a <= rank; stream rank is {s.rank} (shape "
@@ -373,7 +372,7 @@ class Bufferize(Primitive):
 
     def oracle(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
         s = ins[0]
-        k: int = self.a  # type: ignore[assignment]
+        k = need_int(self, "a", self.a)
         sizes = _stream_sizes(s)
         t = s.fields[0]
         elem = tuple(t.shape[len(s.shape):])
@@ -403,22 +402,25 @@ class Bufferize(Primitive):
     category="shape",
 )
 class Streamify(Primitive):
-    def typing(self, ins: Sequence[SType]) -> list[OutType]:
-        s = ins[0]
+    def _buffer(self, s: SType) -> Buffer:
         if not isinstance(s.dtype, Buffer):
             raise StepDtypeError(
                 "the element type must be a Buffer", primitive=self.label, stream=display(s),
                 expected="Buffer(T, [...]) elements", found=str(s.dtype),
                 hint="Streamify undoes Bufferize; this stream has no buffer to stream",
             )
-        return [(s.dtype.elem, tuple(s.dtype.shape) + tuple(s.shape))]
+        return s.dtype
+
+    def typing(self, ins: Sequence[SType]) -> list[OutType]:
+        bt = self._buffer(ins[0])
+        return [(bt.elem, tuple(bt.shape) + tuple(ins[0].shape))]
 
     def impl(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
         return [ins[0].fields]
 
     def oracle(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
         s = ins[0]
-        bt: Buffer = s.dtype  # type: ignore[assignment]
+        bt = self._buffer(s)
         t = s.fields[0]
         r1 = len(s.shape)
         nb = len(bt.shape)

@@ -10,11 +10,11 @@ from typing import Any
 import torch
 
 from stepsmith.step.dims import Dim
-from stepsmith.step.dtypes import Multihot, elem_shape, fields_of, parse_dtype
+from stepsmith.step.dtypes import Multihot, elem_dims, fields_of, parse_dtype
 from stepsmith.step.errors import StepArgumentError
 from stepsmith.step.fn import Fn
 from stepsmith.step.registry import Example, FnSpec
-from stepsmith.step.session import Session
+from stepsmith.step.session import Executor, Session
 from stepsmith.step.stream import Stream
 
 
@@ -59,7 +59,7 @@ def random_input(
     outer = tuple(reversed([d.evaluate(binding) for d in shape]))
     tensors = []
     for f in fields_of(dt):
-        sh = outer + tuple(int(x) for x in elem_shape(f, binding))  # type: ignore[arg-type]
+        sh = outer + tuple(d.evaluate(binding) for d in elem_dims(f))
         if isinstance(f, Multihot) or (hasattr(f, "elem") and isinstance(f.elem, Multihot)):
             tensors.append(torch.randint(0, 2, sh, generator=gen).to(data_dtype))
         else:
@@ -68,7 +68,7 @@ def random_input(
     return Stream.input(name, dt, shape, data)
 
 
-def run_example(ex: Example, executor: str = "fast", seed: int = 0,
+def run_example(ex: Example, executor: Executor = "fast", seed: int = 0,
                 data_dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
     """Run a registry example; returns (program output data, reference value)."""
     gen = torch.Generator().manual_seed(seed)
@@ -76,7 +76,7 @@ def run_example(ex: Example, executor: str = "fast", seed: int = 0,
     fns = fns_from_specs(ex.fns, ns)
     for fn in fns:
         ns[fn.func_name] = fn
-    with Session(binding=ex.binding, executor=executor):  # type: ignore[arg-type]
+    with Session(binding=ex.binding, executor=executor):
         inputs = {n: random_input(n, dt, dims, ex.binding, gen, data_dtype)
                   for n, dt, dims in ex.inputs}
         tensors = {n: s.data for n, s in inputs.items()}

@@ -402,6 +402,15 @@ def check_fn(prim: Primitive, fn: Any, stream: SType, *, stateful: bool) -> Fn:
     return fn
 
 
+def given_fn(prim: Primitive, fn: Fn | None) -> Fn:
+    """The `fn=` parameter as the executors use it: the typing rule, which runs first, has
+    already accepted it (`check_fn`), so this only fails for an executor called directly."""
+    if not isinstance(fn, Fn):
+        raise StepArgumentError("fn= must be a specialized function", primitive=prim.label,
+                                expected="an Fn", found=_describe_value(fn))
+    return fn
+
+
 def need_int(prim: Primitive, name: str, value: Any, *, low: int | None = None) -> int:
     """Validate an integer parameter (b=, a=, L entries)."""
     if isinstance(value, bool) or not isinstance(value, int):

@@ -638,11 +638,11 @@ def _static_slice(node: ast.Slice) -> slice:
 
 
 def _range_len(node: ast.Call) -> int | None:
-    args = [_const_int(a) for a in node.args]
-    if node.keywords or not args or any(a is None for a in args) or len(args) > 3:
+    args = [v for a in node.args if (v := _const_int(a)) is not None]
+    if node.keywords or not args or len(args) != len(node.args) or len(args) > 3:
         return None
     try:
-        return len(range(*args))  # type: ignore[arg-type]
+        return len(range(*args))
     except (TypeError, ValueError, OverflowError):
         return None
 

@@ -173,7 +173,7 @@ class _Repairer:
         if def_idx == -1:
             first = block[0]
             owner = self.an.block_owner.get(block_id)
-            if owner is not None and first.lineno <= owner.lineno:  # type: ignore[attr-defined]
+            if isinstance(owner, ast.stmt) and first.lineno <= owner.lineno:
                 return None
             if self.an.parsed.header_line and first.lineno <= self.an.parsed.header_line:
                 return None
@@ -214,13 +214,19 @@ def _letters(i: int) -> str:
     return s
 
 
+def _span(node: ast.AST) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """(start, end) of a node that has a position in the source (expressions, statements)."""
+    if not isinstance(node, ast.expr | ast.stmt):
+        return None
+    end = (node.end_lineno or node.lineno, node.end_col_offset or node.col_offset)
+    return (node.lineno, node.col_offset), end
+
+
 def _within(node: ast.AST, outer: ast.AST) -> bool:
-    a = (node.lineno, node.col_offset)  # type: ignore[attr-defined]
-    b = (node.end_lineno, node.end_col_offset)  # type: ignore[attr-defined]
-    return (outer.lineno, outer.col_offset) <= a and b <= (  # type: ignore[attr-defined]
-        outer.end_lineno,  # type: ignore[attr-defined]
-        outer.end_col_offset,  # type: ignore[attr-defined]
-    )
+    inner, around = _span(node), _span(outer)
+    if inner is None or around is None:
+        return False
+    return around[0] <= inner[0] and inner[1] <= around[1]
 
 
 def _newline_of(lines: list[str]) -> str:
