@@ -364,14 +364,15 @@ class _Analyzer:
 
     def _eval_Call(self, node: ast.Call) -> object:
         func = node.func
-        if isinstance(func, ast.Attribute) and func.attr == "apply":
-            self.eval(func.value)
+        recv = apply_receiver(node)
+        if recv is not None:
+            self.eval(recv)
             for arg in node.args:
                 self._consume(self.eval(arg), node)
             for kw in node.keywords:
                 self._consume(self.eval(kw.value), node)
-            kind, arity = _output_kind(func.value)
-            obj = self._new_obj(f"step.{primitive_of(func.value)}(...)", kind, node.lineno, True)
+            kind, arity = _output_kind(recv)
+            obj = self._new_obj(f"step.{primitive_of(recv)}(...)", kind, node.lineno, True)
             obj.arity = arity
             return _Ref(obj, None, None)
         vals = [self.eval(a) for a in node.args]
