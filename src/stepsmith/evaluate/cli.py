@@ -196,6 +196,13 @@ def _fail_infrastructure(exc: BaseException, run_id: str | None) -> None:
     raise typer.Exit(EXIT_INFRASTRUCTURE)
 
 
+def _decoding(config: dict) -> str:
+    """A run's decoding mode as the summary shows it, e.g. `typed+prefix`."""
+    mode = str(config.get("constrain", "none"))
+    search = str(config.get("search", "none"))
+    return mode if search == "none" else f"{mode}+{search}"
+
+
 def _split(values: list[str] | None) -> list[str]:
     """Repeated and comma-separated option values, flattened (`--k 2,5 --k 10`)."""
     out: list[str] = []
@@ -224,7 +231,7 @@ def _summary_table(summaries: list) -> Table:
         table.add_column(s.run_id, no_wrap=True, justify="right")
     rows = [
         ("method", lambda s: s.method),
-        ("decoding", lambda s: str(s.config.get("constrain", "none"))),
+        ("decoding", lambda s: _decoding(s.config)),
         ("model", lambda s: s.model if len(s.model) <= 28 else "…" + s.model[-27:]),
         ("status", lambda s: s.status + (f" ({s.reason})" if s.reason else "")),
         ("solved", lambda s: f"{sum(t.solved for t in s.tasks)}/{len(s.tasks)} tasks"),
@@ -264,6 +271,7 @@ def register(app: typer.Typer) -> None:
         max_iterations: Annotated[int | None, typer.Option("--max-iterations", help="Cap on Algorithm 1 iterations (quick demo 3).")] = None,
         concurrency: Annotated[int, typer.Option("--concurrency", help="Concurrent LLM requests.")] = 4,
         constrain: Annotated[str | None, typer.Option("--constrain", help="Decoding constraint: none | grammar (the task's CFG) | typed (only well-typed statements; local models). Default: typed for llamacpp: models, none otherwise.")] = None,
+        search: Annotated[str | None, typer.Option("--search", help="none | prefix: after each typed line, the simulator judges returning the streams that have the output type; a verified one ends the sample. Default: prefix with --constrain typed.")] = None,
         server_kind: Annotated[str | None, typer.Option("--server-kind", help="Engine behind an openai-compatible: model, for --constrain grammar: vllm | sglang | llamacpp.")] = None,
         estimate: Annotated[bool, typer.Option(
             "--estimate", help="Print calls, tokens and cost of the first pass, then exit (no model call).")] = False,
@@ -316,6 +324,7 @@ def register(app: typer.Typer) -> None:
                 task_refs, group_refs = _split(tasks), _split(groups)
                 if quick and not task_refs and not group_refs:
                     task_refs = quick_tasks()
+                constrain_mode = constrain or ("typed" if model.startswith("llamacpp:") else "none")
                 cfg = BenchConfig(
                     model=model, method=method, tasks=task_refs, groups=group_refs,
                     n=n if n is not None else (2 if quick else 8),
@@ -325,7 +334,8 @@ def register(app: typer.Typer) -> None:
                     max_iterations=max_iterations or (3 if quick else None),
                     demos_file=str(demos) if demos else None, ks=sorted({1, *_ints("--k", k)}),
                     concurrency=concurrency, max_tokens=512 if quick else 1024,
-                    constrain=constrain or ("typed" if model.startswith("llamacpp:") else "none"),
+                    constrain=constrain_mode,
+                    search=search or ("prefix" if constrain_mode == "typed" else "none"),
                 )
                 _note_full_protocol(cfg, quick, bool(task_refs or group_refs or n))
                 if estimate:
