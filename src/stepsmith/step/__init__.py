@@ -4,6 +4,8 @@ registry with fast (batched) and oracle (per-element) executors, and the Session
 Programs see this module as `step` (`step.Accum(fn=fn_sum, b=1).apply(E3)`).
 """
 
+# the primitives register themselves (`@primitive`); `step.<Name>` finds them in the registry
+from stepsmith.step import prim_elementwise, prim_reduce, prim_route, prim_shape  # noqa: F401
 from stepsmith.step.dims import Dim, dim, fresh_dim
 from stepsmith.step.dtypes import Buffer, ElemType, Multihot, Scalar, TupleType, parse_dtype
 from stepsmith.step.errors import (
@@ -17,18 +19,6 @@ from stepsmith.step.errors import (
     StepShapeError,
 )
 from stepsmith.step.fn import Fn
-from stepsmith.step.prim_elementwise import Copy, Identity, Map, Zip
-from stepsmith.step.prim_reduce import Accum, Scan
-from stepsmith.step.prim_route import Merge, Partition
-from stepsmith.step.prim_shape import (
-    Bufferize,
-    Flatten,
-    Promote,
-    Repeat,
-    RepeatRef,
-    Reshape,
-    Streamify,
-)
 from stepsmith.step.registry import REGISTRY, Example, FnSpec, Primitive, PrimitiveDef
 from stepsmith.step.session import Session, current_session
 from stepsmith.step.stream import Stream, SType
@@ -40,8 +30,7 @@ __all__ = [
     "StepArgumentError", "StepAffineError", "StepRuntimeError",
     "Fn", "Stream", "SType", "Session", "current_session",
     "REGISTRY", "PrimitiveDef", "Primitive", "Example", "FnSpec",
-    "Map", "Zip", "Accum", "Scan", "Promote", "Flatten", "Reshape", "Bufferize", "Streamify",
-    "Repeat", "RepeatRef", "Copy", "Identity", "Partition", "Merge",
+    *REGISTRY,  # the primitives, spelled as in programs: step.Map, step.Accum, ...
 ]
 
 from stepsmith.step import docs, program  # noqa: E402  (step.docs.primitive_reference())
@@ -50,8 +39,8 @@ __all__ += ["docs", "program"]
 
 
 def __getattr__(name: str) -> object:
-    """`step.affine` (static affine analysis, written in its own module) is imported lazily; a
-    primitive registered anywhere with `@primitive` is `step.<Name>` without being listed here."""
+    """`step.affine` (static affine analysis, written in its own module) is imported lazily;
+    `step.<Name>` is the primitive registered under that name."""
     if name == "affine":
         import importlib
 
