@@ -257,9 +257,12 @@ class ProgramState:
                param_sets: list[tuple[dict[str, Any], dict[str, str]]] | None = None
                ) -> Iterator[Candidate]:
         rank = ins[0].rank
+        has_fn = any(p.kind.startswith("fn") for p in pdef.params)
         for values, texts in (param_sets or self._param_values(pdef, rank)):
             outs = self._type_call(pdef, values, ins)
             if outs is None:
+                continue
+            if not has_fn and _moves_nothing(ins, outs):
                 continue
             n = pdef.output_count(values)
             params = ", ".join(f"{k}={v}" for k, v in texts.items())
@@ -443,6 +446,13 @@ class ProgramState:
                 continue
             for combo in itertools.islice(itertools.product(stateless, repeat=n), 256):
                 yield Candidate("[" + ", ".join(combo) + "]", (), frozenset(), fn_list=combo)
+
+
+def _moves_nothing(ins: Sequence[SType], outs: tuple[SType, ...]) -> bool:
+    """One stream in, one out, same element type and shape, and no fn to compute anything:
+    the statement can only pass the stream on (small models write chains of these)."""
+    return (len(ins) == 1 and len(outs) == 1 and outs[0].dtype == ins[0].dtype
+            and outs[0].shape == ins[0].shape)
 
 
 def _matches(s: SType, out: tuple[ElemType, tuple[Dim, ...]]) -> bool:
