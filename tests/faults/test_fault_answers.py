@@ -17,7 +17,7 @@ import pytest
 from stepsmith.agents import Agent, Unparsable, extract_impl
 from stepsmith.agents.extract import MAX_ANSWER_CHARS
 from stepsmith.limits import MAX_AST_DEPTH, ProgramTooComplex, parse_untrusted
-from stepsmith.verify.runner import compile_candidate, normalise_source, static_checks
+from stepsmith.verify.execute import compile_candidate, normalise_source, static_checks
 from stepsmith.verify.verdict import Verdict
 
 _BENCH = Path(__file__).resolve().parents[2] / "bench" / "fuzz_answers.py"

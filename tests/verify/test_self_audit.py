@@ -42,40 +42,14 @@ def _report_totals():
 
 
 def _run_oracle(task: Any, src: str, binding: Any) -> list[Any] | BaseException:
-    """Outputs (dtype, shape, tensors, tolerance) of `src`, or the exception it raised."""
-    from stepsmith import step
-    from stepsmith.verify.runner import (
-        SAFE_BUILTINS,
-        compile_candidate,
-        fresh_inputs,
-        input_names,
-        normalise_source,
-        static_checks,
-    )
+    """Outputs (dtype, shape, tensors, tolerance) of `src` on the oracle executor (the one
+    executor, unsandboxed: these are trusted references and their mutants), or its error."""
+    from stepsmith.verify import run_program
 
-    src = normalise_source(src)
-    bad = static_checks(src)
-    if bad is not None:
-        return ValueError(bad.feedback)
-    compiled = compile_candidate(src, input_names(task))
-    if not hasattr(compiled, "code"):
-        return ValueError(compiled.feedback)
-    try:
-        inst = task.instantiate(binding)
-        ns = dict(inst.namespace)
-        ns["__builtins__"] = SAFE_BUILTINS
-        exec(compiled.code, ns)
-        with step.Session(binding=dict(binding.values), executor="oracle", affine="strict"):
-            res = ns["impl"](**fresh_inputs(inst))
-            outs = list(res) if isinstance(res, list | tuple) else [res]
-            return [
-                (str(o.dtype), tuple(str(d) for d in o.shape),
-                 o.data if isinstance(o.data, tuple) else (o.data,), inst.tolerance)
-                if isinstance(o, step.Stream) else ("not a stream", repr(o), (), inst.tolerance)
-                for o in outs
-            ]
-    except Exception as e:  # noqa: BLE001
-        return e
+    run = run_program(task, src, binding, executor="oracle")
+    if run.error is not None or run.instance is None:
+        return run.error or ValueError("no instance")
+    return [(*o, run.instance.tolerance) for o in run.signature() or []]
 
 
 def _same(a: list[Any] | BaseException, b: list[Any] | BaseException) -> bool:

@@ -53,8 +53,8 @@ __all__ = [
 AFFINE_MODES = ("strict", "warn")
 
 
-# Kept for tests/verify/test_self_audit.py until it calls `execute.run_program`; both only
-# forward to the typed `Task` / `Instance`, nothing is guessed.
+# Kept only for bench/bench_verify.py (outside this package's edit scope) until it calls
+# `execute.run_program`; both forward to the typed `Task` / `Instance`, nothing is guessed.
 def input_names(task: Task) -> list[str]:
     """The program's parameters (`Task.input_names`)."""
     return task.input_names
