@@ -154,9 +154,9 @@ def _find_run(store: ExperienceStore, run: str) -> RunRow:
 def _preflight(tasks: Sequence[Task]) -> None:
     """Refuse to start (BenchError) when any task is broken, before a single model call."""
     from stepsmith.evaluate.runner import BenchError
-    from stepsmith.tasks.preflight import check_task
+    from stepsmith.verify.taskcheck import check_tasks
 
-    bad = [c for c in (check_task(t) for t in tasks) if not c.passed]
+    bad = [c for c in check_tasks(list(tasks)) if not c.passed]
     if not bad:
         return
     lines = [f"refusing to start: {len(bad)} of {len(tasks)} task(s) are broken, and a broken task "

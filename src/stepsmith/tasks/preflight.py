@@ -11,13 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .task import Task
-
-if TYPE_CHECKING:
-    from stepsmith.step.session import Executor
-    from stepsmith.verify.pool import VerifierPool
 
 
 @dataclass
@@ -38,15 +33,6 @@ class TaskCheck:
 
 def _source(task: Task) -> str:
     return str(task.source_path) if task.source_path else task.name
-
-
-def check_task(task: Task, *, pool: VerifierPool | None = None,
-               executor: Executor = "fast") -> TaskCheck:
-    """Forwards to `stepsmith.verify.taskcheck.check_task` (the sandboxed check), for callers
-    that still import it from here."""
-    from stepsmith.verify.taskcheck import check_task as sandboxed
-
-    return sandboxed(task, pool=pool, executor=executor)
 
 
 def _same_file(a: Task, b: Task) -> bool:
