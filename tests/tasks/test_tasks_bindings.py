@@ -155,3 +155,15 @@ def test_an_unbound_size_is_found_without_running_global():
     text = VALID.replace("group: testing\n", "group: testing\nglobal: |-\n  raise SystemExit(3)\n")
     with pytest.raises(TaskFormatError, match="size symbol 'G' has no value"):
         load_task(text.replace("dims: [K, M]", "dims: [G, M]", 1))
+
+
+def test_the_paper_binding_is_one_definition() -> None:
+    """Tasks, the worked examples and the mutants read the same paper sizes (step.session)."""
+    from stepsmith.step import examples
+    from stepsmith.step.session import PAPER_BINDING
+    from stepsmith.verify import mutants
+
+    task = load_task(VALID)
+    assert task.bindings()[0].label == "paper"
+    assert {k: task.bindings()[0].values[k] for k in PAPER_BINDING} == dict(PAPER_BINDING)
+    assert examples.PAPER_BINDING is PAPER_BINDING is mutants.PAPER_BINDING

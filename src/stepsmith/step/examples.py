@@ -14,11 +14,11 @@ import torch
 
 from stepsmith.step.program import compile_impl, fns_from_specs, namespace_for
 from stepsmith.step.registry import FnSpec
-from stepsmith.step.session import Executor, Session
+from stepsmith.step.session import PAPER_BINDING, Executor, Session
 from stepsmith.step.stream import Stream
 
 Tensors = dict[str, torch.Tensor]
-PAPER_BINDING = {"M": 5, "N": 7, "K": 9, "D": 16}
+__all__ = ["CASES", "DEMO_CASES", "PAPER_BINDING", "Case", "Prepared", "prepare"]
 
 
 @dataclass(frozen=True)

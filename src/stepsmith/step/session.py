@@ -15,6 +15,10 @@ from stepsmith.step.errors import StepArgumentError
 Executor = Literal["fast", "oracle"]
 AffineMode = Literal["strict", "warn", "off"]
 
+# The paper's one size binding: the first binding of every task (`tasks.bindings`), the one the
+# worked examples and the mutants' hard-coded sizes use. Defined here, below both.
+PAPER_BINDING: Mapping[str, int] = {"M": 5, "N": 7, "K": 9, "D": 16}
+
 _EXECUTORS = ("fast", "oracle")
 _AFFINE = ("strict", "warn", "off")
 

@@ -35,11 +35,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from stepsmith.step.session import PAPER_BINDING
+
 if TYPE_CHECKING:
     from .yamlsrc import Locator
 
 DEFAULT_BINDINGS: tuple[tuple[str, dict[str, int], int], ...] = (
-    ("paper", {"M": 5, "N": 7, "K": 9, "D": 16}, 42),
+    ("paper", dict(PAPER_BINDING), 42),
     ("small", {"M": 3, "N": 4, "K": 6, "D": 8}, 7),
     ("large", {"M": 8, "N": 12, "K": 10, "D": 32}, 2024),
 )

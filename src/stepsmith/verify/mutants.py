@@ -35,8 +35,8 @@ from stepsmith.step.affine.source import (
     primitive_of,
     split_lines,
 )
-from stepsmith.step.examples import PAPER_BINDING
 from stepsmith.step.registry import REGISTRY, ParamKind
+from stepsmith.step.session import PAPER_BINDING
 
 __all__ = ["MUTANT_KINDS", "PAPER_BINDING", "Mutant", "mutants"]
 
