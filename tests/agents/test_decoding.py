@@ -134,6 +134,13 @@ def test_programs_of_offered_statements_pass_every_static_check(name, pool) -> N
     assert checked >= 4
 
 
+def test_the_statement_budget_leaves_a_margin_over_every_reference() -> None:
+    from stepsmith.agents.decoding.space import MAX_STATEMENTS
+
+    longest = max(len(program_lines(t.impl or "")) for t in ALL)
+    assert longest + 2 <= MAX_STATEMENTS, f"a reference has {longest} lines"
+
+
 def test_ill_typed_and_reused_names_are_rejected() -> None:
     task = get_task("norm_rmsnorm_rows")
     state = ProgramState.start(Facts.from_task(task))
