@@ -143,6 +143,16 @@ def test_guardian_prompt_has_the_rule_and_three_examples() -> None:
     assert program_in(messages[1]["content"]) == R1_BAD
 
 
+def test_guardian_quotes_the_one_affine_rule() -> None:
+    """The guardian and the proposer read the same rule (step.docs), not two wordings of it."""
+    import yaml
+
+    from stepsmith.step.docs import AFFINE_RULE
+
+    system = guardian_messages(R1_BAD, ["A"])[0]["content"]
+    assert yaml.safe_load(system)["affine_rule"] == AFFINE_RULE
+
+
 def test_bad_guardian_mode_is_a_clear_error(verifier, scripted) -> None:
     with pytest.raises(ValueError, match="guardian must be one of"):
         Agent(scripted(lambda m, t, i: ""), verifier, guardian="llm-rule")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from stepsmith.agents.extract import Unparsable, extract_impl
+from stepsmith.step.docs import AFFINE_RULE
 
 if TYPE_CHECKING:
     from stepsmith.llm.client import LLMClient
@@ -30,18 +31,17 @@ __all__ = [
 GUARDIAN_MODES = ("llm", "rule", "llm+rule", "none")
 LLM_GUARDIAN_MODES = ("llm", "llm+rule")  # the modes that call the model (and cost tokens)
 
-_SYSTEM = """\
+# The rule in the words the proposer reads too (`step.docs`), indented as a YAML block.
+_RULE = textwrap.indent(AFFINE_RULE, "  ")
+_SYSTEM = f"""\
 # STeP affine-rule guardian
 role: |-
   You check programs written in STeP (Streaming Tensor Programs) for the affine rule and fix
   violations. You change nothing else: keep every primitive, fn and argument as it is.
 affine_rule: |-
-  Every stream may be consumed by at most ONE primitive: a stream is a hardware FIFO and its
-  reader drains it. A stream is consumed when it is passed to `.apply(...)` (alone or inside a
-  tuple or list, also inside list comprehensions). Returning a stream does not consume it, and
-  an unused stream is fine. To use a stream k times, insert k-1 chained
-  `a, b = step.Copy().apply(s)` calls right after the stream is created (at the top for an
-  input stream) and give each use its own copy.
+{_RULE}
+where_to_copy: |-
+  Insert the Copies right after the stream is created (at the top for an input stream).
 examples:
   - case: a stream used twice gets one Copy
     program: |-

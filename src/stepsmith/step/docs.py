@@ -35,6 +35,10 @@ LANGUAGE = """\
   `output_dtype`. Use only the task's inputs, fns, size symbols and the primitives below; no
   imports, no torch calls, no loops over data."""
 
+#: The affine rule as a heading (verifier feedback); `AFFINE_RULE` is the rule in full, which
+#: the proposer's reference and the guardian's prompt both quote.
+AFFINE_RULE_BRIEF = "a stream can be consumed by only one primitive"
+
 AFFINE_RULE = """\
 Every stream may be consumed by at most ONE primitive (a FIFO is drained by its reader). To use
 a stream twice, first split it with `s_a, s_b = step.Copy().apply(s)` and give each consumer

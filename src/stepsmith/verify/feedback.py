@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from stepsmith.limits import CpuTimeExceeded, clip
+from stepsmith.step.docs import AFFINE_RULE_BRIEF
 from stepsmith.step.errors import (
     StepAffineError,
     StepDtypeError,
@@ -119,7 +120,7 @@ _KIND_TITLE = {
     FailureKind.type_error: "Type error",
     FailureKind.shape_error: "Shape error",
     FailureKind.dtype_error: "Element type error",
-    FailureKind.affine: "Affine rule violated (a stream consumed twice)",
+    FailureKind.affine: f"Affine rule violated ({AFFINE_RULE_BRIEF})",
     FailureKind.runtime_error: "Runtime error",
     FailureKind.timeout: "Timeout",
     FailureKind.memory: "Memory limit exceeded",

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from stepsmith.step.affine import AffineViolation, check_source
+from stepsmith.step.docs import AFFINE_RULE_BRIEF
 from stepsmith.step.session import AffineMode, Executor
 from stepsmith.tasks import Binding, Instance, Task
 from stepsmith.verify.checking import check_outputs
@@ -142,8 +143,7 @@ def check_candidate(
             return done(
                 Verdict.failure(
                     FailureKind.affine,
-                    "Affine rule violated (a stream can be consumed by only one primitive):\n"
-                    + "\n".join(msgs),
+                    f"Affine rule violated ({AFFINE_RULE_BRIEF}):\n" + "\n".join(msgs),
                     line=line,
                 )
             )
