@@ -7,8 +7,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tasks_testutil import VALID, line_containing
 
+from stepsmith.step import Buffer, Dim, Multihot, Scalar, TupleType
 from stepsmith.tasks import TaskFormatError, load_task
-from stepsmith.tasks.dtypes import BufferT, MultihotT, ScalarT, parse_dtype
+from stepsmith.tasks.dtypes import DTypeSyntaxError, dtype_symbols, parse_dim, parse_dtype
 
 
 def test_valid_task_loads_with_fields(write_task):
@@ -173,12 +174,28 @@ def test_empty_and_non_mapping_files(write_task):
 
 
 def test_dtype_parser_collapses_buffers_and_reads_multihot():
+    """A task's dtypes are the language's own types (one set of types, no task-side copies)."""
     t = parse_dtype("Buffer(Buffer(fp32, [D]), [N*K, 2])")
-    assert isinstance(t, BufferT) and isinstance(t.elem, ScalarT)
+    assert isinstance(t, Buffer) and isinstance(t.elem, Scalar)
     assert [str(d) for d in t.shape] == ["D", "N*K", "2"]
+    assert t.shape[1] == Dim.sym("N") * Dim.sym("K")
     m = parse_dtype("Multihot(fp32, E)")
-    assert isinstance(m, MultihotT) and str(m) == "Multihot(fp32, E)"
-    assert str(parse_dtype(["fp32", "Buffer(fp32, [D])"])) == '[fp32, "Buffer(fp32, [D])"]'
+    assert isinstance(m, Multihot) and str(m) == "Multihot(fp32, E)"
+    pair = parse_dtype(["fp32", "Buffer(fp32, [D])"])
+    assert pair == TupleType((Scalar(), Buffer(Scalar(), (Dim.sym("D"),))))
+    assert dtype_symbols(parse_dtype("Buffer(Multihot(fp32, E), [N*K])")) == ["N", "K", "E"]
+    assert parse_dim("N*K") == Dim.sym("N") * Dim.sym("K") and parse_dim(3) == Dim.const(3)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("fp16", "a task's numbers are fp32"),
+    ("Buffer(fp32, [D/2])", "a product of size symbols and integers"),
+    ("Buffer(fp32, [0])", "a literal dimension must be >= 1"),
+    ("Multihot(int32, E)", "a task's numbers are fp32"),
+])
+def test_dtype_parser_keeps_the_task_file_subset(text: str, message: str) -> None:
+    with pytest.raises(DTypeSyntaxError, match=message):
+        parse_dtype(text)
 
 
 def test_binding_values_are_validated(write_task):

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.overrides import TorchFunctionMode
 
+from stepsmith.step.dtypes import fields_of
+
 from . import dtypes as dt
 from .bindings import Binding
 from .errors import TaskReferenceError
@@ -126,13 +128,13 @@ def _probe_fn(fn: Fn, info: FnInfo, values: dict[str, int], dtype: torch.dtype,
     program run will still exercise it, only its precision goes unrecorded."""
     g = torch.Generator().manual_seed(0)
     inputs = []
-    for f in dt.fields(info.input_dtype):
-        x = torch.randn(dt.element_shape(f, values), generator=g, dtype=torch.float64)
-        inputs.append((x > 0).to(dtype) if _is_multihot(f) else x.to(dtype))
+    for f in fields_of(info.input_dtype):
+        x = torch.randn(dt.data_shape(f, (), values), generator=g, dtype=torch.float64)
+        inputs.append((x > 0).to(dtype) if dt.is_multihot(f) else x.to(dtype))
     state = None
     if fn.init is not None:
-        state = [torch.full(dt.element_shape(f, values), v, dtype=dtype)
-                 for f, v in zip(dt.fields(info.output_dtype), fn.init, strict=True)]
+        state = [torch.full(dt.data_shape(f, (), values), v, dtype=dtype)
+                 for f, v in zip(fields_of(info.output_dtype), fn.init, strict=True)]
     try:
         with probe:
             fn.call(inputs, state)
@@ -140,13 +142,9 @@ def _probe_fn(fn: Fn, info: FnInfo, values: dict[str, int], dtype: torch.dtype,
         pass
 
 
-def _is_multihot(f: Any) -> bool:
-    return isinstance(f, dt.MultihotT) or isinstance(getattr(f, "elem", None), dt.MultihotT)
-
-
 def generate(info: StreamInfo, gen: Any, values: dict[str, int], g: torch.Generator) -> torch.Tensor:
     """Draw the tensor of one input/parameter in its stream layout (float64)."""
-    (field,) = dt.fields(info.dtype)  # an input/parameter is never a tuple (checked at load)
+    (field,) = fields_of(info.dtype)  # an input/parameter is never a tuple (checked at load)
     shape = dt.data_shape(field, info.dims, values)
     kind = gen.kind
     f64 = torch.float64
@@ -185,7 +183,7 @@ def _check_layout(value: Any, info: StreamInfo, field: int, expected_shape: tupl
             raise task.locator.error(path, f"data_transform must produce a tensor, found "
                                            f"{type(value).__name__}", cls=TaskReferenceError) from None
     if tuple(value.shape) != expected_shape:
-        f = dt.fields(info.dtype)[field]
+        f = fields_of(info.dtype)[field]
         dims = ", ".join(str(d) for d in info.dims)
         raise task.locator.error(
             path, f"output {info.name!r} field {field} ({f} on dims [{dims}]) must be laid out as "
@@ -220,14 +218,13 @@ def build_instance(task: Task, binding: Binding, dtype: torch.dtype) -> Instance
     ns["input_data"] = {k: v.clone() for k, v in input_data.items()}
     for info, out_spec in zip(task.output_infos, task.spec.outputs, strict=True):
         vals = []
-        for j, (snippet, f) in enumerate(zip(out_spec.data_transform, dt.fields(info.dtype),
+        for j, (snippet, f) in enumerate(zip(out_spec.data_transform, fields_of(info.dtype),
                                              strict=True)):
             with probe:
                 value = eval_snippet(snippet, ns, (*info.path, "data_transform", j), task.locator)
             vals.append(_check_layout(value, info, j, dt.data_shape(f, info.dims, values), task, dtype))
         expected.append(ExpectedOutput(
-            name=info.name, dtype=dt.to_step(info.dtype, symbols),
-            shape=tuple(d.to_step(symbols) for d in info.dims), values=tuple(vals),
+            name=info.name, dtype=info.dtype, shape=info.dims, values=tuple(vals),
             concrete_shape=tuple(d.evaluate(values) for d in info.dims)))
 
     fn_env = dict(env)
@@ -237,8 +234,8 @@ def build_instance(task: Task, binding: Binding, dtype: torch.dtype) -> Instance
         try:
             namespace[fn_spec.func_name] = step.Fn.from_source(
                 name=fn_spec.name, apply_src=fn_spec.apply,
-                input_dtype=dt.to_step(fn_info.input_dtype, symbols),
-                output_dtype=dt.to_step(fn_info.output_dtype, symbols), init=fn_spec.init,
+                input_dtype=fn_info.input_dtype, output_dtype=fn_info.output_dtype,
+                init=fn_spec.init,
                 func_name=fn_spec.func_name, namespace=fn_env)
         except step.StepError as exc:
             raise task.locator.error(fn_info.path, f"cannot build fn {fn_spec.name!r}: {exc}",
@@ -251,9 +248,8 @@ def build_instance(task: Task, binding: Binding, dtype: torch.dtype) -> Instance
     inputs: dict[str, Any] = {}
     with step.Session(binding=dict(values)):
         for info in task.input_infos:
-            inputs[info.name] = step.Stream.input(
-                info.name, dt.to_step(info.dtype, symbols),
-                tuple(d.to_step(symbols) for d in info.dims), input_data[info.name].clone())
+            inputs[info.name] = step.Stream.input(info.name, info.dtype, info.dims,
+                                                  input_data[info.name].clone())
     precision = probe.lowest(dtype)
     return Instance(task.name, binding, namespace, inputs, expected, input_data,
                     precision=precision, tolerance=tolerance_for(task.spec.tolerance, precision))

@@ -9,6 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from stepsmith.step.dims import Dim
+from stepsmith.step.dtypes import ElemType
+
 from . import dtypes as dt
 from .bindings import (
     ALWAYS_BOUND,
@@ -35,8 +38,8 @@ class StreamInfo:
     """Parsed dtype/dims of an input, parameter or output."""
 
     name: str
-    dtype: dt.DType
-    dims: tuple[dt.DimExpr, ...]
+    dtype: ElemType
+    dims: tuple[Dim, ...]
     path: Path
 
 
@@ -45,8 +48,8 @@ class FnInfo:
     """Parsed dtypes of one fn."""
 
     func_name: str
-    input_dtype: dt.DType
-    output_dtype: dt.DType
+    input_dtype: ElemType
+    output_dtype: ElemType
     path: Path
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from stepsmith.step.dtypes import Buffer, TupleType, fields_of
+
 from . import dtypes as dt
 from .errors import TaskFormatError
 from .schema import DataGen, FnSpec, OutputSpec, StreamSpec, TaskSpec, Tolerance
@@ -74,7 +76,7 @@ def _parse_stream(entry: Any, path: Path, loc: Locator, *, is_output: bool) -> S
         dtype = dt.parse_dtype(entry.dtype)
     except dt.DTypeSyntaxError as exc:
         raise loc.error((*path, "dtype"), str(exc)) from None
-    if not is_output and isinstance(dtype, dt.TupleT):
+    if not is_output and isinstance(dtype, TupleType):
         raise loc.error((*path, "dtype"), f"an input/parameter must have one dtype, not a tuple "
                                           f"(found {entry.dtype!r}); use one input per field")
     dims = []
@@ -101,7 +103,7 @@ def _check_fn(spec: Any, path: Path, loc: Locator) -> FnInfo:
             parsed[key] = dt.parse_dtype(getattr(spec, key))
         except dt.DTypeSyntaxError as exc:
             raise loc.error((*path, key), str(exc)) from None
-    out_fields = dt.fields(parsed["output_dtype"])
+    out_fields = fields_of(parsed["output_dtype"])
     tree = parse_code(spec.apply, (*path, "apply"), loc, as_body=True, what=f"fn {spec.name!r} apply")
     uses_state = any(isinstance(n, ast.Name) and n.id == "state" for n in ast.walk(tree))
     if spec.init is None and uses_state:
@@ -114,7 +116,7 @@ def _check_fn(spec: Any, path: Path, loc: Locator) -> FnInfo:
                                              f"value(s): {spec.init}")
         for i, (v, f) in enumerate(zip(spec.init, out_fields, strict=True)):
             if isinstance(v, str):
-                if v in ("zeros", "ones") and not isinstance(f, dt.BufferT):
+                if v in ("zeros", "ones") and not isinstance(f, Buffer):
                     raise loc.error((*path, "init", i), f"init {v!r} makes a Buffer but output "
                                                         f"field {i} is {f}; use 0, 1, -1 or -inf")
                 if v not in ("zeros", "ones", "-inf", "inf"):
@@ -182,8 +184,7 @@ def validate(spec: TaskSpec, loc: Locator, text: str, source_path: FsPath | None
             info = _parse_stream(entry, path, loc, is_output=False)
             gen = entry.data_gen
             if gen.kind == "multihot":
-                if not isinstance(info.dtype, dt.MultihotT) and not (
-                        isinstance(info.dtype, dt.BufferT) and isinstance(info.dtype.elem, dt.MultihotT)):
+                if not dt.is_multihot(fields_of(info.dtype)[0]):
                     raise loc.error((*path, "data_gen"), f"data_gen multihot needs a Multihot "
                                                          f"dtype, found {entry.dtype!r}")
                 lo, hi = gen.min if gen.min is not None else 1, gen.max if gen.max is not None else 1
@@ -207,7 +208,7 @@ def validate(spec: TaskSpec, loc: Locator, text: str, source_path: FsPath | None
         fns.append(_check_fn(f, ("fns", i), loc))
     for i, o in enumerate(spec.outputs):
         info = _parse_stream(o, ("outputs", i), loc, is_output=True)
-        n_fields = len(dt.fields(info.dtype))
+        n_fields = len(fields_of(info.dtype))
         if len(o.data_transform) != n_fields:
             raise loc.error(("outputs", i, "data_transform"),
                             f"output {o.name!r} has {n_fields} field(s) ({o.dtype}) but "
@@ -219,7 +220,7 @@ def validate(spec: TaskSpec, loc: Locator, text: str, source_path: FsPath | None
     symbols: list[str] = []
     for info in [*inputs, *params, *outputs]:
         for d in info.dims:
-            symbols.extend(d.symbols)
+            symbols.extend(dt.dim_symbols(d))
         symbols.extend(dt.dtype_symbols(info.dtype))
     for fn_info in fns:
         symbols.extend(dt.dtype_symbols(fn_info.input_dtype) + dt.dtype_symbols(fn_info.output_dtype))
