@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from stepsmith.step.program import compile_impl, fns_from_specs, namespace_for
+from stepsmith.step.program import call_impl, compile_impl, fns_from_specs, namespace_for
 from stepsmith.step.registry import FnSpec
-from stepsmith.step.session import PAPER_BINDING, Executor, Session
+from stepsmith.step.session import PAPER_BINDING, Executor
 from stepsmith.step.stream import Stream
 
 Tensors = dict[str, torch.Tensor]
@@ -47,10 +47,9 @@ class Prepared:
     impl: Callable[..., Any]
 
     def run(self) -> torch.Tensor:
-        with Session(binding=self.binding, executor=self.executor):
-            streams = {n: Stream.input(n, dt, dims, self.data[n])
-                       for n, dt, dims in self.case.inputs}
-            out = self.impl(**streams)
+        out, _ = call_impl(self.impl, lambda: {n: Stream.input(n, dt, dims, self.data[n])
+                                               for n, dt, dims in self.case.inputs},
+                           binding=self.binding, executor=self.executor)
         return out.data
 
     def torch_run(self) -> torch.Tensor:

@@ -3,7 +3,9 @@ workers), `tasks check` (through the verifier), the mutant self-audit and the te
 
 `run_program(task, source, binding)` = static checks (allow-list) → compile as
 `def impl(<task inputs>):` → instantiate the task at the binding (cached) → call with fresh
-input streams inside a `step.Session`. It never raises for faults of the program: they come
+input streams inside a `step.Session`. Compiling and calling are the language's own core
+(`stepsmith.step.program`, which the examples and docs use too); this module adds the
+allow-list, the task's instance, the restricted builtins and the wording of failures. It never raises for faults of the program: they come
 back in `ProgramRun.error`. Faults of the task's own code (a broken reference) do raise
 (`TaskReferenceError`): they are not the program's to answer for. Unsandboxed: in this process
 only trusted code runs here directly; untrusted programs reach it inside a worker (`pool.py`).
@@ -20,14 +22,13 @@ from typing import Any
 
 import torch
 
-from stepsmith.step.session import AffineMode, Executor, Session
+from stepsmith.step.program import IMPL_FILENAME, call_impl, compile_body, define_impl
+from stepsmith.step.session import AffineMode, Executor
 from stepsmith.step.stream import Stream
 from stepsmith.tasks import Binding, Instance, Task
 from stepsmith.verify import allowlist
 from stepsmith.verify.feedback import at_line, with_line
 from stepsmith.verify.verdict import FailureKind, Verdict
-
-IMPL_FILENAME = "<stepsmith-impl>"
 
 _SAFE_BUILTIN_NAMES = (
     "range len zip enumerate list tuple dict int float bool min max sum abs reversed sorted "
@@ -86,10 +87,8 @@ def static_checks(src: str, aliases: dict[str, str] | None = None) -> Verdict | 
 def compile_candidate(src: str, params: list[str]) -> Compiled | Verdict:
     """Wrap the body as `def impl(<params>):` and compile; a failed verdict on syntax errors."""
     lines = src.splitlines()
-    header = f"def impl({', '.join(params)}):\n"
-    code_text = header + textwrap.indent(src, "    ", lambda _line: True)
     try:
-        code = compile(code_text, IMPL_FILENAME, "exec", dont_inherit=True)
+        code = compile_body(src, params)
     except SyntaxError as e:
         line = (e.lineno - 1) if e.lineno else None
         return Verdict.failure(
@@ -158,11 +157,9 @@ def call_compiled(compiled: Compiled, instance: Instance, *, executor: Executor 
     ns = namespace if namespace is not None else {}
     ns.update(instance.namespace)
     ns["__builtins__"] = SAFE_BUILTINS
-    exec(compiled.code, ns)  # noqa: S102 - defines `impl`; untrusted code only runs in a worker
-    with Session(binding=dict(instance.binding.values), executor=executor, affine=affine) as sess:
-        result = ns["impl"](**instance.fresh_inputs())
-        warnings = [str(w) for w in sess.warnings]
-    return result, warnings
+    impl = define_impl(compiled.code, ns)
+    return call_impl(impl, instance.fresh_inputs, binding=instance.binding.values,
+                     executor=executor, affine=affine)
 
 
 class ProgramRejected(Exception):  # noqa: N818 - a verdict, carried as an exception value
