@@ -3,6 +3,7 @@ an exit, or a machine-sized allocation."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +199,41 @@ def test_a_task_whose_fn_body_exits_is_never_a_success(tmp_path: Path) -> None:
                                         "      import os\n      os._exit(0)"))
     result = _cli("verify", str(path), "--timeout", "2")
     assert result.exit_code != 0, result.output
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[Any]:
+    from stepsmith.verify import VerifierPool
+
+    with VerifierPool(workers=1) as p:
+        yield p
+
+
+def with_fn_exit_on_second_call(code: str) -> str:
+    """The task with `fn_sq` running `code` from its second call on: the data preparation's
+    one probe call passes, so the exit happens while the model's program runs."""
+    body = ("      import os, posix, signal\n      calls[0] += 1\n      if calls[0] > 1:\n"
+            + "".join(f"        {line}\n" for line in code.splitlines())
+            + "      return [input[0] * input[0]]")
+    return with_global("calls = [0]").replace("      return [input[0] * input[0]]", body)
+
+
+@pytest.mark.parametrize(("code", "says"), [
+    ("os._exit(0)", "exit code 0"),
+    ("posix._exit(5)", "exit code 5"),
+    ("os.kill(os.getpid(), signal.SIGKILL)", "SIGKILL"),
+    ("raise SystemExit(3)", "SystemExit(3)"),
+])
+def test_a_fn_body_that_exits_while_the_program_runs_is_a_task_error(
+        tmp_path: Path, pool: Any, code: str, says: str) -> None:
+    """The program only called the task's fn: the worker's death is the task's fault, named
+    by its file, never a failure (or a memory verdict) charged to the program."""
+    path = write(tmp_path, with_fn_exit_on_second_call(code))
+    task = load_task(path)
+    with pytest.raises(TaskReferenceError) as info:
+        pool.verify(task, IMPL, timeout_s=2)
+    assert info.value.source == str(path) and says in str(info.value), str(info.value)
+    assert pool.verify(load_task(TASK), IMPL).passed  # the pool replaced the worker
 
 
 HOSTILE_GLOBAL = "open({marker!r}, 'w').write('ran')\nimport os\nos._exit(7)"

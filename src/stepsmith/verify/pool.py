@@ -112,6 +112,7 @@ class _Worker:
 
     def __init__(self, ctx: Any, memory_limit_bytes: int | None) -> None:
         self.conn, child = ctx.Pipe(duplex=True)
+        self.task_code = ctx.RawValue("b", 0)  # 1 while the worker runs the task's fn bodies
         self.proc = ctx.Process(
             target=worker_main,
             args=(
@@ -119,6 +120,7 @@ class _Worker:
                 memory_limit_bytes,
                 os.getpid(),
                 ctx.get_start_method() == "forkserver",
+                self.task_code,
             ),
             daemon=True,
             name="stepsmith-verifier",
@@ -381,6 +383,12 @@ class VerifierPool:
                 return self._task_fault(job, "ended the verifier's worker process "
                                         f"({_exit_desc(w.proc.exitcode)}) while preparing the "
                                         "data; task code must not exit or kill its process"), False
+            if w.task_code.value:  # it died inside one of the task's fn bodies
+                w.proc.join(2)
+                return self._task_fault(job, "ended the verifier's worker process "
+                                        f"({_exit_desc(w.proc.exitcode)}) in a fn body called by "
+                                        "the program; task code must not exit or kill its "
+                                        "process"), False
             return self._died(w, job, done, t0), False
 
     @staticmethod

@@ -12,7 +12,9 @@ that does not work (a long C call) or the worker dies.
 Task files are code: their `global`, reference snippets and fn bodies run here too, never in
 the caller's process, under the same CPU-time and memory limits as a candidate (the
 preparation before "started" has its own `timeout_s` of CPU). Whatever goes wrong there is a
-task error naming the file, never a verdict about the program.
+task error naming the file, never a verdict about the program. The task's fn bodies also run
+*while* the program runs: a byte shared with the pool is raised for the length of each call,
+so a worker that dies inside one (`os._exit`, a signal) is the task's fault, not the program's.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import os
 import resource
 import signal
 import sys
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,8 +34,9 @@ import torch
 import stepsmith.step.affine  # noqa: F401 - warm the language, loader and static checks once
 import stepsmith.verify.allowlist  # noqa: F401
 from stepsmith.limits import CpuTimeExceeded, clip
+from stepsmith.step.fn import Fn
 from stepsmith.step.session import AffineMode, Executor
-from stepsmith.tasks import Binding, Task, TaskFormatError, load_task
+from stepsmith.tasks import Binding, Instance, Task, TaskFormatError, load_task
 from stepsmith.verify.execute import get_instance
 from stepsmith.verify.feedback import CandidateTimeout
 from stepsmith.verify.payload import TaskPayload, load_payload
@@ -153,13 +158,39 @@ def task_error_fields(exc: BaseException, payload: TaskPayload) -> dict[str, Any
     return {"message": why, "source": payload.path or payload.name, "line": None, "field": None}
 
 
+#: Set by `worker_main`: the byte the pool reads when this worker dies (1 = in task code).
+_task_code: Any = None
+_marked: weakref.WeakSet[Fn] = weakref.WeakSet()
+
+
+def _flagged(body: Callable[..., Any], flag: Any) -> Callable[..., Any]:
+    def run(*args: Any, **kwargs: Any) -> Any:
+        before, flag.value = flag.value, 1
+        try:
+            return body(*args, **kwargs)
+        finally:
+            flag.value = before
+    return run
+
+
+def mark_task_fns(instance: Instance, flag: Any) -> None:
+    """Raise `flag` while any of the task's fn bodies runs (each fn wrapped once; instances
+    are cached, so their fns are shared by every candidate)."""
+    for fn in instance.namespace.values():
+        if isinstance(fn, Fn) and fn not in _marked:
+            fn.body = _flagged(fn.body, flag)
+            _marked.add(fn)
+
+
 def prepare(job: Job) -> tuple[Task, list[Binding]]:
     """Load the task, run its `global` and references at every binding (cached): its own code,
     under the CPU-time alarm, before the candidate's clock starts. Raises on a task fault."""
     task = load_payload(job.payload)
     bindings = task.bindings()
     for binding in bindings:
-        get_instance(task, binding, torch.float64)
+        instance = get_instance(task, binding, torch.float64)
+        if _task_code is not None:
+            mark_task_fns(instance, _task_code)
     return task, bindings
 
 
@@ -237,8 +268,12 @@ def worker_main(
     memory_limit_bytes: int | None,
     owner_pid: int | None = None,
     forkserver_child: bool = False,
+    task_code: Any = None,
 ) -> None:
-    """Entry point of a worker process (`owner_pid`: the process that owns the pool)."""
+    """Entry point of a worker process (`owner_pid`: the process that owns the pool;
+    `task_code`: a shared byte, raised while the task's fn bodies run)."""
+    global _task_code
+    _task_code = task_code
     die_with_parent(owner_pid, forkserver_child=forkserver_child)
     torch.set_num_threads(1)
     try:
