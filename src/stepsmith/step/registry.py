@@ -430,9 +430,5 @@ def shapes_equal(a: Sequence[Dim], b: Sequence[Dim]) -> bool:
     return len(a) == len(b) and all(x == y for x, y in zip(a, b, strict=True))
 
 
-def type_of(s: SType) -> str:
-    return f"{s.type_str()}"
-
-
 def shape_text(shape: Sequence[Dim]) -> str:
     return shape_str(tuple(shape))

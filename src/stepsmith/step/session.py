@@ -23,11 +23,6 @@ _EXECUTORS = ("fast", "oracle")
 _AFFINE = ("strict", "warn", "off")
 
 
-def is_executor(value: object) -> TypeGuard[Executor]:
-    """True for an executor name `Session` accepts; narrows a string read from a CLI or file."""
-    return value in _EXECUTORS
-
-
 def is_affine_mode(value: object) -> TypeGuard[AffineMode]:
     """True for an affine mode `Session` accepts; narrows a string read from a CLI or file."""
     return value in _AFFINE

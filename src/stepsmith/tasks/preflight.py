@@ -31,7 +31,8 @@ class TaskCheck:
         return not self.problems
 
 
-def _source(task: Task) -> str:
+def source_of(task: Task) -> str:
+    """What messages call a task: its file, or its name when it was loaded from text."""
     return str(task.source_path) if task.source_path else task.name
 
 
@@ -48,8 +49,8 @@ def duplicate_names(tasks: Sequence[Task]) -> list[str]:
     for t in tasks:
         prev = first.setdefault(t.name, t)
         if prev is not t and not _same_file(prev, t):
-            problems.append(f"test_name {t.name!r} is defined by two files: {_source(prev)} and "
-                            f"{_source(t)}; task names must be unique (results are keyed by name)")
+            problems.append(f"test_name {t.name!r} is defined by two files: {source_of(prev)} and "
+                            f"{source_of(t)}; task names must be unique (results are keyed by name)")
     return problems
 
 

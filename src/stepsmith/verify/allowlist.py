@@ -22,9 +22,8 @@ from collections.abc import Mapping
 # SyntaxWarnings); the primitives and their parameter names are the registry's
 from stepsmith.step.affine.source import (
     apply_receiver,
-    is_indented,
+    parse_body,
     primitive_of,
-    quiet_parse,
     step_attr,
 )
 from stepsmith.step.registry import REGISTRY
@@ -158,37 +157,18 @@ def allowed_primitives() -> frozenset[str]:
 
 
 def _parse(src: str) -> ast.Module:
-    """Parse a body; a uniformly indented body is accepted (positions stay source-relative)."""
+    """Parse a body (`parse_body`: plain or uniformly indented), failures worded for the model."""
     try:
-        return _parse_once(src)
-    except SyntaxError as first:
-        try:
-            mod = _parse_once("if 1:\n" + src)
-        except SyntaxError as second:
-            err, line = first, first.lineno
-            if is_indented(src) and second.lineno:  # an indented body: the
-                err, line = second, second.lineno - 1  # wrapped parse finds the real error
-            text = " ".join((err.text or "").split())
-            where = f"line {line}: " if line else ""
-            shown = f" in `{text[:80]}`" if text else ""
-            raise ProgramSyntaxError(
-                f"{where}syntax error{shown}: {err.msg}; the answer must be the Python body "
-                "of the impl function (STeP calls, assignments and a return)",
-                line,
-            ) from None
-        wrapper = mod.body[0]
-        if not isinstance(wrapper, ast.If):  # pragma: no cover - "if 1:" parses as an If
-            raise TypeError("unexpected wrapper statement") from None
-        body = wrapper.body
-        for stmt in body:
-            ast.increment_lineno(stmt, -1)
-        return ast.Module(body=body, type_ignores=[])
-
-
-def _parse_once(src: str) -> ast.Module:
-    """One parse attempt; failures other than SyntaxError become `ProgramSyntaxError`."""
-    try:
-        return quiet_parse(src)
+        return parse_body(src)
+    except SyntaxError as err:
+        text = " ".join((err.text or "").split())
+        where = f"line {err.lineno}: " if err.lineno else ""
+        shown = f" in `{text[:80]}`" if text else ""
+        raise ProgramSyntaxError(
+            f"{where}syntax error{shown}: {err.msg}; the answer must be the Python body "
+            "of the impl function (STeP calls, assignments and a return)",
+            err.lineno,
+        ) from None
     except RecursionError:
         raise ProgramSyntaxError(
             "the program is nested too deeply to parse; write it as a sequence of assignments",

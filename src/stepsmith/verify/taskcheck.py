@@ -15,13 +15,9 @@ from pathlib import Path
 from stepsmith.step.session import Executor
 from stepsmith.tasks import Task, TaskFormatError
 from stepsmith.tasks.errors import TaskNotFoundError
-from stepsmith.tasks.preflight import TaskCheck
+from stepsmith.tasks.preflight import TaskCheck, source_of
 from stepsmith.tasks.suite import get_task
 from stepsmith.verify.pool import VerifierPool
-
-
-def _source(task: Task) -> str:
-    return str(task.source_path) if task.source_path else task.name
 
 
 def check_task(task: Task, *, pool: VerifierPool | None = None,
@@ -31,7 +27,7 @@ def check_task(task: Task, *, pool: VerifierPool | None = None,
     from stepsmith.verify import default_pool
 
     pool = pool or default_pool()
-    source = _source(task)
+    source = source_of(task)
     result = TaskCheck(ref=task.name, name=task.name, source=source)
     impl = (task.impl or "").strip()
     try:

@@ -17,7 +17,7 @@ from stepsmith.limits import parse_untrusted
 
 __all__ = [
     "AffineParseError", "ParsedProgram", "PrimitiveApply", "apply_receiver", "char_col",
-    "is_indented", "parse_program", "primitive_applies", "primitive_calls", "primitive_of",
+    "is_indented", "parse_body", "parse_program", "primitive_applies", "primitive_calls", "primitive_of",
     "quiet_parse", "split_lines", "step_attr",
 ]
 
@@ -55,6 +55,28 @@ def quiet_parse(src: str) -> ast.Module:
     return parse_untrusted(src)
 
 
+def parse_body(src: str) -> ast.Module:
+    """Parse an impl body, plain or uniformly indented (copied from inside a `def`), with
+    positions relative to the body. Raises the `SyntaxError` naming the real line (for an
+    indented body the wrapped parse's, shifted back) or `ValueError` (NUL bytes)."""
+    try:
+        return quiet_parse(src)
+    except SyntaxError as first:
+        try:
+            wrapped = quiet_parse("if 1:\n" + src)
+        except (SyntaxError, ValueError) as second:
+            if is_indented(src) and isinstance(second, SyntaxError) and second.lineno:
+                second.lineno -= 1
+                raise second from None
+            raise first from None
+    wrapper = wrapped.body[0]
+    if not isinstance(wrapper, ast.If):  # pragma: no cover - "if 1:" parses as an If
+        raise TypeError("unexpected wrapper statement")
+    for stmt in wrapper.body:
+        ast.increment_lineno(stmt, -1)
+    return ast.Module(body=wrapper.body, type_ignores=[])
+
+
 def parse_program(src: str) -> ParsedProgram:
     """Parse an impl body (plain, uniformly indented, or wrapped in a single `def`).
 
@@ -65,29 +87,14 @@ def parse_program(src: str) -> ParsedProgram:
             f"the program must be Python source text, found {type(src).__name__}"
         )
     try:
-        mod = quiet_parse(src)
+        mod = parse_body(src)
     except ValueError as exc:  # NUL bytes
         raise AffineParseError(f"the program cannot be parsed: {exc}") from None
-    except SyntaxError as exc:
-        try:
-            wrapped = quiet_parse("if 1:\n" + src)
-        except (SyntaxError, ValueError) as second:
-            err: SyntaxError | ValueError = exc
-            line = exc.lineno
-            if is_indented(src) and isinstance(second, SyntaxError) and second.lineno:
-                err, line = second, second.lineno - 1
-            text = " ".join((getattr(err, "text", None) or "").split())
-            text = text if len(text) <= 80 else text[:77] + "..."
-            where = f"line {line}: " if line else ""
-            msg = getattr(err, "msg", str(err))
-            raise AffineParseError(f"{where}{msg}" + (f": `{text}`" if text else "")) from None
-        wrapper = wrapped.body[0]
-        if not isinstance(wrapper, ast.If):  # pragma: no cover - "if 1:" parses as an If
-            raise AffineParseError("unexpected wrapper statement") from None
-        body = wrapper.body
-        for stmt in body:
-            ast.increment_lineno(stmt, -1)
-        return ParsedProgram(body=body, params=None, header_line=0)
+    except SyntaxError as err:
+        text = " ".join((err.text or "").split())
+        text = text if len(text) <= 80 else text[:77] + "..."
+        where = f"line {err.lineno}: " if err.lineno else ""
+        raise AffineParseError(f"{where}{err.msg}" + (f": `{text}`" if text else "")) from None
     if len(mod.body) == 1 and isinstance(mod.body[0], ast.FunctionDef):
         fn = mod.body[0]
         params = [a.arg for a in fn.args.posonlyargs + fn.args.args + fn.args.kwonlyargs]
