@@ -95,9 +95,6 @@ class Map(Primitive):
     def __init__(self, fn: Fn | None = None) -> None:
         self.fn = fn
 
-    def params(self) -> str:
-        return f"fn={getattr(self.fn, 'func_name', self.fn)}"
-
     def _streams(self, arg: Any) -> list[Stream]:
         return _streams_tuple(self, arg, min_n=1)
 
@@ -185,9 +182,6 @@ class Copy(Primitive):
     def __init__(self, n: int = 2) -> None:
         self.n = n
         need_int(self, "n", n, low=2)
-
-    def params(self) -> str:
-        return "" if self.n == 2 else f"n={self.n}"
 
     def typing(self, ins: Sequence[SType]) -> list[OutType]:
         return [(ins[0].dtype, tuple(ins[0].shape))] * self.n

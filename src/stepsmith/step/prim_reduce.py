@@ -48,9 +48,6 @@ class _Fold(Primitive):
             )
         need_int(self, "b", b)
 
-    def params(self) -> str:
-        return f"fn={getattr(self.fn, 'func_name', self.fn)}, b={self.b}"
-
     def typing(self, ins: Sequence[SType]) -> list[OutType]:
         s = ins[0]
         k = need_int(self, "b", self.b)

@@ -98,9 +98,6 @@ class Partition(Primitive):
                 primitive=self.label, expected="N=E_value", found=repr(N),
             )
 
-    def params(self) -> str:
-        return f"N={self.N}"
-
     def _streams(self, arg: Any) -> list[Stream]:
         if not isinstance(arg, list | tuple) or len(arg) != 2:
             raise StepArgumentError(
@@ -213,9 +210,6 @@ class Partition(Primitive):
 class Merge(Primitive):
     def __init__(self, fn: Fn | None = None) -> None:
         self.fn = fn
-
-    def params(self) -> str:
-        return f"fn={getattr(self.fn, 'func_name', self.fn)}"
 
     def _streams(self, arg: Any) -> list[Stream]:
         if (not isinstance(arg, list | tuple) or len(arg) != 2

@@ -41,10 +41,6 @@ from stepsmith.step.stream import Stream, SType, display
 Idx = tuple[int, ...]
 
 
-def _show(x: Any) -> str:
-    return str(list(x)) if isinstance(x, list | tuple) else repr(x)
-
-
 def _as_dim(prim: Primitive, name: str, value: Any) -> Dim:
     if isinstance(value, Dim):
         return value
@@ -117,9 +113,6 @@ class Promote(Primitive):
         if b is not None:
             need_int(self, "b", b)
 
-    def params(self) -> str:
-        return "" if self.b is None else f"b={self.b}"
-
     def _k(self, s: SType) -> int:
         return s.rank + 1 if self.b is None else self.b
 
@@ -178,9 +171,6 @@ class Flatten(Primitive):
                 "L= entries must be consecutive increasing indices", primitive=self.label,
                 expected="e.g. [1, 2, 3]", found=repr(self.axes),
             )
-
-    def params(self) -> str:
-        return f"L={_show(self.L)}"
 
     def typing(self, ins: Sequence[SType]) -> list[OutType]:
         s = ins[0]
@@ -251,9 +241,6 @@ class Reshape(Primitive):
             )
         self.axis = need_int(self, "L entry", self.L[0], low=0)
         self.c = _as_dim(self, "S", S)
-
-    def params(self) -> str:
-        return f"L={_show(self.L)}, S={self.S}"
 
     def typing(self, ins: Sequence[SType]) -> list[OutType]:
         s = ins[0]
@@ -350,9 +337,6 @@ class Bufferize(Primitive):
                                     primitive=self.label, expected="Bufferize(a=k)",
                                     found="no a")
         need_int(self, "a", a)
-
-    def params(self) -> str:
-        return f"a={self.a}"
 
     def typing(self, ins: Sequence[SType]) -> list[OutType]:
         s = ins[0]
@@ -465,9 +449,6 @@ class Repeat(Primitive):
     def __init__(self, n: Any = None) -> None:
         self.n = n
         self.x = _as_dim(self, "n", n)
-
-    def params(self) -> str:
-        return f"n={self.n}"
 
     def typing(self, ins: Sequence[SType]) -> list[OutType]:
         s = ins[0]

@@ -216,7 +216,20 @@ class Primitive:
 
     # -- to override ---------------------------------------------------------------------------
     def params(self) -> str:
-        return ""
+        """`name=value` for the declared parameters (an optional one only when not its
+        default): what labels and messages show, from the registry's facts."""
+        shown = []
+        pdef = REGISTRY.get(self.NAME)
+        for p in pdef.params if pdef else ():
+            v = getattr(self, p.name, None)
+            if not p.required and v == p.default:
+                continue
+            if p.kind in ("fn_stateless", "fn_stateful"):
+                v = getattr(v, "func_name", v)
+            elif p.kind == "axes" and not isinstance(v, list | tuple):
+                v = repr(v)
+            shown.append(f"{p.name}={list(v) if isinstance(v, list | tuple) else v}")
+        return ", ".join(shown)
 
     def _streams(self, arg: Any) -> list[Stream]:
         """Flatten the `.apply` argument into input streams (default: exactly one stream)."""
