@@ -270,3 +270,14 @@ def test_search_needs_typed_decoding(pool) -> None:
               search="prefix")
     with pytest.raises(ValueError, match="needs typed"):
         constraint_for(get_task("gemm_bias_relu"), "grammar", lambda answer: True)
+
+
+def test_new_names_are_bounded_so_one_name_cannot_eat_the_token_budget() -> None:
+    from stepsmith.agents.decoding.statements import MAX_NAME, fresh_name_re
+
+    rx = re.compile(fresh_name_re({"x", "E0"}))
+    assert rx.fullmatch("y" * MAX_NAME) and not rx.fullmatch("y" * (MAX_NAME + 1))
+    assert rx.fullmatch("x" + "y" * (MAX_NAME - 1)) and not rx.fullmatch("x" + "y" * MAX_NAME)
+    assert not rx.fullmatch("x") and not rx.fullmatch("E0") and rx.fullmatch("E01")
+    longest = max(len(n) for t in ALL for n in re.findall(r"[A-Za-z_]\w*", t.impl or ""))
+    assert longest <= MAX_NAME

@@ -110,7 +110,9 @@ def test_a_name_in_use_cannot_even_be_started(tok) -> None:
     task = get_task("gemm_bias_relu")
     rhs = program_lines(task.impl or "")[0].partition(" = ")[2]
     _, _, _, res = _run("gemm_bias_relu", f"  E0 = {rhs}\n", tok, max_tokens=300)
-    assert "  E0 = " not in res.text and res.rejected == 0  # E0 is an input
+    assert "  E0 = " not in res.text  # E0 is an input
+    # ...and no line was even tried with it (the mask, not a rejection, kept it out)
+    assert not any("'E0'" in note for note in res.notes)
 
 
 def test_a_rejected_line_is_undone_in_the_context(tok) -> None:

@@ -20,7 +20,10 @@ from .space import ELEM, FNV, Candidate, ProgramState
 PREFIX = "```yaml\nimpl: |-\n"
 SUFFIX = "```"
 INDENT = "  "
-NAME_RE = r"[A-Za-z_][A-Za-z0-9_]*"
+# New names are at most this long (the longest identifier of any reference program is 21
+# characters); unbounded, a small model can spend its whole token budget on one name.
+MAX_NAME = 24
+NAME_RE = rf"[A-Za-z_][A-Za-z0-9_]{{0,{MAX_NAME - 1}}}"
 _COMP_VARS = re.compile(r" for (?:([A-Za-z_]\w*), )?([A-Za-z_]\w*) in ")
 
 
@@ -28,8 +31,9 @@ _ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_0123456789"
 
 
 def fresh_name_re(taken: set[str]) -> str:
-    """A regex for identifiers that are not in `taken` (nor Python keywords), built from the
-    trie of the taken words: the decoder cannot even start writing a name already in use."""
+    """A regex for identifiers of at most MAX_NAME characters that are not in `taken` (nor
+    Python keywords), built from the trie of the taken words: the decoder cannot even start
+    writing a name already in use."""
     words = {w for w in taken | set(keyword.kwlist) if w.isidentifier()}
     trie: dict = {}
     for w in words:
@@ -38,20 +42,21 @@ def fresh_name_re(taken: set[str]) -> str:
             node = node.setdefault(ch, {})
         node[""] = {}
 
-    def rest(node: dict, first: bool) -> str:
-        chars = _ID_CHARS[:53] if first else _ID_CHARS
-        alts = [] if (first or "" in node) else [""]
+    def rest(node: dict, depth: int) -> str:
+        # `depth` characters are written; at most MAX_NAME in all
+        chars = _ID_CHARS[:53] if depth == 0 else _ID_CHARS
+        alts = [] if (depth == 0 or "" in node) else [""]
         others = "".join(c for c in chars if c not in node)
-        if others:
-            alts.append(f"[{others}][A-Za-z0-9_]*")
+        if others and depth < MAX_NAME:
+            alts.append(f"[{others}][A-Za-z0-9_]{{0,{MAX_NAME - depth - 1}}}")
         for ch, child in sorted(node.items()):
-            if ch:
-                alts.append(re.escape(ch) + rest(child, False))
+            if ch and depth < MAX_NAME:
+                alts.append(re.escape(ch) + rest(child, depth + 1))
         if not alts:
             return "(?:[^\\x00-\\x7f])"  # unreachable in practice: no identifier left
         return "(?:" + "|".join(alts) + ")"
 
-    return rest(trie, True)
+    return rest(trie, 0)
 
 
 def _rx(text: str) -> str:
