@@ -281,3 +281,28 @@ def test_new_names_are_bounded_so_one_name_cannot_eat_the_token_budget() -> None
     assert not rx.fullmatch("x") and not rx.fullmatch("E0") and rx.fullmatch("E01")
     longest = max(len(n) for t in ALL for n in re.findall(r"[A-Za-z_]\w*", t.impl or ""))
     assert longest <= MAX_NAME
+
+
+def test_a_typed_answer_without_return_is_incomplete_not_wrong(pool) -> None:
+    """A typed decode that ran out of statements has no program: the sample says so (and the
+    verifier is not asked), while a finished one is verified as usual."""
+    import asyncio
+
+    from stepsmith.agents.agent import Agent
+    from stepsmith.llm.client import LLMClient
+    from stepsmith.llm.testing import ScriptedBackend
+
+    task = get_task("gemm_bias_relu")
+    lines = program_lines(task.impl or "")
+    cut = PREFIX + "".join(f"  {ln}\n" for ln in lines[:-1])
+    whole = PREFIX + "".join(f"  {ln}\n" for ln in lines) + SUFFIX
+
+    def attempt(answer: str):
+        agent = Agent(LLMClient(ScriptedBackend(lambda *_: answer, finish_reason="dead_end")),
+                      pool, method="single", constrain="typed")
+        return asyncio.run(agent.attempt(task, [], temperature=0.7, sample_index=0))
+
+    short = attempt(cut)
+    assert short.failure_kind == "incomplete" and short.verdict is None
+    assert "before a `return`" in short.feedback and "dead_end" in short.feedback
+    assert attempt(whole).verdict.passed

@@ -38,7 +38,7 @@ class Attempt:
 
     impl: str | None
     verdict: Verdict | None
-    failure_kind: str | None  # "unparsable", "llm_error", "verifier_error" or verdict.kind
+    failure_kind: str | None  # "unparsable", "incomplete", "llm_error", "verifier_error" or verdict.kind
     passed: bool
     input_tokens: int
     output_tokens: int
@@ -186,22 +186,32 @@ class Agent:
                 if completion.finish_reason == "length":
                     feedback += " (the answer hit the output token limit; write a shorter answer)"
             else:
-                verified = await self._guard_and_verify(
-                    task, impl, params, temperature, sample_index, totals, notes, turn
-                )
-                impl, verdict, changed, corrupted, unguarded_src = verified
-                guardian_changed |= changed
-                guardian_corrupted |= corrupted
-                unguarded = unguarded_src
-                if verdict is None:
-                    failure = "verifier_error"
-                    feedback = notes[-1] if notes else "the verifier failed"
-                elif verdict.passed:
-                    failure, feedback = None, ""
-                    break
+                if constraint is not None and constraint.mode == "typed" and not _returns(impl):
+                    # a typed answer that never reached `return` (statement budget, dead end or
+                    # token limit) is no program at all: say so instead of "wrong outputs"
+                    verdict, failure = None, "incomplete"
+                    feedback = (
+                        "Your program stopped before a `return` "
+                        f"({completion.finish_reason}): write fewer statements and return the "
+                        "output stream(s) once they are computed."
+                    )
                 else:
-                    failure = verdict.kind.value if verdict.kind is not None else "unknown"
-                    feedback = verdict.feedback
+                    verified = await self._guard_and_verify(
+                        task, impl, params, temperature, sample_index, totals, notes, turn
+                    )
+                    impl, verdict, changed, corrupted, unguarded_src = verified
+                    guardian_changed |= changed
+                    guardian_corrupted |= corrupted
+                    unguarded = unguarded_src
+                    if verdict is None:
+                        failure = "verifier_error"
+                        feedback = notes[-1] if notes else "the verifier failed"
+                    elif verdict.passed:
+                        failure, feedback = None, ""
+                        break
+                    else:
+                        failure = verdict.kind.value if verdict.kind is not None else "unknown"
+                        feedback = verdict.feedback
             if turn < self.repair:
                 messages = messages + [
                     {"role": "assistant", "content": answer},
@@ -309,3 +319,8 @@ class Agent:
                 "Fix the program and answer again with the complete `def impl(...)` in a ```python code block."
             )
         return "\n\n".join(lines)
+
+
+def _returns(impl: str) -> bool:
+    """Whether a program body has a `return` statement (at its top level)."""
+    return any(line.startswith("return") for line in impl.splitlines())
