@@ -55,8 +55,6 @@ def run_suite_compute(tasks: list[Any], sizes: dict[str, int]) -> tuple[float, l
     from stepsmith.verify.runner import (
         SAFE_BUILTINS,
         compile_candidate,
-        fresh_inputs,
-        input_names,
         normalise_source,
     )
 
@@ -67,14 +65,14 @@ def run_suite_compute(tasks: list[Any], sizes: dict[str, int]) -> tuple[float, l
         b = binding_at(task, sizes, "big", 1)
         try:
             inst = task.instantiate(b, dtype=torch.float32)
-            compiled = compile_candidate(normalise_source(task.impl), input_names(task))
+            compiled = compile_candidate(normalise_source(task.impl), task.input_names)
             ns = dict(inst.namespace)
             ns["__builtins__"] = SAFE_BUILTINS
             exec(compiled.code, ns)
             best = float("inf")
             for _ in range(3):
                 with step.Session(binding=dict(b.values), executor="fast", affine="strict"):
-                    inputs = fresh_inputs(inst)
+                    inputs = dict(inst.fresh_inputs())
                     t = time.perf_counter()
                     ns["impl"](**inputs)
                     best = min(best, time.perf_counter() - t)

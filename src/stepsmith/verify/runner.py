@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 import torch
 
 from stepsmith.step.affine import AffineViolation, check_source
 from stepsmith.step.docs import AFFINE_RULE_BRIEF
 from stepsmith.step.session import AffineMode, Executor
-from stepsmith.tasks import Binding, Instance, Task
+from stepsmith.tasks import Binding, Task
 from stepsmith.verify.checking import check_outputs
 from stepsmith.verify.execute import (
     SAFE_BUILTINS,
@@ -45,25 +44,11 @@ __all__ = [
     "CandidateTimeout",
     "check_candidate",
     "compile_candidate",
-    "fresh_inputs",
-    "input_names",
     "normalise_source",
     "static_checks",
 ]
 
 AFFINE_MODES = ("strict", "warn")
-
-
-# Kept only for bench/bench_verify.py (outside this package's edit scope) until it calls
-# `execute.run_program`; both forward to the typed `Task` / `Instance`, nothing is guessed.
-def input_names(task: Task) -> list[str]:
-    """The program's parameters (`Task.input_names`)."""
-    return task.input_names
-
-
-def fresh_inputs(instance: Instance) -> dict[str, Any]:
-    """New input streams of an instance (`Instance.fresh_inputs`)."""
-    return dict(instance.fresh_inputs())
 
 
 def _affine_static(src: str, params: list[str]) -> list[AffineViolation]:
