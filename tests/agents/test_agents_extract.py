@@ -128,11 +128,8 @@ def test_non_string_is_unparsable_not_a_crash() -> None:
         extract_impl(None)  # type: ignore[arg-type]
 
 
-def test_long_rambling_answer_is_fast() -> None:
-    import time
-
+def test_long_rambling_answer_still_yields_its_program() -> None:
+    # (its speed is measured by bench/fuzz_answers.py, not asserted here)
     prose = "\n".join(f"Step {i}: consider the value x = {i} in the stream." for i in range(400))
-    start = time.perf_counter()
     body = extract_impl(prose + "\n" + GOOD_ANSWERS["yaml_block"])
-    assert time.perf_counter() - start < 2.0
     assert body.endswith("return E2")

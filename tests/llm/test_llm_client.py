@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
@@ -240,7 +239,8 @@ def test_sample_sync_inside_a_loop_is_refused() -> None:
 
 
 def test_cancellation_stops_promptly_and_logs_nothing_half_done(store: CallStore) -> None:
-    backend = ScriptedBackend(echo, delay_s=5.0)
+    # the answers would take a minute: had cancellation waited for them, they would be logged
+    backend = ScriptedBackend(echo, delay_s=60.0)
     client = LLMClient(backend, store=store, concurrency=2)
 
     async def main():
@@ -251,9 +251,7 @@ def test_cancellation_stops_promptly_and_logs_nothing_half_done(store: CallStore
         with pytest.raises(asyncio.CancelledError):
             await task
 
-    t0 = time.perf_counter()
     asyncio.run(main())
-    assert time.perf_counter() - t0 < 2.0
     assert len(backend.calls) == 2  # the other four never started
     assert store.recent(10) == []
 

@@ -57,12 +57,11 @@ def test_openai_reasoning_models_get_their_own_parameters(server: FakeLLMServer,
 def test_429_with_retry_after_is_honoured(server: FakeLLMServer) -> None:
     server.push(Reply(status=429, body={"error": {"message": "slow down"}},
                       headers={"retry-after": "0.4"}))
-    t0 = time.perf_counter()
     comp = compat(server).sample_sync(MSG)
     assert comp.text == "echo: hello"
     assert len(server.requests) == 2
     gap = server.requests[1]["time"] - server.requests[0]["time"]
-    assert gap >= 0.4 and time.perf_counter() - t0 < 5
+    assert gap >= 0.4  # waited at least as long as asked (an upper bound would flake when busy)
 
 
 def test_500s_are_retried_with_a_bound(server: FakeLLMServer, tmp_path: Path) -> None:
@@ -80,11 +79,10 @@ def test_500s_are_retried_with_a_bound(server: FakeLLMServer, tmp_path: Path) ->
 
 
 def test_slow_responses_time_out(server: FakeLLMServer) -> None:
+    # replies slower than the timeout would succeed if it were not applied
     server.push(Reply(delay_s=3.0), Reply(delay_s=3.0))
-    t0 = time.perf_counter()
     with pytest.raises(LLMError, match="timed out.*gave up after 2 attempts"):
         compat(server, timeout_s=0.5, max_retries=1).sample_sync(MSG)
-    assert time.perf_counter() - t0 < 2.5
 
 
 def test_malformed_json_is_retried_then_reported(server: FakeLLMServer) -> None:
@@ -212,7 +210,9 @@ def test_ctrl_c_stops_many_inflight_requests_promptly(server: FakeLLMServer,
         "print('start', flush=True)\n"
         "asyncio.run(c.sample_many(reqs))\n"
     )
-    server.push(*[Reply(delay_s=20.0)] * 16)
+    # replies take far longer than the wait below: exiting at all proves the in-flight requests
+    # were abandoned, without timing how fast (no wall-clock bound on a busy machine)
+    server.push(*[Reply(delay_s=600.0)] * 16)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "start"
@@ -220,9 +220,7 @@ def test_ctrl_c_stops_many_inflight_requests_promptly(server: FakeLLMServer,
     while len(server.requests) < 4 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert len(server.requests) == 4  # bounded concurrency: four in flight
-    t0 = time.perf_counter()
     proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=10)
-    assert time.perf_counter() - t0 < 3.0
+    proc.wait(timeout=120)
     assert proc.returncode != 0 and "KeyboardInterrupt" in proc.stderr.read()
     assert len(server.requests) == 4  # nothing new was started after Ctrl-C
