@@ -306,3 +306,24 @@ def test_a_typed_answer_without_return_is_incomplete_not_wrong(pool) -> None:
     assert short.failure_kind == "incomplete" and short.verdict is None
     assert "before a `return`" in short.feedback and "dead_end" in short.feedback
     assert attempt(whole).verdict.passed
+
+
+def test_typing_facts_run_none_of_the_task_files_code(tmp_path) -> None:
+    """Task files are code that runs only in verifier workers: a task whose `global` and
+    reference would kill the process still gets its typed decoder, with the facts its benign
+    twin gets (sizes read from `NAME_value = <int>` lines, fns compiled but never called)."""
+    from stepsmith.tasks.loader import load_task
+
+    src = (Path(__file__).resolve().parents[2] / "src/stepsmith/benchmarks/bench/expert"
+           / "expert_linear_sum.yaml").read_text()
+    benign = load_task(src)
+    assert "E_value = " in (benign.spec.global_ or "")
+    hostile_global = "global: |-\n  E_value = 3\n  ctx[E] = E_value\n  import os\n  os._exit(9)\n"
+    text = re.sub(r"(?ms)^global:.*?(?=^\w)", hostile_global, src, count=1)
+    text = text.replace("apply: |-\n", "apply: |-\n      import os; os._exit(9)\n", 1)
+    hostile = load_task(text)
+    assert hostile.spec.global_ != benign.spec.global_
+    a, b = Facts.from_task(benign), Facts.from_task(hostile)  # would exit the test run
+    assert (a.ints, a.binding, a.reserved, set(a.fns)) == (b.ints, b.binding, b.reserved, set(b.fns))
+    assert a.ints["E_value"] == 3
+    assert constraint_for(benign, "typed").identity == constraint_for(hostile, "typed").identity

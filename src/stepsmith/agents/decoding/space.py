@@ -15,6 +15,7 @@ Comprehension loop variables (`[... for f, p in zip(fns, parts)]`) may be any id
 
 from __future__ import annotations
 
+import ast
 import itertools
 import keyword
 import re
@@ -28,6 +29,7 @@ from stepsmith.step.dtypes import ElemType, elem_dims, fields_of
 from stepsmith.step.fn import Fn
 from stepsmith.step.registry import REGISTRY, Param, PrimitiveDef, shapes_equal
 from stepsmith.step.stream import SType
+from stepsmith.tasks.bindings import ALWAYS_BOUND, requested_bindings
 from stepsmith.tasks.task import Task
 
 # placeholders for comprehension loop variables in candidate texts
@@ -77,15 +79,22 @@ class Facts:
 
     @classmethod
     def from_task(cls, task: Task) -> Facts:
-        """Facts from the task's paper binding (types are symbolic, so one binding suffices)."""
-        inst = task.instantiate(task.bindings()[0])
-        ns = inst.namespace
-        fns = {k: v for k, v in ns.items() if isinstance(v, Fn)}
-        sizes = {k: v for k, v in ns.items() if isinstance(v, Dim)}
-        ints = {k: v for k, v in ns.items()
-                if isinstance(v, int) and not isinstance(v, bool) and not k.startswith("_")}
-        inputs = {k: SType(s.dtype, tuple(s.shape), k) for k, s in inst.inputs.items()}
-        outputs = tuple((e.dtype, tuple(e.shape)) for e in inst.expected)
+        """Facts from the task's declarations at its paper binding (types are symbolic, so one
+        binding suffices). Nothing of the task's code runs here: task files are code, and
+        their code runs only in a verifier worker. Fn bodies are compiled, never called; ints
+        are the binding's sizes plus `NAME_value = <int>` lines read from `global`."""
+        values = _paper_values(task)
+        fns = {spec.func_name: Fn.from_source(
+                   name=spec.name, apply_src=spec.apply, input_dtype=info.input_dtype,
+                   output_dtype=info.output_dtype, init=spec.init, func_name=spec.func_name,
+                   namespace={})
+               for spec, info in zip(task.spec.fns, task.fn_infos, strict=True)}
+        sizes = {k: Dim.sym(k) for k in values}
+        ints = {f"{k}_value": v for k, v in values.items()}  # the final sizes win
+        ints.update({k: v for k, v in _declared_ints(task.spec.global_).items() if k not in ints})
+        inputs = {i.name: SType(i.dtype, tuple(i.dims), i.name) for i in task.input_infos}
+        outputs = tuple((i.dtype, tuple(i.dims)) for i in task.output_infos)
+        ns = {"step", *sizes, *ints, *fns}
         useful: set[tuple[ElemType, ...]] = set()
         for t in [f.input_dtype for f in fns.values()] + [d for d, _ in outputs]:
             fs = tuple(fields_of(t))
@@ -99,7 +108,7 @@ class Facts:
                    + [len(elem_dims(x)) + 1 for fn in fns.values()
                       for x in (*fields_of(fn.input_dtype), *fields_of(fn.output_dtype))])
         return cls(fns=fns, sizes=sizes, ints=ints, inputs=inputs, outputs=outputs,
-                   binding=dict(inst.binding.values), reserved=reserved,
+                   binding=values, reserved=reserved,
                    useful_tuples=frozenset(useful), max_rank=base + RANK_MARGIN,
                    max_dims=dims + DIMS_MARGIN)
 
@@ -449,6 +458,43 @@ class ProgramState:
                 continue
             for combo in itertools.islice(itertools.product(stateless, repeat=n), 256):
                 yield Candidate("[" + ", ".join(combo) + "]", (), frozenset(), fn_list=combo)
+
+
+def _paper_values(task: Task) -> dict[str, int]:
+    """The size symbols' values at the paper binding, read without running `global`: explicit
+    binding values, then `X_value = <int>` lines of `global`, then the paper's defaults. Only
+    when `global` computes a size in code does this fall back to running it (as `bindings()`
+    does; `bench` has by then run the same code in a sandboxed worker, in its task check)."""
+    _label, base, _seed, over = requested_bindings(task.spec.bindings)[0]
+    declared = _declared_ints(task.spec.global_)
+    values: dict[str, int] = {}
+    for k in dict.fromkeys([*ALWAYS_BOUND, *base, *task.symbols]):
+        if k in over:
+            values[k] = over[k]
+        elif f"{k}_value" in declared:
+            values[k] = declared[f"{k}_value"]
+        elif k in base:
+            values[k] = base[k]
+        else:
+            return dict(task.bindings()[0].values)
+    return values
+
+
+def _declared_ints(global_src: str | None) -> dict[str, int]:
+    """`NAME_value = <int literal>` assignments at the top level of a task's `global` code,
+    read from its syntax tree (never run)."""
+    try:
+        tree = ast.parse(global_src or "")
+    except SyntaxError:
+        return {}
+    out: dict[str, int] = {}
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id.endswith("_value")
+                and isinstance(node.value, ast.Constant) and type(node.value.value) is int):
+            out[node.targets[0].id] = node.value.value
+    return out
 
 
 def _moves_nothing(ins: Sequence[SType], outs: tuple[SType, ...]) -> bool:
