@@ -201,7 +201,9 @@ def test_ctrl_c_stops_many_inflight_requests_promptly(server: FakeLLMServer,
     import sys
 
     script = (
-        "import asyncio, sys\n"
+        "import asyncio, signal, sys\n"
+        # a terminal's Ctrl-C; a shell's background job would start with SIGINT ignored
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "from stepsmith.llm import LLMClient, CallStore\n"
         f"c = LLMClient('openai-compatible:m@{server.url}/v1', concurrency=4,"
         f" store=CallStore(r'{tmp_path / 'db'}'))\n"
