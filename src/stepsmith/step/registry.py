@@ -68,6 +68,21 @@ ParamKind = Literal[
     "size",  # a dimension: a size symbol (D, N, ...) or a positive int
     "count",  # a positive int, usually a task constant such as E_value
 ]
+#: The least value of each integer parameter kind (the language's bound): mutants never move a
+#: value below it, and the literals the decoder offers start at or above it.
+LOWEST_INT: dict[ParamKind, int] = {"axis": 0, "axes": 0, "size": 1, "count": 1}
+#: Literal ints offered for a size or count besides the task's own names (D, E_value, ...).
+_LITERALS: dict[ParamKind, tuple[int, ...]] = {"size": tuple(range(1, 9)), "count": (2, 3, 4)}
+
+
+def int_literals(kind: ParamKind, rank: int) -> tuple[int, ...]:
+    """The literal ints a parameter of `kind` may take on a stream of `rank` (an axis names a
+    dim position 0..rank+1); fn kinds take none."""
+    if kind in ("axis", "axes"):
+        return tuple(range(LOWEST_INT[kind], rank + 2))
+    return _LITERALS.get(kind, ())
+
+
 # How `.apply(...)` takes its streams: one stream; one stream or a tuple (zipped first); a
 # tuple of two or more; an ordered pair; or (list of part streams, selector).
 ArgForm = Literal["stream", "streams", "zip", "pair", "parts_sel"]

@@ -35,7 +35,7 @@ from stepsmith.step.affine.source import (
     primitive_of,
     split_lines,
 )
-from stepsmith.step.registry import REGISTRY, ParamKind
+from stepsmith.step.registry import LOWEST_INT, REGISTRY, ParamKind
 from stepsmith.step.session import PAPER_BINDING
 
 __all__ = ["MUTANT_KINDS", "PAPER_BINDING", "Mutant", "mutants"]
@@ -49,9 +49,6 @@ MUTANT_KINDS: tuple[str, ...] = (
     "symbol_to_literal",
 )
 
-#: The least value of an integer-valued parameter kind (its domain's lower end): a mutant moves
-#: a value by one, never out of the kind's domain.
-_LOWEST: dict[ParamKind, int] = {"axis": 0, "axes": 0, "size": 1, "count": 1}
 _SYMBOL_RE = re.compile(r"^[A-Z][A-Z0-9]?$")
 
 
@@ -197,7 +194,7 @@ class _Generator:
             return [n for elt in value.elts for n in self._neighbours("axis", elt, symbols)]
         if isinstance(value, ast.Constant) and type(value.value) is int:
             v = value.value
-            return [(value, str(v + 1))] + ([(value, str(v - 1))] if v > _LOWEST[kind] else [])
+            return [(value, str(v + 1))] + ([(value, str(v - 1))] if v > LOWEST_INT[kind] else [])
         if isinstance(value, ast.Name):
             if value.id.endswith("_value"):
                 return [(value, f"{value.id} + 1"), (value, f"{value.id} - 1")]

@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 import re
 
-from stepsmith.step.registry import REGISTRY, Param, PrimitiveDef
+from stepsmith.step.registry import REGISTRY, Param, PrimitiveDef, int_literals
 from stepsmith.tasks.task import Task
 
-from .space import COUNT_INTS, SMALL_INTS, Facts
+from .space import Facts
 from .statements import PREFIX, SUFFIX
 
 
@@ -89,8 +89,8 @@ def _rules(task: Task, facts: Facts | None = None) -> list[tuple[str, str]]:
     f = facts or Facts.from_task(task)
     stateless = [n for n, fn in f.fns.items() if not fn.stateful]
     stateful = [n for n, fn in f.fns.items() if fn.stateful]
-    sizes = list(f.sizes) + [str(k) for k in SMALL_INTS]
-    counts = [n for n, v in f.ints.items() if v > 0] + [str(k) for k in COUNT_INTS]
+    sizes = list(f.sizes) + [str(k) for k in int_literals("size", 0)]
+    counts = [n for n, v in f.ints.items() if v > 0] + [str(k) for k in int_literals("count", 0)]
     arg_rules = {
         "stream": "ref",
         "streams": 'ref | "(" ref (", " ref)+ ")"',

@@ -27,7 +27,7 @@ from stepsmith import step
 from stepsmith.step.dims import Dim
 from stepsmith.step.dtypes import ElemType, elem_dims, fields_of
 from stepsmith.step.fn import Fn
-from stepsmith.step.registry import REGISTRY, Param, PrimitiveDef, shapes_equal
+from stepsmith.step.registry import REGISTRY, Param, PrimitiveDef, int_literals, shapes_equal
 from stepsmith.step.stream import SType
 from stepsmith.tasks.bindings import ALWAYS_BOUND, requested_bindings
 from stepsmith.tasks.task import Task
@@ -35,8 +35,6 @@ from stepsmith.tasks.task import Task
 # placeholders for comprehension loop variables in candidate texts
 ELEM = "\x00e"
 FNV = "\x00f"
-SMALL_INTS = tuple(range(1, 9))
-COUNT_INTS = (2, 3, 4)
 MAX_TUPLE = 4
 # The longest reference program has 13 statements and a return; a sample past 16 statements
 # has lost its way, and every further line costs model time (measured: wandering samples ran
@@ -320,16 +318,17 @@ class ProgramState:
             return [(fn, n) for n, fn in f.fns.items() if not fn.stateful]
         if p.kind == "fn_stateful":
             return [(fn, n) for n, fn in f.fns.items() if fn.stateful]
+        ints = int_literals(p.kind, rank)
         if p.kind == "axis":
-            return [(k, str(k)) for k in range(0, rank + 2)]
+            return [(k, str(k)) for k in ints]
         if p.kind == "axes":
-            return [(list(range(i, j + 1)), str(list(range(i, j + 1))))
-                    for i in range(0, rank + 2) for j in range(i, rank + 2)]
+            return [(list(ints[i:j + 1]), str(list(ints[i:j + 1])))
+                    for i in range(len(ints)) for j in range(i, len(ints))]
         if p.kind == "size":
-            return [(d, n) for n, d in f.sizes.items()] + [(k, str(k)) for k in SMALL_INTS]
+            return [(d, n) for n, d in f.sizes.items()] + [(k, str(k)) for k in ints]
         if p.kind == "count":
             named = [(v, n) for n, v in f.ints.items() if v > 0]
-            return named + [(k, str(k)) for k in COUNT_INTS]
+            return named + [(k, str(k)) for k in ints]
         raise ValueError(f"unknown parameter kind {p.kind!r} of {p.name}")
 
     def _arguments(self, pdef: PrimitiveDef, refs: list[Ref]
