@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from stepsmith.step.dtypes import make_tuple
-from stepsmith.step.errors import StepArgumentError, StepShapeError
+from stepsmith.step.errors import StepShapeError
 from stepsmith.step.execfn import call_batched, call_one, empty_outputs
 from stepsmith.step.fn import Fn
 from stepsmith.step.registry import (
@@ -21,7 +21,6 @@ from stepsmith.step.registry import (
     OutType,
     Param,
     Primitive,
-    _describe_value,
     check_fn,
     given_fn,
     need_int,
@@ -47,23 +46,6 @@ def _zip_types(prim: Primitive, ins: Sequence[SType]) -> SType:
             )
     names = ", ".join(s.name for s in ins)
     return SType(make_tuple([s.dtype for s in ins]), first.shape, name=f"Zip({names})")
-
-
-def _streams_tuple(prim: Primitive, arg: Any, *, min_n: int) -> list[Stream]:
-    if isinstance(arg, Stream):
-        if min_n <= 1:
-            return [arg]
-    elif isinstance(arg, list | tuple) and len(arg) >= min_n:
-        out = []
-        for i, x in enumerate(arg):
-            out.append(prim._one(x, f"element {i} of the argument tuple"))
-        return out
-    what = "a stream or a tuple of streams" if min_n <= 1 else f"a tuple of {min_n}+ streams"
-    raise StepArgumentError(
-        f"the argument must be {what}", primitive=prim.label,
-        expected=what, found=_describe_value(arg),
-        hint=prim.usage,
-    )
 
 
 def _outer(ins: Sequence[Stream]) -> tuple[int, ...]:
@@ -94,9 +76,6 @@ def _fields(ins: Sequence[Stream]) -> list[torch.Tensor]:
 class Map(Primitive):
     def __init__(self, fn: Fn | None = None) -> None:
         self.fn = fn
-
-    def _streams(self, arg: Any) -> list[Stream]:
-        return _streams_tuple(self, arg, min_n=1)
 
     def typing(self, ins: Sequence[SType]) -> list[OutType]:
         src = _zip_types(self, ins) if len(ins) > 1 else ins[0]
@@ -146,9 +125,6 @@ class Map(Primitive):
     category="elementwise",
 )
 class Zip(Primitive):
-    def _streams(self, arg: Any) -> list[Stream]:
-        return _streams_tuple(self, arg, min_n=2)
-
     def typing(self, ins: Sequence[SType]) -> list[OutType]:
         z = _zip_types(self, ins)
         return [(z.dtype, tuple(z.shape))]

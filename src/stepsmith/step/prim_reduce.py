@@ -12,7 +12,6 @@ from collections.abc import Sequence
 
 import torch
 
-from stepsmith.step.errors import StepArgumentError, StepRankError
 from stepsmith.step.execfn import call_one, fold_batched, init_state
 from stepsmith.step.fn import Fn
 from stepsmith.step.registry import (
@@ -24,12 +23,12 @@ from stepsmith.step.registry import (
     Param,
     Primitive,
     check_fn,
+    check_inner,
     given_fn,
     need_int,
     primitive,
-    shape_text,
 )
-from stepsmith.step.stream import Stream, SType, display
+from stepsmith.step.stream import Stream, SType
 
 
 class _Fold(Primitive):
@@ -40,36 +39,20 @@ class _Fold(Primitive):
     def __init__(self, fn: Fn | None = None, b: int | None = None) -> None:
         self.fn = fn
         self.b = b
-        if b is None:
-            raise StepArgumentError(
-                "missing parameter b= (the number of inner dims to fold over)",
-                primitive=self.label, expected=f"{self.NAME}(fn=f, b=k) with 0 < k <= rank",
-                found="no b",
-            )
-        need_int(self, "b", b)
+        self.k = need_int(self, "b", b, meaning="the number of inner dims to fold over")
 
     def typing(self, ins: Sequence[SType]) -> list[OutType]:
         s = ins[0]
-        k = need_int(self, "b", self.b)
-        if not 0 < k <= s.rank:
-            extra = (" The outermost dim can never be reduced: Promote a size-1 outer dim "
-                     "first (dimension placeholder idiom), then Flatten it away."
-                     if k == s.rank + 1 else "")
-            raise StepRankError(
-                f"b must satisfy 0 < b <= rank; stream rank is {s.rank} (shape "
-                f"{shape_text(s.shape)}).{extra}",
-                primitive=self.label, stream=display(s),
-                expected=f"0 < b <= {s.rank}", found=f"b={k}",
-            )
+        check_inner(self, s, "b", self.k, "The outermost dim can never be reduced: Promote a "
+                    "size-1 outer dim first (dimension placeholder idiom), then Flatten it away.")
         fn = check_fn(self, self.fn, s, stateful=True)
-        shape = tuple(s.shape) if self.emit_all else tuple(s.shape[k:])
+        shape = tuple(s.shape) if self.emit_all else tuple(s.shape[self.k:])
         return [(fn.output_dtype, shape)]
 
     def _split(self, s: Stream) -> tuple[tuple[int, ...], tuple[int, ...]]:
         t = s.fields[0]
         r1 = len(s.shape)
-        k = need_int(self, "b", self.b)
-        return tuple(t.shape[: r1 - k]), tuple(t.shape[r1 - k: r1])
+        return tuple(t.shape[: r1 - self.k]), tuple(t.shape[r1 - self.k: r1])
 
     def impl(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
         s = ins[0]

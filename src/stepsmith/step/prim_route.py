@@ -26,7 +26,6 @@ from stepsmith.step.registry import (
     OutType,
     Param,
     Primitive,
-    _describe_value,
     check_fn,
     given_fn,
     primitive,
@@ -63,10 +62,15 @@ def _count_matches(prim: Primitive, n: int | Dim, e: Dim, sel: SType, what: str)
     )
 
 
-def _positions(sel: Stream) -> torch.Tensor:
-    """Selector as a (P, E) matrix, P = selector positions in stream order."""
+def _positions(prim: Primitive, sel: Stream, n: int, given: str) -> torch.Tensor:
+    """Selector as a (P, E) matrix, P = selector positions in stream order; E must be n."""
     t = sel.fields[0]
-    return t.reshape(math.prod(t.shape[:-1]), t.shape[-1])
+    if t.shape[-1] != n:
+        raise StepShapeError(
+            f"the selector data has {t.shape[-1]} experts per element but {given}",
+            primitive=prim.label, stream=display(sel), expected=str(n), found=str(t.shape[-1]),
+        )
+    return t.reshape(math.prod(t.shape[:-1]), n)
 
 
 @primitive(
@@ -97,15 +101,6 @@ class Partition(Primitive):
                 "N= must be the number of experts (a positive int such as E_value)",
                 primitive=self.label, expected="N=E_value", found=repr(N),
             )
-
-    def _streams(self, arg: Any) -> list[Stream]:
-        if not isinstance(arg, list | tuple) or len(arg) != 2:
-            raise StepArgumentError(
-                "expects a pair (data, selector)", primitive=self.label,
-                expected="(data, sel)", found=_describe_value(arg),
-                hint=self.usage,
-            )
-        return [self._one(arg[0], "the data stream"), self._one(arg[1], "the selector stream")]
 
     def _n(self) -> int:
         if isinstance(self.N, int):
@@ -138,14 +133,7 @@ class Partition(Primitive):
 
     def _prepare(self, ins: list[Stream]) -> tuple[list[torch.Tensor], torch.Tensor]:
         data, sel = ins
-        pos = _positions(sel)
-        n = self._n()
-        if pos.shape[-1] != n:
-            raise StepShapeError(
-                f"the selector data has {pos.shape[-1]} experts per element but N={self.N}",
-                primitive=self.label, stream=display(sel), expected=str(n),
-                found=str(pos.shape[-1]),
-            )
+        pos = _positions(self, sel, self._n(), f"N={self.N}")
         nb = len(sel.shape)
         fields = [t.reshape(pos.shape[0], *t.shape[nb:]) for t in data.fields]
         return fields, pos
@@ -211,17 +199,6 @@ class Merge(Primitive):
     def __init__(self, fn: Fn | None = None) -> None:
         self.fn = fn
 
-    def _streams(self, arg: Any) -> list[Stream]:
-        if (not isinstance(arg, list | tuple) or len(arg) != 2
-                or not isinstance(arg[0], list | tuple) or not arg[0]):
-            raise StepArgumentError(
-                "expects a pair (list of part streams, selector)", primitive=self.label,
-                expected="(parts, sel)", found=_describe_value(arg),
-                hint=f"{self.usage}, where parts is the list of per-expert streams",
-            )
-        parts = [self._one(p, f"parts[{i}]") for i, p in enumerate(arg[0])]
-        return parts + [self._one(arg[1], "the selector stream")]
-
     def typing(self, ins: Sequence[SType]) -> list[OutType]:
         parts, sel = list(ins[:-1]), ins[-1]
         mh = _check_selector(self, sel)
@@ -241,13 +218,7 @@ class Merge(Primitive):
 
     def _prepare(self, ins: list[Stream]) -> tuple[list[Stream], torch.Tensor, list[torch.Tensor]]:
         parts, sel = ins[:-1], ins[-1]
-        pos = _positions(sel)
-        if pos.shape[-1] != len(parts):
-            raise StepShapeError(
-                f"the selector data has {pos.shape[-1]} experts per element but "
-                f"{len(parts)} parts were given", primitive=self.label, stream=display(sel),
-                expected=str(len(parts)), found=str(pos.shape[-1]),
-            )
+        pos = _positions(self, sel, len(parts), f"{len(parts)} parts were given")
         rows = []
         for i, p in enumerate(parts):
             r = torch.nonzero(pos[:, i] != 0).flatten()
@@ -294,7 +265,8 @@ class Merge(Primitive):
         nxt = [0] * len(parts)
         results = []
         for p in range(pos.shape[0]):  # selector positions in stream order
-            states = {c: [t.clone() for t in init] for c in _chunk_indices(chunk)}
+            states = {c: [t.clone() for t in init]
+                      for c in itertools.product(*(range(d) for d in chunk))}
             for i, part in enumerate(parts):  # ascending expert index
                 if float(pos[p, i]) == 0.0:
                     continue
@@ -314,7 +286,3 @@ class Merge(Primitive):
                     out[(p, *c)] = st[f]
             res.append(out.reshape(*sel_outer, *chunk, *sh))
         return [tuple(res)]
-
-
-def _chunk_indices(chunk: tuple[int, ...]) -> list[tuple[int, ...]]:
-    return list(itertools.product(*(range(d) for d in chunk)))

@@ -30,7 +30,7 @@ from stepsmith.step.registry import (
     OutType,
     Param,
     Primitive,
-    _describe_value,
+    check_inner,
     need_int,
     primitive,
     shape_text,
@@ -65,19 +65,20 @@ def _as_dim(prim: Primitive, name: str, value: Any) -> Dim:
     )
 
 
-def _index_map(s: Stream, out_outer: Sequence[int], src: Callable[[Idx], Idx]) -> Fields:
+def _index_map(s: Stream, out_outer: Sequence[int], src: Callable[[Idx], Idx],
+               positions: int | None = None) -> Fields:
     """Oracle helper: out[i] = in[src(i)] for every stream position i (stream order indices,
-    innermost first), copying whole elements."""
+    innermost first), copying whole elements. The input's positions are its stream dims, or
+    its `positions` outermost tensor dims (Streamify reads buffer dims as positions)."""
     res = []
-    r_out = len(out_outer)
+    out_dims = tuple(reversed(tuple(out_outer)))
     for t in s.fields:
-        elem = tuple(t.shape[len(s.shape):])
-        out = torch.empty((*reversed(tuple(out_outer)), *elem), dtype=t.dtype)
-        for pos in itertools.product(*(range(d) for d in reversed(tuple(out_outer)))):
+        elem = tuple(t.shape[len(s.shape) if positions is None else positions:])
+        out = torch.empty((*out_dims, *elem), dtype=t.dtype)
+        for pos in itertools.product(*(range(d) for d in out_dims)):
             si = tuple(reversed(pos))  # innermost-first index of this output position
             out[pos] = t[tuple(reversed(src(si)))]
         res.append(out)
-        assert out.dim() == r_out + len(elem)
     return tuple(res)
 
 
@@ -332,40 +333,20 @@ def _buffer_of(prim: Primitive, s: SType, shape: tuple[Dim, ...]) -> Buffer:
 class Bufferize(Primitive):
     def __init__(self, a: int | None = None) -> None:
         self.a = a
-        if a is None:
-            raise StepArgumentError("missing parameter a= (number of inner dims to buffer)",
-                                    primitive=self.label, expected="Bufferize(a=k)",
-                                    found="no a")
-        need_int(self, "a", a)
+        self.k = need_int(self, "a", a, meaning="the number of inner dims to buffer")
 
     def typing(self, ins: Sequence[SType]) -> list[OutType]:
-        s = ins[0]
-        k = need_int(self, "a", self.a)
-        if not 0 < k <= s.rank:
-            raise StepRankError(
-                f"a must satisfy 0 < a <= rank; stream rank is {s.rank} (shape "
-                f"{shape_text(s.shape)})", primitive=self.label, stream=display(s),
-                expected=f"0 < a <= {s.rank}", found=f"a={k}",
-                hint="the outermost dim stays a stream dim; Promote a placeholder dim first "
-                "to buffer every real dim" if k == s.rank + 1 else None,
-            )
+        s, k = ins[0], self.k
+        check_inner(self, s, "a", k, "The outermost dim stays a stream dim: Promote a "
+                    "placeholder dim first to buffer every real dim.")
         return [(_buffer_of(self, s, tuple(s.shape[:k])), tuple(s.shape[k:]))]
 
     def impl(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
         return [ins[0].fields]
 
     def oracle(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
-        s = ins[0]
-        k = need_int(self, "a", self.a)
-        sizes = _stream_sizes(s)
-        t = s.fields[0]
-        elem = tuple(t.shape[len(s.shape):])
-        out = torch.empty((*reversed(sizes[k:]), *reversed(sizes[:k]), *elem), dtype=t.dtype)
-        for o in itertools.product(*(range(d) for d in sizes[k:])):
-            for b in itertools.product(*(range(d) for d in sizes[:k])):
-                full = b + o  # innermost-first stream index of the source element
-                out[tuple(reversed(o)) + tuple(reversed(b))] = t[tuple(reversed(full))]
-        return [(out,)]
+        # inner position b of outer position o is stream position b + o, in the layout too
+        return [_index_map(ins[0], _stream_sizes(ins[0]), lambda i: i)]
 
 
 @primitive(
@@ -403,30 +384,29 @@ class Streamify(Primitive):
         return [ins[0].fields]
 
     def oracle(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
+        # buffer index b of the element at o becomes stream position b + o (buffer dims inner)
         s = ins[0]
-        bt = self._buffer(s)
-        t = s.fields[0]
-        r1 = len(s.shape)
-        nb = len(bt.shape)
-        sizes = _stream_sizes(s)
-        bsizes = list(reversed(t.shape[r1: r1 + nb]))
-        inner = tuple(t.shape[r1 + nb:])
-        out = torch.empty((*reversed(sizes), *reversed(bsizes), *inner), dtype=t.dtype)
-        for o in itertools.product(*(range(d) for d in sizes)):
-            elem = t[tuple(reversed(o))]
-            for b in itertools.product(*(range(d) for d in bsizes)):
-                out[tuple(reversed(b + o))] = elem[tuple(reversed(b))]
-        return [(out,)]
+        n = len(s.shape) + len(self._buffer(s).shape)
+        sizes = [int(d) for d in reversed(s.fields[0].shape[:n])]
+        return [_index_map(s, sizes, lambda i: i, positions=n)]
 
 
 # ---------------------------------------------------------------------------------------------
-def _repeat_fast(s: Stream, n: int) -> Fields:
-    r1 = len(s.shape)
-    res = []
-    for t in s.fields:
-        u = t.unsqueeze(r1)
-        res.append(u.expand(*t.shape[:r1], n, *t.shape[r1:]).contiguous())
-    return tuple(res)
+class _Repeating(Primitive):
+    """Executors of Repeat and RepeatRef: every element repeated along a new innermost dim."""
+
+    def _count(self, ins: list[Stream], env: Env) -> int:
+        raise NotImplementedError
+
+    def impl(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
+        s, n = ins[0], self._count(ins, env)
+        r1 = len(s.shape)
+        return [tuple(t.unsqueeze(r1).expand(*t.shape[:r1], n, *t.shape[r1:]).contiguous()
+                      for t in s.fields)]
+
+    def oracle(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
+        s = ins[0]
+        return [_index_map(s, [self._count(ins, env)] + _stream_sizes(s), lambda o: o[1:])]
 
 
 @primitive(
@@ -445,7 +425,7 @@ def _repeat_fast(s: Stream, n: int) -> Fields:
     ),
     category="shape",
 )
-class Repeat(Primitive):
+class Repeat(_Repeating):
     def __init__(self, n: Any = None) -> None:
         self.n = n
         self.x = _as_dim(self, "n", n)
@@ -454,13 +434,8 @@ class Repeat(Primitive):
         s = ins[0]
         return [(s.dtype, (self.x,) + tuple(s.shape))]
 
-    def impl(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
-        return [_repeat_fast(ins[0], env.size(self.x, "n"))]
-
-    def oracle(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
-        s = ins[0]
-        n = env.size(self.x, "n")
-        return [_index_map(s, [n] + _stream_sizes(s), lambda o: o[1:])]
+    def _count(self, ins: list[Stream], env: Env) -> int:
+        return env.size(self.x, "n")
 
 
 @primitive(
@@ -482,16 +457,7 @@ class Repeat(Primitive):
     ),
     category="shape",
 )
-class RepeatRef(Primitive):
-    def _streams(self, arg: Any) -> list[Stream]:
-        if not isinstance(arg, list | tuple) or len(arg) != 2:
-            raise StepArgumentError(
-                "expects a pair (stream, reference stream)", primitive=self.label,
-                expected="(s, ref)", found=_describe_value(arg),
-                hint=self.usage,
-            )
-        return [self._one(arg[0], "the data stream"), self._one(arg[1], "the reference stream")]
-
+class RepeatRef(_Repeating):
     def typing(self, ins: Sequence[SType]) -> list[OutType]:
         s, ref = ins
         if ref.rank != s.rank + 1 or not shapes_equal(ref.shape[1:], s.shape):
@@ -504,12 +470,6 @@ class RepeatRef(Primitive):
             )
         return [(s.dtype, tuple(ref.shape))]
 
-    def impl(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
-        s, ref = ins
-        return [_repeat_fast(s, ref.concrete_shape()[0])]
-
-    def oracle(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
-        s, ref = ins
-        n = ref.concrete_shape()[0]
-        return [_index_map(s, [n] + _stream_sizes(s), lambda o: o[1:])]
+    def _count(self, ins: list[Stream], env: Env) -> int:
+        return ins[1].concrete_shape()[0]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, NoReturn, TypeVar
 
 import torch
 
@@ -22,6 +22,7 @@ from stepsmith.step.errors import (
     StepArgumentError,
     StepDtypeError,
     StepFnKindError,
+    StepRankError,
     StepShapeError,
 )
 from stepsmith.step.execfn import FnCtx
@@ -247,8 +248,28 @@ class Primitive:
         return ", ".join(shown)
 
     def _streams(self, arg: Any) -> list[Stream]:
-        """Flatten the `.apply` argument into input streams (default: exactly one stream)."""
-        return [self._one(arg, "the input")]
+        """The `.apply` argument as input streams, in the form the registry declares (`args`)."""
+        pdef = REGISTRY[self.NAME]
+        if pdef.args == "stream" or (pdef.args == "streams" and isinstance(arg, Stream)):
+            return [self._one(arg, "the input")]
+        items = list(arg) if isinstance(arg, list | tuple) else []
+        if pdef.args in ("streams", "zip"):
+            if len(items) >= (2 if pdef.args == "zip" else 1):
+                return [self._one(x, f"element {i} of the argument tuple")
+                        for i, x in enumerate(items)]
+            self._bad_argument(arg, "a tuple of 2+ streams" if pdef.args == "zip"
+                               else "a stream or a tuple of streams")
+        pair = f"a pair ({', '.join(pdef.arg_names)})"
+        if pdef.args == "parts_sel" and not (len(items) == 2 and isinstance(items[0], list | tuple)
+                                             and items[0]):
+            self._bad_argument(arg, f"{pair} where parts is the non-empty list of part streams")
+        if len(items) != 2:
+            self._bad_argument(arg, pair)
+        if pdef.args == "parts_sel":
+            parts = [self._one(p, f"parts[{i}]") for i, p in enumerate(items[0])]
+            return [*parts, self._one(items[1], "the selector stream")]
+        return [self._one(x, f"{name} (item {i} of the pair)")
+                for i, (x, name) in enumerate(zip(items, pdef.arg_names, strict=True))]
 
     def typing(self, ins: Sequence[SType]) -> list[OutType]:
         raise NotImplementedError
@@ -271,6 +292,10 @@ class Primitive:
     def usage(self) -> str:
         """`usage: <signature>`, the hint for a wrong `.apply` argument (from the registry)."""
         return REGISTRY[self.NAME].usage
+
+    def _bad_argument(self, arg: Any, what: str) -> NoReturn:
+        raise StepArgumentError(f"the argument must be {what}", primitive=self.label,
+                                expected=what, found=_describe_value(arg), hint=self.usage)
 
     def _one(self, x: Any, what: str) -> Stream:
         if isinstance(x, Stream):
@@ -439,8 +464,13 @@ def given_fn(prim: Primitive, fn: Fn | None) -> Fn:
     return fn
 
 
-def need_int(prim: Primitive, name: str, value: Any, *, low: int | None = None) -> int:
-    """Validate an integer parameter (b=, a=, L entries)."""
+def need_int(prim: Primitive, name: str, value: Any, *, low: int | None = None,
+             meaning: str | None = None) -> int:
+    """Validate an integer parameter (b=, a=, L entries); one with a `meaning` is required."""
+    if value is None and meaning is not None:
+        raise StepArgumentError(f"missing parameter {name}= ({meaning})", primitive=prim.label,
+                                expected=f"{prim.NAME}({name}=k)", found=f"no {name}",
+                                hint=prim.usage)
     if isinstance(value, bool) or not isinstance(value, int):
         raise StepArgumentError(
             f"parameter {name}= must be an int", primitive=prim.label,
@@ -452,6 +482,18 @@ def need_int(prim: Primitive, name: str, value: Any, *, low: int | None = None) 
             expected=f">= {low}", found=str(value),
         )
     return value
+
+
+def check_inner(prim: Primitive, s: SType, name: str, k: int, placeholder: str) -> None:
+    """A count of inner dims needs 0 < k <= rank: the outermost dim never takes part (what to
+    do instead, `placeholder`, ends the message when k is one too many)."""
+    if not 0 < k <= s.rank:
+        raise StepRankError(
+            f"{name} must satisfy 0 < {name} <= rank; stream rank is {s.rank} (shape "
+            f"{shape_text(s.shape)}).{' ' + placeholder if k == s.rank + 1 else ''}",
+            primitive=prim.label, stream=display(s),
+            expected=f"0 < {name} <= {s.rank}", found=f"{name}={k}",
+        )
 
 
 def shapes_equal(a: Sequence[Dim], b: Sequence[Dim]) -> bool:
