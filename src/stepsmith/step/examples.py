@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from stepsmith.step.program import call_impl, compile_impl, fns_from_specs, namespace_for
+from stepsmith.step.program import call_impl, random_fields, trusted_impl
 from stepsmith.step.registry import FnSpec
 from stepsmith.step.session import PAPER_BINDING, Executor
 from stepsmith.step.stream import Stream
@@ -23,15 +23,16 @@ __all__ = ["CASES", "DEMO_CASES", "PAPER_BINDING", "Case", "Prepared", "prepare"
 
 @dataclass(frozen=True)
 class Case:
-    """An operator: STeP program + fns + inputs + PyTorch reference."""
+    """An operator: STeP program + fns + inputs + PyTorch reference. Input data is random in
+    the inputs' layout unless the case makes its own (`make_data`)."""
 
     name: str
     description: str
     inputs: tuple[tuple[str, str, tuple[str, ...]], ...]  # (name, dtype, dims innermost first)
     fns: tuple[FnSpec, ...]
     program: str
-    make_data: Callable[[Mapping[str, int], torch.Generator, torch.dtype], Tensors]
     reference: Callable[[Tensors, Mapping[str, int]], torch.Tensor]
+    make_data: Callable[[Mapping[str, int], torch.Generator, torch.dtype], Tensors] | None = None
     extra_binding: Mapping[str, int] = field(default_factory=dict)
 
 
@@ -60,13 +61,12 @@ def prepare(case: Case, binding: Mapping[str, int], executor: Executor = "fast",
             dtype: torch.dtype = torch.float32) -> Prepared:
     full = {**binding, **case.extra_binding}
     gen = torch.Generator().manual_seed(seed)
-    data = case.make_data(full, gen, dtype)
-    ns = namespace_for(full)
-    ns.update({k: v for k, v in data.items() if k.startswith("W")})  # weights visible to fns
-    for fn in fns_from_specs(case.fns, ns):
-        ns[fn.func_name] = fn
-    impl = compile_impl(case.program, [n for n, _, _ in case.inputs], ns,
-                        filename=f"<{case.name}>")
+    if case.make_data is None:  # the cases' inputs have one field each
+        data = {n: random_fields(dt, dims, full, gen, dtype)[0] for n, dt, dims in case.inputs}
+    else:
+        data = case.make_data(full, gen, dtype)
+    weights = {k: v for k, v in data.items() if k.startswith("W")}  # visible to fns
+    impl, _ = trusted_impl(case.program, case.inputs, case.fns, full, weights, f"<{case.name}>")
     return Prepared(case, full, executor, data, impl)
 
 
@@ -95,8 +95,6 @@ a = step.Bufferize(a=1).apply(A)
 p = step.Map(fn=fn_outer).apply((a, B))
 acc = step.Accum(fn=fn_acc, b=1).apply(p)
 return step.Streamify().apply(acc)""",
-    make_data=lambda b, g, dt: {"A": _randn(g, dt, b["M"], b["K"], b["N"]),
-                                "B": _randn(g, dt, b["M"], b["K"], b["D"])},
     reference=lambda t, b: torch.einsum("mkn,mkd->mnd", t["A"], t["B"]),
 )
 
@@ -113,8 +111,6 @@ b = step.Bufferize(a=1).apply(b)
 p = step.Map(fn=fn_scale).apply((A, b))
 acc = step.Accum(fn=fn_add, b=1).apply(p)
 return step.Streamify().apply(acc)""",
-    make_data=lambda b, g, dt: {"A": _randn(g, dt, b["M"], b["N"], b["K"]),
-                                "B": _randn(g, dt, b["M"], b["K"], b["D"])},
     reference=lambda t, b: torch.einsum("mnk,mkd->mnd", t["A"], t["B"]),
 )
 
@@ -130,8 +126,6 @@ w = step.Bufferize(a=2).apply(B)
 w = step.Repeat(n=N).apply(w)
 o = step.Map(fn=fn_matvec).apply((a, w))
 return step.Streamify().apply(o)""",
-    make_data=lambda b, g, dt: {"A": _randn(g, dt, b["M"], b["N"], b["K"]),
-                                "B": _randn(g, dt, b["M"], b["D"], b["K"])},
     reference=lambda t, b: torch.einsum("mnk,mdk->mnd", t["A"], t["B"]),
 )
 
@@ -157,8 +151,6 @@ v = step.Repeat(n=K).apply(v)
 v = step.Bufferize(a=1).apply(step.Streamify().apply(v))
 st = step.Accum(fn=fn_online, b=1).apply(step.Zip().apply((S, v)))
 return step.Map(fn=fn_finish).apply(st)""",
-    make_data=lambda b, g, dt: {"S": _randn(g, dt, b["M"], b["K"], b["N"]),
-                                "V": _randn(g, dt, b["M"], b["N"], b["D"])},
     reference=lambda t, b: torch.einsum("mkn,mnd->mkd", torch.softmax(t["S"], -1), t["V"]),
 )
 
@@ -188,7 +180,6 @@ var = step.Accum(fn=fn_sum, b=1).apply(step.Map(fn=fn_square).apply(xc1))
 std = step.Map(fn=fn_sqrt).apply(step.Map(fn=fn_add_eps).apply(step.Map(fn=fn_div_d).apply(var)))
 std = step.RepeatRef().apply((std, xc2))
 return step.Map(fn=fn_div).apply((xc3, std))""",
-    make_data=lambda b, g, dt: {"X": _randn(g, dt, b["M"], b["D"])},
     reference=lambda t, b: torch.nn.functional.layer_norm(t["X"], (b["D"],), eps=1e-5),
 )
 
@@ -224,7 +215,6 @@ return [torch.cat([x[:h] * c - x[h:] * s, x[h:] * c + x[:h] * s])]""",
 x1, x2 = step.Copy().apply(X)
 pos = step.Scan(fn=fn_count, b=1).apply(step.Map(fn=fn_one).apply(x1))
 return step.Map(fn=fn_rope).apply((x2, pos))""",
-    make_data=lambda b, g, dt: {"X": _randn(g, dt, b["M"], b["N"], b["D"])},
     reference=_rope_ref,
 )
 

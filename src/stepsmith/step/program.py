@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from stepsmith.step.dims import Dim
+from stepsmith.step.dims import Dim, dim
 from stepsmith.step.dtypes import Multihot, elem_dims, fields_of, parse_dtype
 from stepsmith.step.errors import StepArgumentError
 from stepsmith.step.fn import Fn
@@ -20,16 +20,14 @@ from stepsmith.step.session import AffineMode, Executor, Session
 from stepsmith.step.stream import Stream
 
 
-def namespace_for(binding: Mapping[str, int], fns: Iterable[Fn] = ()) -> dict[str, Any]:
-    """`{"step": step, <SYM>: Dim, "<SYM>_value": int, <func_name>: Fn, "torch": torch}`."""
+def namespace_for(binding: Mapping[str, int]) -> dict[str, Any]:
+    """`{"step": step, <SYM>: Dim, "<SYM>_value": int, "torch": torch}`."""
     from stepsmith import step
 
     ns: dict[str, Any] = {"step": step, "torch": torch}
     for k, v in binding.items():
         ns[k] = Dim.sym(k)
         ns[f"{k}_value"] = int(v)
-    for fn in fns:
-        ns[fn.func_name] = fn
     return ns
 
 
@@ -62,53 +60,45 @@ def call_impl(impl: Callable[..., Any], inputs: Callable[[], Mapping[str, Stream
     return result, warnings
 
 
-def compile_impl(body: str, params: Sequence[str], namespace: dict[str, Any],
-                 filename: str = IMPL_FILENAME) -> Callable[..., Any]:
-    """A trusted program (docs, examples) compiled and defined in `namespace`."""
-    return define_impl(compile_body(textwrap.dedent(body), params, filename), namespace)
+def trusted_impl(program: str, inputs: Iterable[tuple[str, str, Sequence[str]]],
+                 fns: Iterable[FnSpec], binding: Mapping[str, int],
+                 extra: Mapping[str, Any] | None = None, filename: str = IMPL_FILENAME,
+                 ) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """A trusted program (docs, examples) and its fns, compiled in the namespace of `binding`
+    plus the `extra` names its fns read: (the impl, that namespace)."""
+    ns = {**namespace_for(binding), **(extra or {})}
+    ns.update({s.func_name: Fn.from_source(s.func_name, s.apply, s.input_dtype, s.output_dtype,
+                                           s.init, namespace=ns) for s in fns})
+    code = compile_body(textwrap.dedent(program), [n for n, _, _ in inputs], filename)
+    return define_impl(code, ns), ns
 
 
-def fns_from_specs(specs: Iterable[FnSpec], namespace: dict[str, Any]) -> list[Fn]:
-    return [Fn.from_source(name=s.func_name, apply_src=s.apply, input_dtype=s.input_dtype,
-                           output_dtype=s.output_dtype, init=s.init, func_name=s.func_name,
-                           namespace=namespace) for s in specs]
-
-
-def random_input(
-    name: str, dtype: str, dims: Sequence[str | int], binding: Mapping[str, int],
-    gen: torch.Generator, data_dtype: torch.dtype = torch.float32,
-) -> Stream:
-    """A program input with random data of the documented layout (Multihot: random 0/1 rows)."""
-    from stepsmith.step.dims import dim
-
-    dt = parse_dtype(dtype)
-    shape = tuple(dim(d) for d in dims)
-    outer = tuple(reversed([d.evaluate(binding) for d in shape]))
+def random_fields(dtype: str, dims: Sequence[str | int], binding: Mapping[str, int],
+                  gen: torch.Generator, data_dtype: torch.dtype = torch.float32,
+                  ) -> tuple[torch.Tensor, ...]:
+    """Random data of the documented layout, one tensor per field (Multihot: 0/1 rows)."""
+    outer = tuple(reversed([dim(d).evaluate(binding) for d in dims]))
     tensors = []
-    for f in fields_of(dt):
+    for f in fields_of(parse_dtype(dtype)):
         sh = outer + tuple(d.evaluate(binding) for d in elem_dims(f))
         if isinstance(f, Multihot) or (hasattr(f, "elem") and isinstance(f.elem, Multihot)):
             tensors.append(torch.randint(0, 2, sh, generator=gen).to(data_dtype))
         else:
             tensors.append(torch.randn(sh, generator=gen, dtype=data_dtype))
-    data = tensors[0] if len(tensors) == 1 else tuple(tensors)
-    return Stream.input(name, dt, shape, data)
+    return tuple(tensors)
 
 
 def run_example(ex: Example, executor: Executor = "fast", seed: int = 0,
                 data_dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
     """Run a registry example; returns (program output data, reference value)."""
     gen = torch.Generator().manual_seed(seed)
-    ns = namespace_for(ex.binding)
-    fns = fns_from_specs(ex.fns, ns)
-    for fn in fns:
-        ns[fn.func_name] = fn
-    impl = compile_impl(ex.program, [n for n, _, _ in ex.inputs], ns)
+    impl, ns = trusted_impl(ex.program, ex.inputs, ex.fns, ex.binding)
     inputs: dict[str, Stream] = {}
 
     def make_inputs() -> dict[str, Stream]:
-        inputs.update({n: random_input(n, dt, dims, ex.binding, gen, data_dtype)
-                       for n, dt, dims in ex.inputs})
+        for n, dt, dims in ex.inputs:
+            fields = random_fields(dt, dims, ex.binding, gen, data_dtype)
+            inputs[n] = Stream.input(n, dt, dims, fields[0] if len(fields) == 1 else fields)
         return inputs
 
     out, _ = call_impl(impl, make_inputs, binding=ex.binding, executor=executor)
