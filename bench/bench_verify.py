@@ -52,7 +52,7 @@ def run_suite_compute(tasks: list[Any], sizes: dict[str, int]) -> tuple[float, l
     import torch
 
     from stepsmith import step
-    from stepsmith.verify.runner import (
+    from stepsmith.verify.execute import (
         SAFE_BUILTINS,
         compile_candidate,
         normalise_source,

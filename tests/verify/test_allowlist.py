@@ -5,12 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stepsmith.step import REGISTRY
-from stepsmith.verify.allowlist import (
-    DisallowedConstruct,
-    ProgramSyntaxError,
-    allowed_primitives,
-    check_program,
-)
+from stepsmith.verify.allowlist import DisallowedConstruct, ProgramSyntaxError, check_program
 
 ACCEPT = {
     "paper_example": (
@@ -182,9 +177,8 @@ def test_non_text_and_null_bytes_are_clear_errors() -> None:
 def test_primitives_and_their_parameters_come_from_the_registry() -> None:
     """No list of names here: every registry primitive, with every parameter it declares, is
     allowed, and nothing else is."""
-    names = allowed_primitives()
-    assert names == frozenset(REGISTRY) and len(names) >= 15
-    for prim in sorted(names):
+    assert len(REGISTRY) >= 15
+    for prim in sorted(REGISTRY):
         check_program(f"y = step.{prim}().apply(x)\n")
         given = ", ".join(f"{p.name}=v" for p in REGISTRY[prim].params)
         check_program(f"y = step.{prim}({given}).apply(x)\n")

@@ -11,13 +11,11 @@ from __future__ import annotations
 import atexit
 import threading
 
-import torch
-
-from stepsmith.step.session import AffineMode, Executor
+from stepsmith.step.session import AffineMode
 from stepsmith.tasks import Task
 from stepsmith.verify.execute import ProgramRun, run_program
 from stepsmith.verify.pool import DEFAULT_TIMEOUT_S, VerifierError, VerifierPool
-from stepsmith.verify.runner import check_candidate
+from stepsmith.verify.runner import check_candidate as verify_in_process
 from stepsmith.verify.verdict import (
     VERIFIER_VERSION,
     BindingResult,
@@ -84,14 +82,3 @@ def verify_many(
     """Verify `(task, impl_source)` pairs in parallel across the pool; results in input order."""
     return (pool or default_pool()).verify_many(items, affine=affine, timeout_s=timeout_s)
 
-
-def verify_in_process(
-    task: Task,
-    impl_source: str,
-    *,
-    affine: AffineMode = "strict",
-    executor: Executor = "fast",
-    dtype: torch.dtype = torch.float64,
-) -> Verdict:
-    """Same check without the sandbox or time limit — only for trusted programs and tasks."""
-    return check_candidate(task, impl_source, affine=affine, executor=executor, dtype=dtype)

@@ -20,12 +20,7 @@ from collections.abc import Mapping
 # one program parser and one recogniser of `step.P` for the allow-list, the affine analysis and
 # the mutants (bodies copied from inside a `def` are indented; untrusted text must not spray
 # SyntaxWarnings); the primitives and their parameter names are the registry's
-from stepsmith.step.affine.source import (
-    apply_receiver,
-    parse_body,
-    primitive_of,
-    step_attr,
-)
+from stepsmith.step.affine.source import apply_receiver, parse_body, primitive_of, step_attr
 from stepsmith.step.registry import REGISTRY
 
 __all__ = [
@@ -33,7 +28,6 @@ __all__ = [
     "DisallowedConstruct",
     "ProgramCheckError",
     "ProgramSyntaxError",
-    "allowed_primitives",
     "check_program",
 ]
 
@@ -42,48 +36,19 @@ ALLOWED_BUILTINS: frozenset[str] = frozenset(
     {"zip", "range", "enumerate", "len", "list", "tuple", "reversed", "min", "max", "abs", "int"}
 )
 
-#: Names that give access to the interpreter; rejected even when only read.
+#: Names that give access to the interpreter; rejected even when only read. `input_data` and
+#: `ctx` are the task's data and context: a program computes from its input streams.
 FORBIDDEN_NAMES: frozenset[str] = frozenset(
-    {
-        "exec",
-        "eval",
-        "open",
-        "compile",
-        "getattr",
-        "setattr",
-        "delattr",
-        "hasattr",
-        "globals",
-        "locals",
-        "vars",
-        "dir",
-        "breakpoint",
-        "input",
-        "print",
-        "help",
-        "type",
-        "object",
-        "super",
-        "memoryview",
-        "bytearray",
-        "classmethod",
-        "staticmethod",
-        "property",
-        "exit",
-        "quit",
-        "format",
-        "iter",
-        "next",
-        "torch",
-        "input_data",  # task data and context: a program computes from its input streams
-        "ctx",
-        "os",
-        "sys",
-        "builtins",
-    }
+    "exec eval open compile getattr setattr delattr hasattr globals locals vars dir breakpoint "
+    "input print help type object super memoryview bytearray classmethod staticmethod property "
+    "exit quit format iter next torch input_data ctx os sys builtins".split()
 )
 
 _ITER_CALLS = frozenset({"zip", "range", "enumerate", "reversed", "list", "tuple"})
+#: Expressions allowed as such: the checker checks their operator, then every operand.
+_OPERANDS = (ast.Tuple, ast.List, ast.Starred, ast.Subscript, ast.Slice, ast.BinOp, ast.UnaryOp,
+             ast.Compare, ast.BoolOp, ast.IfExp)
+_UNARY_OPS = (ast.USub, ast.UAdd, ast.Not)
 _ARITH_OPS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow)
 _HINT = "use only step.<Primitive>(...).apply(...) calls"
 _MAX_EXPONENT = 64
@@ -109,6 +74,7 @@ _REJECTED: dict[type, str] = {
     ast.With: "`with` is not allowed",
     ast.AsyncWith: "`with` is not allowed",
     ast.Try: "try/except is not allowed; errors are reported by the verifier",
+    ast.TryStar: "try/except is not allowed; errors are reported by the verifier",
     ast.While: "while loops are not allowed; use `for ... in range(...)` or a comprehension",
     ast.Delete: "`del` is not allowed",
     ast.Global: "`global` is not allowed",
@@ -127,8 +93,6 @@ _REJECTED: dict[type, str] = {
     ast.SetComp: "set comprehensions are not allowed; use a list comprehension",
     ast.Match: "`match` is not allowed",
 }
-if hasattr(ast, "TryStar"):
-    _REJECTED[ast.TryStar] = "try/except is not allowed; errors are reported by the verifier"
 
 
 class ProgramCheckError(Exception):
@@ -149,11 +113,6 @@ class DisallowedConstruct(ProgramCheckError):
 
 class ProgramSyntaxError(ProgramCheckError):
     """The program is not valid Python."""
-
-
-def allowed_primitives() -> frozenset[str]:
-    """The primitive names a program may call: the registry's."""
-    return frozenset(REGISTRY)
 
 
 def _parse(src: str) -> ast.Module:
@@ -270,8 +229,7 @@ class _Checker:
         elif isinstance(node, ast.Starred):
             self.target(node.value)
         elif isinstance(node, ast.Subscript):
-            self.expr(node.value)
-            self.expr(node.slice)
+            self.expr(node)
         else:
             self.reject(node, "only names, tuples of names and subscripts can be assigned to")
 
@@ -422,48 +380,28 @@ class _Checker:
             self.attribute(node)
         elif isinstance(node, ast.Call):
             self.call(node)
-        elif isinstance(node, (ast.Tuple, ast.List)):
-            for elt in node.elts:
-                self.expr(elt)
-        elif isinstance(node, ast.Starred):
-            self.expr(node.value)
-        elif isinstance(node, ast.Subscript):
-            self.expr(node.value)
-            self.expr(node.slice)
-        elif isinstance(node, ast.Slice):
-            for part in (node.lower, node.upper, node.step):
-                if part is not None:
-                    self.expr(part)
-        elif isinstance(node, ast.BinOp):
-            if not isinstance(node.op, _ARITH_OPS):
-                self.reject(node, "only arithmetic operators (+ - * / // % **) are allowed")
-            if isinstance(node.op, ast.Pow) and not _small_exponent(node.right):
-                self.reject(
-                    node,
-                    f"the exponent must be a small integer (at most {_MAX_EXPONENT}) or a size "
-                    "name; huge powers only stall the verifier",
-                )
-            if isinstance(node.op, ast.Mod) and isinstance(node.left, ast.Constant):
-                if isinstance(node.left.value, str):
-                    self.reject(node, "string formatting is not allowed")
-            self.expr(node.left)
-            self.expr(node.right)
-        elif isinstance(node, ast.UnaryOp):
-            if not isinstance(node.op, (ast.USub, ast.UAdd, ast.Not)):
-                self.reject(node, "only unary +, - and `not` are allowed")
-            self.expr(node.operand)
-        elif isinstance(node, ast.Compare):
-            self.expr(node.left)
-            for comp in node.comparators:
-                self.expr(comp)
-        elif isinstance(node, ast.BoolOp):
-            for value in node.values:
-                self.expr(value)
-        elif isinstance(node, ast.IfExp):
-            self.expr(node.test)
-            self.expr(node.body)
-            self.expr(node.orelse)
         elif isinstance(node, (ast.ListComp, ast.GeneratorExp)):
             self.comprehension(node)
+        elif isinstance(node, _OPERANDS):  # checked itself, then its operands in source order
+            if isinstance(node, ast.BinOp):
+                self.operator(node)
+            elif isinstance(node, ast.UnaryOp) and not isinstance(node.op, _UNARY_OPS):
+                self.reject(node, "only unary +, - and `not` are allowed")
+            for child in ast.iter_child_nodes(node):
+                if isinstance(child, ast.expr):
+                    self.expr(child)
         else:
             self.reject(node, f"{type(node).__name__} expressions are not allowed")
+
+    def operator(self, node: ast.BinOp) -> None:
+        if not isinstance(node.op, _ARITH_OPS):
+            self.reject(node, "only arithmetic operators (+ - * / // % **) are allowed")
+        if isinstance(node.op, ast.Pow) and not _small_exponent(node.right):
+            self.reject(
+                node,
+                f"the exponent must be a small integer (at most {_MAX_EXPONENT}) or a size "
+                "name; huge powers only stall the verifier",
+            )
+        if isinstance(node.op, ast.Mod) and isinstance(node.left, ast.Constant):
+            if isinstance(node.left.value, str):
+                self.reject(node, "string formatting is not allowed")

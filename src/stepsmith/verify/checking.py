@@ -67,8 +67,6 @@ class OutputCheck:
 
     kind: FailureKind
     message: str
-    max_abs: float | None = None
-    max_rel: float | None = None
 
 
 def _fail(message: str) -> tuple[OutputCheck, None, None]:
@@ -148,9 +146,5 @@ def check_outputs(
                 hint = value_hint(f, e, c.bound)
                 if hint:
                     msg += " " + hint
-                return (
-                    OutputCheck(FailureKind.value_mismatch, msg, c.max_abs_error, c.max_rel_error),
-                    worst_abs,
-                    worst_rel,
-                )
+                return OutputCheck(FailureKind.value_mismatch, msg), worst_abs, worst_rel
     return None, worst_abs, worst_rel

@@ -9,7 +9,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from stepsmith.tasks import Task
+    from stepsmith.verify.verdict import Verdict
 
 
 def _load(task_arg: str) -> Task:
@@ -51,7 +54,6 @@ def verify_command(
     from stepsmith.step.session import is_affine_mode
     from stepsmith.tasks import TaskFormatError
     from stepsmith.verify import VerifierPool
-    from stepsmith.verify.report import render_verdict
 
     console = Console(stderr=False)
     if affine not in ("strict", "warn") or not is_affine_mode(affine):
@@ -92,6 +94,34 @@ def verify_command(
     else:
         render_verdict(verdict, console)
     raise typer.Exit(0 if verdict.passed else 1)
+
+
+def render_verdict(verdict: Verdict, console: Console) -> None:
+    """Summary line, one row per binding, then the feedback an LLM would get."""
+    from rich.table import Table
+
+    status = "[bold green]PASSED[/bold green]" if verdict.passed else (
+        f"[bold red]FAILED[/bold red] ({verdict.kind})"
+    )
+    console.print(
+        f"{verdict.task or 'task'}: {status} in {verdict.seconds * 1000:.1f} ms "
+        f"(verifier {verdict.verifier_version})"
+    )
+    if verdict.bindings:
+        table = Table(show_header=True, header_style="bold")
+        for col in ("binding", "sizes", "seed", "result", "ms", "max rel err"):
+            table.add_column(col)
+        for b in verdict.bindings:
+            sizes = ", ".join(f"{k}={v}" for k, v in b.values.items())
+            result = "[green]ok[/green]" if b.passed else f"[red]{b.kind}[/red]"
+            rel = "" if b.max_rel_error is None else f"{b.max_rel_error:.2e}"
+            table.add_row(b.label, sizes, str(b.seed), result, f"{b.seconds * 1000:.1f}", rel)
+        console.print(table)
+    for w in verdict.warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}", markup=True, highlight=False)
+    if not verdict.passed and verdict.feedback:
+        console.print("[bold]feedback:[/bold]")
+        console.print(verdict.feedback, markup=False, highlight=False)
 
 
 def register(app: typer.Typer) -> None:

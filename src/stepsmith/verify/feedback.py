@@ -28,16 +28,10 @@ class CandidateTimeout(CpuTimeExceeded):
     """Raised inside a worker by the soft CPU-time alarm while the candidate runs."""
 
 
-def line_text(lines: list[str], line: int | None) -> str:
-    """The program's `line` (1-based), stripped; empty when out of range."""
-    if line is None or not (1 <= line <= len(lines)):
-        return ""
-    return lines[line - 1].strip()
-
-
 def at_line(lines: list[str], line: int | None) -> str:
-    """`line N: <text>` + newline, or nothing when the line is unknown."""
-    text = line_text(lines, line)
+    """`line N: <text>` + newline for the program's `line` (1-based), or nothing when the line
+    is unknown, out of range or blank."""
+    text = lines[line - 1].strip() if line is not None and 1 <= line <= len(lines) else ""
     return f"line {line}: {text}\n" if text else ""
 
 
@@ -116,7 +110,7 @@ def exc_text(exc: BaseException, namespace: dict[str, Any] | None) -> str:
     return f"{name}: {msg}"
 
 
-_KIND_TITLE = {
+KIND_TITLE = {
     FailureKind.type_error: "Type error",
     FailureKind.shape_error: "Shape error",
     FailureKind.dtype_error: "Element type error",
@@ -138,7 +132,7 @@ def feedback(
 ) -> str:
     """The LLM-facing message: what failed, where in the program, and at which bindings."""
     failing = next((r for r in results if not r.passed), None)
-    head = _KIND_TITLE.get(kind, kind.value)
+    head = KIND_TITLE.get(kind, kind.value)
     if failing is not None and kind not in (FailureKind.value_mismatch, FailureKind.timeout):
         head += f" at binding '{failing.label}' ({binding_desc(failing.values)})"
     parts = [head + ":"]

@@ -9,13 +9,14 @@ Limits are CPU time, not wall time, so a verdict does not depend on what else th
 doing (an LLM on the same cores): a soft timer (`ITIMER_PROF`) at `timeout_s` of CPU stops a
 runaway Python loop inside the candidate (the verdict names the program line); if the worker
 is stuck in a long C call it is killed once it has used `timeout_s + grace_s` of CPU (read from
-/proc; a starved worker gets more wall time, up to `WALL_CAP` times the limit) and replaced. A worker that dies (killed by the OS, crash) is reported
-as `memory` (SIGKILL, the OOM killer's signal) or `runtime_error`, and replaced; the pool keeps
-serving.
+/proc; a starved worker gets more wall time, up to `WALL_CAP` times the limit) and replaced. A
+worker that dies (killed by the OS, crash) is reported as `memory` (SIGKILL, the OOM killer's
+signal) or `runtime_error`, and replaced; the pool keeps serving.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import multiprocessing as mp
 import os
@@ -31,10 +32,9 @@ from typing import Any
 
 from stepsmith.step.session import AffineMode, Executor
 from stepsmith.tasks import Task, TaskReferenceError
-from stepsmith.verify.payload import TaskPayload
 from stepsmith.verify.runner import AFFINE_MODES
 from stepsmith.verify.verdict import BindingResult, FailureKind, Verdict
-from stepsmith.verify.worker import Job, worker_main
+from stepsmith.verify.worker import Job, TaskPayload, worker_main
 
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_MEMORY_MB = 4096
@@ -54,6 +54,8 @@ def cpu_seconds(pid: int) -> float | None:
         return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime
     except (IndexError, ValueError):
         return None
+
+
 _PRELOAD = ["stepsmith.verify.worker"]
 
 
@@ -156,15 +158,10 @@ class _Worker:
         self.conn.close()
 
     def stop(self) -> None:
-        try:
+        with contextlib.suppress(BrokenPipeError, OSError):
             self.conn.send(None)
-        except (BrokenPipeError, OSError):
-            pass
         self.proc.join(2)
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join(2)
-        self.conn.close()
+        self.kill()
 
 
 def _signal_name(code: int) -> str:
@@ -204,8 +201,7 @@ class VerifierPool:
         self._closed = False
         self.respawns = 0
         for _ in range(workers):
-            w = self._spawn()
-            self._idle.put(w)
+            self._idle.put(self._spawn())
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -358,7 +354,7 @@ class VerifierPool:
                                                 f"CPU-time limit of {job.timeout_s:g} s while "
                                                 "preparing the data and was stopped (an "
                                                 "endless loop?)"), False
-                    return self._hard_timeout(job, done, t0), False
+                    return _hard_timeout(job, done, t0), False
                 msg = w.conn.recv()
                 if msg[1] != job.job_id:
                     continue
@@ -378,18 +374,14 @@ class VerifierPool:
                     v.seconds = time.perf_counter() - t0
                     return v, True
         except (EOFError, OSError, BrokenPipeError):
-            if not started:
-                w.proc.join(2)
+            w.proc.join(2)
+            if not started or w.task_code.value:  # it died inside the task's own code
+                where = ("in a fn body called by the program" if started
+                         else "while preparing the data")
                 return self._task_fault(job, "ended the verifier's worker process "
-                                        f"({_exit_desc(w.proc.exitcode)}) while preparing the "
-                                        "data; task code must not exit or kill its process"), False
-            if w.task_code.value:  # it died inside one of the task's fn bodies
-                w.proc.join(2)
-                return self._task_fault(job, "ended the verifier's worker process "
-                                        f"({_exit_desc(w.proc.exitcode)}) in a fn body called by "
-                                        "the program; task code must not exit or kill its "
-                                        "process"), False
-            return self._died(w, job, done, t0), False
+                                        f"({_exit_desc(w.proc.exitcode)}) {where}; task code "
+                                        "must not exit or kill its process"), False
+            return _died(w.proc.exitcode, job, done, t0), False
 
     @staticmethod
     def _task_fault(job: Job, what: str) -> TaskReferenceError:
@@ -397,41 +389,29 @@ class VerifierPool:
             f"the task's own code (global, data_transform snippets, fn bodies) {what}",
             source=job.payload.path or job.payload.name)
 
-    def _hard_timeout(self, job: Job, done: Sequence[BindingResult], t0: float) -> Verdict:
-        ok = ", ".join(f"{b.label} {'passed' if b.passed else 'FAILED'}" for b in done)
-        after = f" Bindings finished before the limit: {ok}." if done else ""
-        return Verdict.failure(
-            FailureKind.timeout,
-            f"Timeout: the program did not finish within {job.timeout_s:g} s of CPU time and was killed "
-            f"(stuck in a long tensor operation — check Repeat/Reshape sizes and loop "
-            f"bounds).{after}",
-            task=job.payload.name,
-            bindings=list(done),
-            seconds=time.perf_counter() - t0,
-        )
 
-    def _died(self, w: _Worker, job: Job, done: Sequence[BindingResult], t0: float) -> Verdict:
-        w.proc.join(2)
-        code = w.proc.exitcode
-        if code is not None and code < 0 and -code == signal.SIGKILL:
-            kind = FailureKind.memory
-            why = (
-                "the verifier process running the program was killed by the operating system "
-                "(SIGKILL), most likely because the program used too much memory"
-            )
-        elif code is not None and code < 0:
-            kind = FailureKind.runtime_error
-            why = f"the verifier process running the program crashed ({_signal_name(code)})"
-        else:
-            kind = FailureKind.runtime_error
-            why = f"the verifier process running the program exited unexpectedly (code {code})"
-        return Verdict.failure(
-            kind,
-            f"{why[0].upper()}{why[1:]}.",
-            task=job.payload.name,
-            bindings=list(done),
-            seconds=time.perf_counter() - t0,
-        )
+def _hard_timeout(job: Job, done: Sequence[BindingResult], t0: float) -> Verdict:
+    ok = ", ".join(f"{b.label} {'passed' if b.passed else 'FAILED'}" for b in done)
+    after = f" Bindings finished before the limit: {ok}." if done else ""
+    return Verdict.failure(
+        FailureKind.timeout,
+        f"Timeout: the program did not finish within {job.timeout_s:g} s of CPU time and was "
+        f"killed (stuck in a long tensor operation — check Repeat/Reshape sizes and loop "
+        f"bounds).{after}",
+        task=job.payload.name, bindings=list(done), seconds=time.perf_counter() - t0)
+
+
+def _died(code: int | None, job: Job, done: Sequence[BindingResult], t0: float) -> Verdict:
+    """The verdict on a worker that ended while the program ran (SIGKILL: the OOM killer's)."""
+    kind, why = FailureKind.runtime_error, f"exited unexpectedly (code {code})"
+    if code is not None and code < 0 and -code == signal.SIGKILL:
+        kind, why = FailureKind.memory, ("was killed by the operating system (SIGKILL), most "
+                                         "likely because the program used too much memory")
+    elif code is not None and code < 0:
+        why = f"crashed ({_signal_name(code)})"
+    return Verdict.failure(kind, f"The verifier process running the program {why}.",
+                           task=job.payload.name, bindings=list(done),
+                           seconds=time.perf_counter() - t0)
 
 
 def _exit_desc(code: int | None) -> str:

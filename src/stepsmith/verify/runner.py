@@ -15,12 +15,10 @@ from collections.abc import Callable
 import torch
 
 from stepsmith.step.affine import AffineViolation, check_source
-from stepsmith.step.docs import AFFINE_RULE_BRIEF
 from stepsmith.step.session import AffineMode, Executor
 from stepsmith.tasks import Binding, Task
 from stepsmith.verify.checking import check_outputs
 from stepsmith.verify.execute import (
-    SAFE_BUILTINS,
     Compiled,
     compile_candidate,
     fn_aliases,
@@ -30,6 +28,7 @@ from stepsmith.verify.execute import (
     static_checks,
 )
 from stepsmith.verify.feedback import (
+    KIND_TITLE,
     CandidateTimeout,
     binding_desc,
     classify,
@@ -37,16 +36,6 @@ from stepsmith.verify.feedback import (
     feedback,
 )
 from stepsmith.verify.verdict import BindingResult, FailureKind, Verdict
-
-__all__ = [
-    "AFFINE_MODES",
-    "SAFE_BUILTINS",
-    "CandidateTimeout",
-    "check_candidate",
-    "compile_candidate",
-    "normalise_source",
-    "static_checks",
-]
 
 AFFINE_MODES = ("strict", "warn")
 
@@ -125,13 +114,8 @@ def check_candidate(
         if affine == "strict":
             vlines = violations[0].lines
             line = vlines[1] if len(vlines) > 1 else (vlines[0] if vlines else None)
-            return done(
-                Verdict.failure(
-                    FailureKind.affine,
-                    f"Affine rule violated ({AFFINE_RULE_BRIEF}):\n" + "\n".join(msgs),
-                    line=line,
-                )
-            )
+            text = f"{KIND_TITLE[FailureKind.affine]}:\n" + "\n".join(msgs)
+            return done(Verdict.failure(FailureKind.affine, text, line=line))
         warnings.extend(msgs)
     compiled = compile_candidate(src, params)
     if isinstance(compiled, Verdict):

@@ -27,6 +27,7 @@ import sys
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,11 +38,42 @@ from stepsmith.limits import CpuTimeExceeded, clip
 from stepsmith.step.fn import Fn
 from stepsmith.step.session import AffineMode, Executor
 from stepsmith.tasks import Binding, Instance, Task, TaskFormatError, load_task
-from stepsmith.verify.execute import get_instance
+from stepsmith.verify.execute import get_instance, task_key
 from stepsmith.verify.feedback import CandidateTimeout
-from stepsmith.verify.payload import TaskPayload, load_payload
 from stepsmith.verify.runner import check_candidate
 from stepsmith.verify.verdict import BindingResult, FailureKind, Verdict
+
+
+@dataclass(frozen=True)
+class TaskPayload:
+    """A task as it crosses the process boundary: its file text (+ path), so the worker's errors
+    name the same file and lines; `key` is the sha256 of `text`, the cache key in workers."""
+
+    text: str
+    path: str | None
+    name: str
+    key: str
+
+    @classmethod
+    def of(cls, task: Task) -> TaskPayload:
+        """The payload of a loaded task (names and paths are resolved by the caller, once)."""
+        path = str(task.source_path) if task.source_path else None
+        return cls(text=task.text, path=path, name=task.name, key=task_key(task))
+
+
+_TASKS: dict[str, Task] = {}
+
+
+def load_payload(payload: TaskPayload) -> Task:
+    """The `Task` for a payload, loaded once per process (loading runs none of its code), so
+    verifying many candidates for one task costs one load."""
+    task = _TASKS.get(payload.key)
+    if task is None:
+        task = load_task(payload.text, source=payload.path)  # errors name the file
+        if payload.path:
+            task.source_path = Path(payload.path)  # the group falls back to the file's folder
+        _TASKS[payload.key] = task
+    return task
 
 
 @dataclass(frozen=True)
@@ -110,8 +142,8 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # alive, owned by someone else
+        pass
     return True
 
 
@@ -204,11 +236,9 @@ def run_job(job: Job, send: Any) -> Verdict | dict[str, Any]:
     try:
         try:
             task, bindings = prepare(job)
-        except CandidateTimeout:
+        except (CandidateTimeout, KeyboardInterrupt):
             raise
         except BaseException as e:  # noqa: BLE001 - SystemExit too: task code must not end us
-            if isinstance(e, KeyboardInterrupt):
-                raise
             return task_error_fields(e, job.payload)
         if job.src is None:  # a references check: say which bindings were prepared
             return Verdict(passed=True, task=task.name, bindings=[
@@ -292,27 +322,25 @@ def worker_main(
             return
         if job is None:
             return
-        reply: tuple[str, int, dict[str, Any]]
+        outcome: Verdict | dict[str, Any]
         try:
             outcome = run_job(job, conn.send)
-            if isinstance(outcome, Verdict):
-                reply = ("done", job.job_id, outcome.model_dump(mode="json"))
-            else:
-                reply = ("task_error", job.job_id, outcome)
         except CpuTimeExceeded:  # alarm fired outside the candidate (between bindings)
-            reply = ("done", job.job_id, Verdict.failure(
+            outcome = Verdict.failure(
                 FailureKind.timeout,
                 f"Timeout: the verifier's limit of {job.timeout_s:g} s was exceeded.",
-                task=job.payload.name,
-            ).model_dump(mode="json"))
+                task=job.payload.name)
         except (TaskFormatError, SystemExit) as e:  # the task's fn code failed while called
-            reply = ("task_error", job.job_id, task_error_fields(e, job.payload))
+            outcome = task_error_fields(e, job.payload)
         except Exception as e:  # noqa: BLE001 - report, never die silently
-            reply = ("done", job.job_id, Verdict.failure(
+            outcome = Verdict.failure(
                 FailureKind.runtime_error,
                 f"Verifier error, not caused by the program: {type(e).__name__}: {clip(e)}",
-                task=job.payload.name,
-            ).model_dump(mode="json"))
+                task=job.payload.name)
+        if isinstance(outcome, Verdict):
+            reply = ("done", job.job_id, outcome.model_dump(mode="json"))
+        else:
+            reply = ("task_error", job.job_id, outcome)
         try:
             conn.send(reply)
         except (BrokenPipeError, OSError):
