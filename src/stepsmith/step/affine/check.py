@@ -8,8 +8,8 @@ from __future__ import annotations
 import ast
 import builtins
 import itertools
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 
 from stepsmith.step.affine.source import (
     AffineParseError,
@@ -47,7 +47,6 @@ class _Obj:
     kind: str  # "input" | "single" | "list" | "tuple" | "iter" | "unknown"
     anchor: tuple[tuple[int, int], ...]  # block path of the defining statement (-1 = block top)
     loop_ids: tuple[int, ...]
-    def_line: int
     anonymous: bool = False
     parent: object = None  # for "iter": the value iterated over
     in_comprehension: bool = False
@@ -68,7 +67,6 @@ class _Use:
     call: ast.Call | None
     path: tuple[tuple[int, int], ...]
     factor: int | None  # 1 normally; k (>= 2) or None (unknown) when consumed in a loop
-    loop_line: int
     branches: tuple[tuple[int, int], ...]
     loops: tuple[_Loop, ...] = ()  # the loops that repeat this use (stream defined outside)
     scope: ast.AST | None = None  # the node `node` must lie in for a rename (call or loop iter)
@@ -102,6 +100,7 @@ class _Opaque:
 
 _NONSTREAM = _Opaque("nonstream")
 _UNKNOWN = _Opaque("unknown")
+_NEVER_STREAMS = (ast.Constant, ast.Attribute, ast.BinOp, ast.UnaryOp)
 
 
 @dataclass(eq=False)
@@ -195,28 +194,19 @@ class _Analyzer:
         return id(block)
 
     def _new_input(self, name: str) -> _Obj:
-        obj = _Obj(name, "input", ((id(self.root), -1),), (), 0)
+        obj = _Obj(name, "input", ((id(self.root), -1),), ())
         self.objs.append(obj)
         return obj
 
-    def _new_obj(self, name: str, kind: str, line: int, anonymous: bool = False) -> _Obj:
-        obj = _Obj(
-            name,
-            kind,
-            tuple(self.path),
-            tuple(lp.id for lp in self.loops),
-            line,
-            anonymous=anonymous,
-        )
+    def _new_obj(self, name: str, kind: str, anonymous: bool = False) -> _Obj:
+        obj = _Obj(name, kind, tuple(self.path), tuple(lp.id for lp in self.loops), anonymous)
         self.objs.append(obj)
         return obj
 
-    def _use(
-        self, ref: _Ref, call: ast.Call, via_name: str | None, scope: ast.AST | None = None
-    ) -> None:
+    def _use(self, ref: _Ref, call: ast.Call, via_name: str | None,
+             scope: ast.AST | None = None) -> None:
         obj = ref.obj
         factor: int | None = 1
-        loop_line = 0
         repeating: list[_Loop] = []
         varying: set[str] = set()  # `parts[i]` names a different element per value of i
         if isinstance(ref.node, ast.Subscript) and isinstance(ref.key, tuple):
@@ -227,29 +217,15 @@ class _Analyzer:
             if via_name is not None and via_name in lp.assigned:
                 obj.carried = True
                 continue
-            loop_line = loop_line or lp.line
             repeating.append(lp)
             if factor is not None:
                 factor = None if lp.iterations is None else factor * lp.iterations
         if factor is not None and factor <= 1:
-            factor, loop_line, repeating = 1, 0, []
-        node = ref.node
-        line = getattr(node, "lineno", None) or call.lineno
-        use = _Use(
-            obj,
-            ref.key,
-            node,
-            line,
-            _describe_consumer(call),
-            call,
-            tuple(self.path),
-            factor,
-            loop_line,
-            tuple(self.branches),
-            tuple(repeating),
-            scope if scope is not None else call,
-        )
-        obj.uses.append(use)
+            factor, repeating = 1, []
+        line = getattr(ref.node, "lineno", None) or call.lineno
+        obj.uses.append(_Use(obj, ref.key, ref.node, line, _describe_consumer(call), call,
+                             tuple(self.path), factor, tuple(self.branches),
+                             tuple(repeating), scope if scope is not None else call))
         if obj.kind == "iter" and not obj.propagated:
             obj.propagated = True
             self._propagate(obj, call)
@@ -305,17 +281,12 @@ class _Analyzer:
         for child in ast.iter_child_nodes(node):
             if isinstance(child, ast.expr):
                 self.eval(child)
-        return _UNKNOWN if isinstance(node, ast.expr) else _NONSTREAM
+        # a constant, an attribute (`x.shape`) or arithmetic is never a stream
+        stream_like = isinstance(node, ast.expr) and not isinstance(node, _NEVER_STREAMS)
+        return _UNKNOWN if stream_like else _NONSTREAM
 
     def _eval_Name(self, node: ast.Name) -> object:
         return self._lookup(node)
-
-    def _eval_Constant(self, node: ast.Constant) -> object:
-        return _NONSTREAM
-
-    def _eval_Attribute(self, node: ast.Attribute) -> object:
-        self.eval(node.value)
-        return _NONSTREAM
 
     def _eval_Starred(self, node: ast.Starred) -> object:
         return self.eval(node.value)
@@ -324,15 +295,6 @@ class _Analyzer:
         return _ListVal([self.eval(e) for e in node.elts])
 
     _eval_List = _eval_Tuple
-
-    def _eval_BinOp(self, node: ast.BinOp) -> object:
-        self.eval(node.left)
-        self.eval(node.right)
-        return _NONSTREAM
-
-    def _eval_UnaryOp(self, node: ast.UnaryOp) -> object:
-        self.eval(node.operand)
-        return _NONSTREAM
 
     def _eval_IfExp(self, node: ast.IfExp) -> object:
         self.eval(node.test)
@@ -372,7 +334,7 @@ class _Analyzer:
             for kw in node.keywords:
                 self._consume(self.eval(kw.value), node)
             kind, arity = _output_kind(recv)
-            obj = self._new_obj(f"step.{primitive_of(recv)}(...)", kind, node.lineno, True)
+            obj = self._new_obj(f"step.{primitive_of(recv)}(...)", kind, True)
             obj.arity = arity
             return _Ref(obj, None, None)
         vals = [self.eval(a) for a in node.args]
@@ -388,21 +350,10 @@ class _Analyzer:
         pushed = 0
         try:
             for gen in node.generators:
-                elem = self._elem_of(gen.iter)
-                assigned = _stored_names([gen.target, node.elt, *gen.ifs])
-                self.loops.append(
-                    _Loop(
-                        next(self._loop_ids),
-                        gen.iter.lineno,
-                        assigned,
-                        _iterations(elem),
-                        gen.target,
-                        gen.iter,
-                        len(node.generators) == 1,
-                    )
-                )
+                elem = self._enter_loop(gen.target, gen.iter, gen.iter.lineno,
+                                        [node.elt, *gen.ifs], len(node.generators) == 1)
                 pushed += 1
-                self._bind(gen.target, elem, gen.iter.lineno, in_comprehension=True)
+                self._bind(gen.target, elem, in_comp=True)
                 for cond in gen.ifs:
                     self.eval(cond)
             elt = self.eval(node.elt)
@@ -416,7 +367,7 @@ class _Analyzer:
                     else:
                         self.env.pop(name, None)
         if isinstance(elt, _Ref) and elt.obj.anonymous:
-            return _Ref(self._new_obj("[...]", "list", node.lineno, True), None, None)
+            return _Ref(self._new_obj("[...]", "list", True), None, None)
         return _NONSTREAM if elt is _NONSTREAM else _UNKNOWN
 
     _eval_ListComp = _comprehension
@@ -454,47 +405,34 @@ class _Analyzer:
         return _UNKNOWN
 
     # ----------------------------------------------------------------- binding
-    def _bind(
-        self, target: ast.AST, value: object, line: int, in_comprehension: bool = False
-    ) -> None:
+    def _bind(self, target: ast.AST, value: object, in_comp: bool = False) -> None:
         if isinstance(target, ast.Name):
-            self.env[target.id] = self._bound_value(target.id, value, line, in_comprehension)
-        elif isinstance(target, (ast.Tuple, ast.List)):
-            elts = target.elts
-            starred = [i for i, e in enumerate(elts) if isinstance(e, ast.Starred)]
-            if isinstance(value, _ListVal) and not starred and len(value.items) == len(elts):
-                for sub, item in zip(elts, value.items, strict=True):
-                    self._bind(sub, item, line, in_comprehension)
-            elif isinstance(value, _Ref) and value.obj.anonymous:
-                for sub in elts:
-                    sub_t = sub.value if isinstance(sub, ast.Starred) else sub
-                    kind = "list" if isinstance(sub, ast.Starred) else "single"
-                    fresh = self._new_obj("?", kind, line, anonymous=True)
-                    self._bind(sub_t, _Ref(fresh, None, None), line, in_comprehension)
-            elif isinstance(value, _Ref) and value.key is None and not starred:
-                for i, sub in enumerate(elts):
-                    self._bind(sub, _Ref(value.obj, i, None), line, in_comprehension)
+            self.env[target.id] = self._bound_value(target.id, value, in_comp)
+        elif isinstance(target, ast.Tuple | ast.List):
+            starred = [isinstance(e, ast.Starred) for e in target.elts]
+            plain = [e.value if isinstance(e, ast.Starred) else e for e in target.elts]
+            items: Iterable[object]
+            if isinstance(value, _ListVal) and not any(starred) and len(value.items) == len(plain):
+                items = value.items
+            elif isinstance(value, _Ref) and value.obj.anonymous:  # fresh streams, in order
+                items = (_Ref(self._new_obj("?", "list" if st else "single", True), None, None)
+                         for st in starred)
+            elif isinstance(value, _Ref) and value.key is None and not any(starred):
+                items = [_Ref(value.obj, i, None) for i in range(len(plain))]
             elif isinstance(value, _EachOf):
-                for sub in elts:
-                    sub_t = sub.value if isinstance(sub, ast.Starred) else sub
-                    self._bind(sub_t, _EachOf(_UNKNOWN, None), line, in_comprehension)
+                items = [_EachOf(_UNKNOWN, None) for _ in plain]
             else:
-                fill = _NONSTREAM if value is _NONSTREAM else _UNKNOWN
-                for sub in elts:
-                    self._bind(
-                        sub.value if isinstance(sub, ast.Starred) else sub,
-                        fill,
-                        line,
-                        in_comprehension,
-                    )
+                items = [_NONSTREAM if value is _NONSTREAM else _UNKNOWN for _ in plain]
+            for sub, item in zip(plain, items, strict=True):
+                self._bind(sub, item, in_comp)
         elif isinstance(target, ast.Starred):
-            self._bind(target.value, _UNKNOWN, line, in_comprehension)
+            self._bind(target.value, _UNKNOWN, in_comp)
         elif isinstance(target, ast.Subscript):
             # `outs[i] = ...` replaces an element: from here on the list holds other streams
             self.eval(target.slice)
             base = target.value
             if isinstance(base, ast.Name) and isinstance(self.env.get(base.id), _Ref):
-                self.env[base.id] = _Ref(self._new_obj(base.id, "list", line), None, None)
+                self.env[base.id] = _Ref(self._new_obj(base.id, "list"), None, None)
             else:
                 self.eval(base)
         else:  # attribute store: not STeP; evaluate, never repair
@@ -503,17 +441,16 @@ class _Analyzer:
                 if isinstance(child, ast.expr):
                     self.eval(child)
 
-    def _bound_value(self, name: str, value: object, line: int, in_comp: bool) -> object:
+    def _bound_value(self, name: str, value: object, in_comp: bool) -> object:
         if isinstance(value, _Ref):
             if value.obj.anonymous:
                 value.obj.name, value.obj.anonymous = name, False
-                value.obj.def_line = line
                 return _Ref(value.obj, None, None)
             return _Ref(value.obj, value.key, value.node)
         if isinstance(value, _EachOf):
             if isinstance(value.src, _Opaque):
                 return value.src
-            obj = self._new_obj(name, "iter", line)
+            obj = self._new_obj(name, "iter")
             obj.parent = value.src
             obj.in_comprehension = in_comp
             obj.loop_iter = self.loops[-1].iter if self.loops else None
@@ -537,10 +474,10 @@ class _Analyzer:
         if isinstance(stmt, ast.Assign):
             value = self.eval(stmt.value)
             for target in stmt.targets:
-                self._bind(target, value, stmt.lineno)
+                self._bind(target, value)
         elif isinstance(stmt, ast.AnnAssign):
             if stmt.value is not None:
-                self._bind(stmt.target, self.eval(stmt.value), stmt.lineno)
+                self._bind(stmt.target, self.eval(stmt.value))
         elif isinstance(stmt, ast.AugAssign):
             self.eval(stmt.value)
             if isinstance(stmt.target, ast.Name):
@@ -562,23 +499,21 @@ class _Analyzer:
         else:
             self._other(stmt)
 
+    def _enter_loop(self, target: ast.expr, iterable: ast.expr, line: int,
+                    body: Sequence[ast.AST], single_generator: bool = True) -> object:
+        """Push the loop of `target` over `iterable` (`body`: where it assigns names); returns
+        the abstract value of one element."""
+        elem = self._elem_of(iterable)
+        self.loops.append(_Loop(next(self._loop_ids), line, _stored_names([target, *body]),
+                                _iterations(elem), target, iterable, single_generator))
+        return elem
+
     def _for(self, stmt: ast.For) -> None:
-        elem = self._elem_of(stmt.iter)
-        assigned = _stored_names([stmt.target, *stmt.body])
-        self.loops.append(
-            _Loop(
-                next(self._loop_ids),
-                stmt.lineno,
-                assigned,
-                _iterations(elem),
-                stmt.target,
-                stmt.iter,
-            )
-        )
+        elem = self._enter_loop(stmt.target, stmt.iter, stmt.lineno, stmt.body)
         body_id = self._register_block(stmt.body, stmt)
         self.path.append((body_id, -1))
         try:
-            self._bind(stmt.target, elem, stmt.lineno)
+            self._bind(stmt.target, elem)
         finally:
             self.path.pop()
         try:
@@ -669,7 +604,7 @@ def _count(uses: list[_Use]) -> tuple[int, bool]:
     for use in uses:
         if use.branches:
             (if_id, branch), rest = use.branches[0], use.branches[1:]
-            sub = _Use(**{**use.__dict__, "branches": rest})
+            sub = replace(use, branches=rest)
             nested.setdefault(if_id, {}).setdefault(branch, []).append(sub)
         else:
             plain.append(use)
@@ -748,14 +683,13 @@ def _message(group: _Group) -> str:
     times = f"{group.count} times" if group.exact else f"at least {group.count} times"
     loop_uses = [u for u in uses if u.factor != 1]
     if loop_uses:
-        lp = loop_uses[0]
         where = (
-            f"inside the loop at line {lp.loop_line}, once per iteration ({times} in total; "
+            f"inside the loop at line {loop_uses[0].loops[0].line}, once per iteration ({times} in total; "
             f"{_fmt_lines(lines)}: {consumers})"
         )
         return (
-            f"stream '{name}'{_origin(group)} is consumed {where}; a stream can be consumed once — consume it "
-            "once outside the loop, or make one Copy per consumer with "
+            f"stream '{name}'{_origin(group)} is consumed {where}; a stream can be consumed once "
+            "— consume it once outside the loop, or make one Copy per consumer with "
             f"`a, b = step.Copy().apply({_plain(group)})`"
         )
     src = _plain(group)
