@@ -5,8 +5,8 @@ workers), `tasks check` (through the verifier), the mutant self-audit and the te
 `def impl(<task inputs>):` → instantiate the task at the binding (cached) → call with fresh
 input streams inside a `step.Session`. Compiling and calling are the language's own core
 (`stepsmith.step.program`, which the examples and docs use too); this module adds the
-allow-list, the task's instance, the restricted builtins and the wording of failures. It never raises for faults of the program: they come
-back in `ProgramRun.error`. Faults of the task's own code (a broken reference) do raise
+allow-list, the task's instance, the restricted builtins and the wording of failures. It never
+raises for faults of the program: they come back in `ProgramRun.error`. Faults of the task's own code (a broken reference) do raise
 (`TaskReferenceError`): they are not the program's to answer for. Unsandboxed: in this process
 only trusted code runs here directly; untrusted programs reach it inside a worker (`pool.py`).
 """
@@ -18,6 +18,7 @@ import hashlib
 import textwrap
 import traceback
 from dataclasses import dataclass, field
+from types import CodeType
 from typing import Any
 
 import torch
@@ -30,22 +31,11 @@ from stepsmith.verify import allowlist
 from stepsmith.verify.feedback import at_line, with_line
 from stepsmith.verify.verdict import FailureKind, Verdict
 
-_SAFE_BUILTIN_NAMES = (
+SAFE_BUILTINS: dict[str, Any] = {n: getattr(builtins, n) for n in (
     "range len zip enumerate list tuple dict int float bool min max sum abs reversed sorted "
-    "round divmod pow any all isinstance slice map filter True False None"
-).split()
-SAFE_BUILTINS: dict[str, Any] = {n: getattr(builtins, n) for n in _SAFE_BUILTIN_NAMES}
-for _exc in ("Exception", "ValueError", "TypeError", "IndexError", "KeyError", "NameError"):
-    SAFE_BUILTINS[_exc] = getattr(builtins, _exc)
-
-
-@dataclass
-class Compiled:
-    """A candidate compiled into a code object defining `impl(<inputs>)`."""
-
-    code: Any
-    body_lines: list[str]
-    params: list[str]
+    "round divmod pow any all isinstance slice map filter True False None "
+    "Exception ValueError TypeError IndexError KeyError NameError"
+).split()}
 
 
 def normalise_source(src: str) -> str:
@@ -62,7 +52,6 @@ def fn_aliases(task: Task) -> dict[str, str]:
 
 def static_checks(src: str, aliases: dict[str, str] | None = None) -> Verdict | None:
     """Allow-list check; returns a failed verdict or None."""
-    lines = src.splitlines()
     if not src.strip():
         return Verdict.failure(
             FailureKind.parse_error,
@@ -71,46 +60,29 @@ def static_checks(src: str, aliases: dict[str, str] | None = None) -> Verdict | 
         )
     try:
         allowlist.check_program(src, aliases)
-    except allowlist.ProgramSyntaxError as e:
-        return Verdict.failure(
-            FailureKind.parse_error, f"Syntax error: {with_line(lines, e.line, e)}", line=e.line
-        )
-    except allowlist.DisallowedConstruct as e:
-        return Verdict.failure(
-            FailureKind.disallowed,
-            f"Disallowed construct: {with_line(lines, e.line, e)}",
-            line=e.line,
-        )
+    except allowlist.ProgramCheckError as e:
+        syntax = isinstance(e, allowlist.ProgramSyntaxError)
+        kind = FailureKind.parse_error if syntax else FailureKind.disallowed
+        title = "Syntax error" if syntax else "Disallowed construct"
+        return Verdict.failure(kind, f"{title}: {with_line(src.splitlines(), e.line, e)}",
+                               line=e.line)
     return None
 
 
-def compile_candidate(src: str, params: list[str]) -> Compiled | Verdict:
+def compile_candidate(src: str, params: list[str]) -> CodeType | Verdict:
     """Wrap the body as `def impl(<params>):` and compile; a failed verdict on syntax errors."""
-    lines = src.splitlines()
     try:
-        code = compile_body(src, params)
+        return compile_body(src, params)
     except SyntaxError as e:
         line = (e.lineno - 1) if e.lineno else None
-        return Verdict.failure(
-            FailureKind.parse_error,
-            f"Syntax error: {at_line(lines, line)}{e.msg}",
-            line=line,
-        )
+        return Verdict.failure(FailureKind.parse_error,
+                               f"Syntax error: {at_line(src.splitlines(), line)}{e.msg}", line=line)
     except (RecursionError, MemoryError, ValueError) as e:  # too deep / NUL bytes: not a crash
         return Verdict.failure(
             FailureKind.parse_error,
             f"The program cannot be compiled ({type(e).__name__}); write it as a sequence of "
             "plain assignments",
         )
-    return Compiled(code=code, body_lines=lines, params=params)
-
-
-def prepare(task: Task, src: str) -> Compiled | Verdict:
-    """Static checks and compilation of a normalised program body (no affine analysis)."""
-    failed = static_checks(src, fn_aliases(task))
-    if failed is not None:
-        return failed
-    return compile_candidate(src, task.input_names)
 
 
 def impl_line(exc: BaseException) -> int | None:
@@ -147,7 +119,7 @@ def get_instance(task: Task, binding: Binding, dtype: torch.dtype = torch.float6
     return inst
 
 
-def call_compiled(compiled: Compiled, instance: Instance, *, executor: Executor = "fast",
+def call_compiled(compiled: CodeType, instance: Instance, *, executor: Executor = "fast",
                   affine: AffineMode = "strict",
                   namespace: dict[str, Any] | None = None) -> tuple[Any, list[str]]:
     """Run a compiled program on fresh inputs of `instance`: (its return value, affine warnings).
@@ -157,7 +129,7 @@ def call_compiled(compiled: Compiled, instance: Instance, *, executor: Executor 
     ns = namespace if namespace is not None else {}
     ns.update(instance.namespace)
     ns["__builtins__"] = SAFE_BUILTINS
-    impl = define_impl(compiled.code, ns)
+    impl = define_impl(compiled, ns)
     return call_impl(impl, instance.fresh_inputs, binding=instance.binding.values,
                      executor=executor, affine=affine)
 
@@ -207,7 +179,7 @@ class ProgramRun:
         return sig
 
 
-def run_compiled(task: Task, compiled: Compiled, binding: Binding, *,
+def run_compiled(task: Task, compiled: CodeType, binding: Binding, *,
                  executor: Executor = "fast", affine: AffineMode = "strict",
                  dtype: torch.dtype = torch.float64) -> ProgramRun:
     """Run an already checked and compiled program at one binding (the verifier checks and
@@ -231,7 +203,8 @@ def run_program(task: Task, source: str, binding: Binding | None = None, *,
     Faults of the program are returned (`ProgramRun.error`, a `ProgramRejected` for static
     failures); faults of the task's own code raise `TaskReferenceError`."""
     b = binding or task.bindings()[0]
-    compiled = prepare(task, normalise_source(source))
+    src = normalise_source(source)
+    compiled = static_checks(src, fn_aliases(task)) or compile_candidate(src, task.input_names)
     if isinstance(compiled, Verdict):
         return ProgramRun(b, None, error=ProgramRejected(compiled), line=compiled.line)
     return run_compiled(task, compiled, b, executor=executor, affine=affine, dtype=dtype)

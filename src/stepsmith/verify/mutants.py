@@ -19,7 +19,7 @@ from __future__ import annotations
 import ast
 import itertools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from stepsmith.step.affine import (
@@ -131,6 +131,14 @@ def _line(node: ast.AST) -> int:
     return getattr(node, "lineno", 0)
 
 
+def _copy_outputs(target: ast.expr) -> list[str]:
+    """How the program names the streams of a Copy assigned to `target` (`a, b = ...`: a and b;
+    `c = ...`: c[0] and c[1])."""
+    if isinstance(target, (ast.Tuple, ast.List)):
+        return [e.id for e in target.elts if isinstance(e, ast.Name)]
+    return [f"{target.id}[{i}]" for i in (0, 1)] if isinstance(target, ast.Name) else []
+
+
 class _Generator:
     def __init__(self, src: str, params: list[str] | None, binding: dict[str, int] | None):
         self.src = src
@@ -142,11 +150,9 @@ class _Generator:
         self.params = list(params)
         self.binding = dict(binding) if binding else dict(PAPER_BINDING)
         self.applies: list[PrimitiveApply] = primitive_applies(self.body)
+        self.nodes = [n for s in self.body for n in ast.walk(s)]  # source order, statement-wise
         self.assigned = {
-            n.id
-            for s in self.body
-            for n in ast.walk(s)
-            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
+            n.id for n in self.nodes if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
         }
         self.out: list[Mutant] = []
 
@@ -210,16 +216,12 @@ class _Generator:
             for kind, _, value in _arguments(app.ctor):
                 if kind.startswith("fn") and isinstance(value, ast.Name):
                     names.add(value.id)
-        for stmt in self.body:
-            for node in ast.walk(stmt):
-                if isinstance(node, ast.Name) and node.id.startswith("fn_"):
-                    names.add(node.id)
-        for stmt in self.body:
-            for node in ast.walk(stmt):
-                if isinstance(node, (ast.List, ast.Tuple)) and isinstance(node.ctx, ast.Load):
-                    elts = [e.id for e in node.elts if isinstance(e, ast.Name)]
-                    if len(elts) == len(node.elts) and names.intersection(elts):
-                        names.update(elts)
+        names.update(n.id for n in self.nodes if isinstance(n, ast.Name) and n.id.startswith("fn_"))
+        for node in self.nodes:
+            if isinstance(node, (ast.List, ast.Tuple)) and isinstance(node.ctx, ast.Load):
+                elts = [e.id for e in node.elts if isinstance(e, ast.Name)]
+                if len(elts) == len(node.elts) and names.intersection(elts):
+                    names.update(elts)
         names -= self.assigned
         names -= set(self.params)
         return sorted(names)
@@ -227,12 +229,8 @@ class _Generator:
     def swap_fns(self) -> None:
         fns = self._fn_names()
         occurrences = {
-            name: [
-                n
-                for s in self.body
-                for n in ast.walk(s)
-                if isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Load)
-            ]
+            name: [n for n in self.nodes
+                   if isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Load)]
             for name in fns
         }
         for f, g in itertools.combinations(fns, 2):
@@ -240,45 +238,36 @@ class _Generator:
             self.add("swap_fns", f"swapped the fns `{f}` and `{g}` everywhere", edits)
 
     def reuse_without_copy(self) -> None:
-        made = 0
         # only consumptions (inside `.apply(...)` arguments): returning a stream is not a use
-        loads = [
-            n
-            for app in self.applies
-            for arg in [*app.call.args, *(kw.value for kw in app.call.keywords)]
-            for n in ast.walk(arg)
-            if isinstance(n, (ast.Name, ast.Subscript)) and isinstance(n.ctx, ast.Load)
-        ]
-        loads.sort(key=lambda n: (n.lineno, n.col_offset))
-        for stmt in self.body:
-            for node in ast.walk(stmt):
-                if not (isinstance(node, ast.Assign) and len(node.targets) == 1):
+        loads = sorted(
+            (n for app in self.applies
+             for arg in [*app.call.args, *(kw.value for kw in app.call.keywords)]
+             for n in ast.walk(arg)
+             if isinstance(n, (ast.Name, ast.Subscript)) and isinstance(n.ctx, ast.Load)),
+            key=lambda n: (n.lineno, n.col_offset),
+        )
+        made = 0
+        for node in self.nodes:
+            if not (isinstance(node, ast.Assign) and len(node.targets) == 1):
+                continue
+            value = node.value
+            copied = _duplicates(primitive_of(apply_receiver(value)))
+            if not (copied and isinstance(value, ast.Call) and len(value.args) == 1):
+                continue
+            src_text = self.text.text(value.args[0])
+            end = (node.end_lineno or 0, node.end_col_offset or 0)
+            for label in _copy_outputs(node.targets[0]):
+                use = next((n for n in loads
+                            if (n.lineno, n.col_offset) > end and ast.unparse(n) == label), None)
+                if use is None:
                     continue
-                value = node.value
-                copied = _duplicates(primitive_of(apply_receiver(value)))
-                if not (copied and isinstance(value, ast.Call) and len(value.args) == 1):
-                    continue
-                src_text = self.text.text(value.args[0])
-                outputs = self._copy_outputs(node.targets[0])
-                for label, matches in outputs:
-                    use = next(
-                        (
-                            n
-                            for n in loads
-                            if (n.lineno, n.col_offset) > (node.end_lineno, node.end_col_offset)
-                            and matches(n)
-                        ),
-                        None,
-                    )
-                    if use is None:
-                        continue
-                    self.add(
-                        "reuse_without_copy",
-                        f"line {_line(use)}: used `{src_text}` instead of the Copy output "
-                        f"`{label}`, so `{src_text}` is consumed twice",
-                        [(use, src_text)],
-                    )
-                    made += 1
+                self.add(
+                    "reuse_without_copy",
+                    f"line {_line(use)}: used `{src_text}` instead of the Copy output "
+                    f"`{label}`, so `{src_text}` is consumed twice",
+                    [(use, src_text)],
+                )
+                made += 1
         if made:
             return
         consumed = [
@@ -296,31 +285,6 @@ class _Generator:
                 [(arg, prev.id)],
             )
             made += 1
-
-    def _copy_outputs(self, target: ast.expr) -> list[tuple[str, Callable[[ast.AST], bool]]]:
-        if isinstance(target, (ast.Tuple, ast.List)):
-
-            def named(name: str) -> Callable[[ast.AST], bool]:
-                return lambda n: isinstance(n, ast.Name) and n.id == name
-
-            return [(e.id, named(e.id)) for e in target.elts if isinstance(e, ast.Name)]
-        if isinstance(target, ast.Name):
-            base = target.id
-            out: list[tuple[str, Callable[[ast.AST], bool]]] = []
-            for i in (0, 1):
-
-                def matches(n: ast.AST, i: int = i) -> bool:
-                    return (
-                        isinstance(n, ast.Subscript)
-                        and isinstance(n.value, ast.Name)
-                        and n.value.id == base
-                        and isinstance(n.slice, ast.Constant)
-                        and n.slice.value == i
-                    )
-
-                out.append((f"{base}[{i}]", matches))
-            return out
-        return []
 
     def return_input(self) -> None:
         returns = [s for s in self.body if isinstance(s, ast.Return) and s.value is not None]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from types import CodeType
 
 import torch
 
@@ -19,7 +20,6 @@ from stepsmith.step.session import AffineMode, Executor
 from stepsmith.tasks import Binding, Task
 from stepsmith.verify.checking import check_outputs
 from stepsmith.verify.execute import (
-    Compiled,
     compile_candidate,
     fn_aliases,
     impl_line,
@@ -47,7 +47,7 @@ def _affine_static(src: str, params: list[str]) -> list[AffineViolation]:
         return []
 
 
-def _run_binding(task: Task, compiled: Compiled, binding: Binding, *, executor: Executor,
+def _run_binding(task: Task, compiled: CodeType, binding: Binding, *, executor: Executor,
                  affine: AffineMode, dtype: torch.dtype,
                  warnings: list[str]) -> tuple[BindingResult, int | None]:
     """Run (the one executor) and check at one binding: (its result, the program line of a
