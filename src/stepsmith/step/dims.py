@@ -8,7 +8,7 @@ enough. Equality is structural (`D*N*K == D*K*N`).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -231,6 +231,6 @@ def fresh_dim(prefix: str = "P") -> Dim:
     return Dim.sym(f"{prefix}_dyn{next(_fresh_counter)}")
 
 
-def shape_str(shape: tuple[Dim, ...] | list[Dim]) -> str:
+def shape_str(shape: Sequence[Dim]) -> str:
     """`[K, M]` — shapes are printed innermost first, like the frontend writes them."""
     return "[" + ", ".join(str(d) for d in shape) + "]"

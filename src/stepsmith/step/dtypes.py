@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Union
+from typing import TypeVar, Union
 
 from stepsmith.step.dims import Dim, dim, shape_str
 from stepsmith.step.errors import StepDtypeError
 
+_T = TypeVar("_T")
 NUMERIC_DTYPES = ("fp32", "fp16", "bf16", "fp64", "int32", "int64", "bool")
 
 
@@ -193,16 +194,20 @@ class _Parser:
             raise self.fail("end of dtype")
         return t
 
+    def listed(self, item: Callable[[], _T]) -> list[_T]:
+        """`[item, item, ...]` (at least one)."""
+        self.take("[")
+        items = [item()]
+        while self.peek() == ",":
+            self.take(",")
+            items.append(item())
+        self.take("]")
+        return items
+
     def elem(self) -> ElemType:
         tok = self.peek()
         if tok == "[":
-            self.take("[")
-            items = [self.elem()]
-            while self.peek() == ",":
-                self.take(",")
-                items.append(self.elem())
-            self.take("]")
-            return make_tuple(items)
+            return make_tuple(self.listed(self.elem))
         if tok is None:
             raise self.fail("a dtype")
         name = self.take()
@@ -227,12 +232,7 @@ class _Parser:
             self.take("(")
             inner = self.elem()
             self.take(",")
-            self.take("[")
-            shape = [self.dim()]
-            while self.peek() == ",":
-                self.take(",")
-                shape.append(self.dim())
-            self.take("]")
+            shape = self.listed(self.dim)
             self.take(")")
             if isinstance(inner, TupleType):
                 raise StepDtypeError(f"a Buffer cannot hold a tuple: {self.text!r}")

@@ -106,12 +106,13 @@ def _is_resource_error(e: BaseException) -> bool:
     return isinstance(e, RuntimeError) and ("memory" in text or "allocate" in text)
 
 
-def _try_vmap(fn: Fn, func: Any, args: Sequence[torch.Tensor], n: int
-              ) -> tuple[torch.Tensor, ...] | None:
-    """`vmap_call`, or None (and `fn.vmap_ok = False`) when vmap cannot run this body, so the
-    caller falls back to per-element calls. Step errors and out-of-memory propagate."""
+def _try_vmap(fn: Fn, func: Any, args: Sequence[torch.Tensor], lead: tuple[int, ...],
+              ctx: FnCtx) -> tuple[torch.Tensor, ...] | None:
+    """`vmap_call` over a batch of lead[0] with outputs broadcast to the `lead` dims and
+    checked, or None (and `fn.vmap_ok = False`) when vmap cannot run this body, so the caller
+    falls back to per-element calls. Step errors and out-of-memory propagate."""
     try:
-        return vmap_call(func, args, n)
+        outs = vmap_call(func, args, lead[0])
     except StepError:
         raise
     except Exception as e:  # noqa: BLE001 - vmap cannot run this body: per-element fallback
@@ -119,6 +120,9 @@ def _try_vmap(fn: Fn, func: Any, args: Sequence[torch.Tensor], n: int
             raise
         fn.vmap_ok = False
         return None
+    outs = tuple(o if o.shape[: len(lead)] == lead else o.expand(*lead, *o.shape) for o in outs)
+    _check_shapes(fn, outs, ctx, len(lead))
+    return outs
 
 
 def call_one(
@@ -197,10 +201,8 @@ def call_batched(
             st = None if state is None else list(args[:n_state])
             return normalize(fn, fn.call(list(args[n_state:]), st), ctx)
 
-        outs = _try_vmap(fn, per_elem, [*(state or ()), *inputs], n)
+        outs = _try_vmap(fn, per_elem, [*(state or ()), *inputs], (n,), ctx)
         if outs is not None:
-            outs = tuple(o if o.shape[:1] == (n,) else o.expand(n, *o.shape) for o in outs)
-            _check_shapes(fn, outs, ctx, 1)
             return outs
     return _loop(fn, inputs, state, ctx)
 
@@ -246,12 +248,8 @@ def fold_batched(
                 return tuple(torch.stack([h[f] for h in hist]) for f in range(len(st)))
             return tuple(st)
 
-        outs = _try_vmap(fn, one, [*state, *xs], b)
+        outs = _try_vmap(fn, one, [*state, *xs], (b, k) if emit_all else (b,), ctx)
         if outs is not None:
-            lead = (b, k) if emit_all else (b,)
-            outs = tuple(o if o.shape[: len(lead)] == lead else o.expand(*lead, *o.shape)
-                         for o in outs)
-            _check_shapes(fn, outs, ctx, len(lead))
             return outs
     cur = list(state)
     hist = []

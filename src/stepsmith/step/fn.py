@@ -8,7 +8,6 @@ from __future__ import annotations
 import ast
 import inspect
 import math
-import sys
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -139,14 +138,10 @@ class Fn:
         if not has_return and tree.body and isinstance(tree.body[-1], ast.Expr):
             last = tree.body[-1]
             tree.body[-1] = ast.copy_location(ast.Return(value=last.value), last)
-        args = ast.arguments(
-            posonlyargs=[], args=[ast.arg("input"), ast.arg("state")], vararg=None,
-            kwonlyargs=[], kw_defaults=[], kwarg=None, defaults=[ast.Constant(None)],
-        )
-        new_fields: dict[str, Any] = {"type_params": []} if sys.version_info >= (3, 12) else {}
-        func = ast.FunctionDef(name="_body", args=args, body=tree.body or [ast.Pass()],
-                               decorator_list=[], returns=None, **new_fields)
-        module = ast.Module(body=[func], type_ignores=[])
+        module = ast.parse("def _body(input, state=None):\n    pass\n")
+        func = module.body[0]
+        assert isinstance(func, ast.FunctionDef)
+        func.body = tree.body or func.body
         ast.fix_missing_locations(module)
         glb: dict[str, Any] = namespace if namespace is not None else {}
         glb.setdefault("torch", torch)

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from stepsmith.step.dims import shape_str
 from stepsmith.step.dtypes import make_tuple
 from stepsmith.step.errors import StepShapeError
 from stepsmith.step.execfn import call_batched, call_one, empty_outputs
@@ -25,8 +26,6 @@ from stepsmith.step.registry import (
     given_fn,
     need_int,
     primitive,
-    shape_text,
-    shapes_equal,
 )
 from stepsmith.step.stream import Stream, SType, display
 
@@ -35,12 +34,12 @@ def _zip_types(prim: Primitive, ins: Sequence[SType]) -> SType:
     """Typing of position-by-position pairing: same rank and shape, flat tuple element."""
     first = ins[0]
     for s in ins[1:]:
-        if not shapes_equal(s.shape, first.shape):
+        if s.shape != first.shape:
             raise StepShapeError(
                 f"cannot zip streams of different shapes: {display(first)} is "
                 f"{first.type_str()} but {display(s)} is {s.type_str()}",
                 primitive=prim.label, stream=display(s),
-                expected=f"shape {shape_text(first.shape)}", found=f"shape {shape_text(s.shape)}",
+                expected=f"shape {shape_str(first.shape)}", found=f"shape {shape_str(s.shape)}",
                 hint="streams are paired position by position; reshape/repeat one so both "
                 "shapes agree",
             )

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from stepsmith.step.dims import Dim, fresh_dim
+from stepsmith.step.dims import Dim, fresh_dim, shape_str
 from stepsmith.step.dtypes import Multihot
 from stepsmith.step.errors import StepArgumentError, StepDtypeError, StepShapeError
 from stepsmith.step.execfn import call_batched, call_one, init_state
@@ -29,8 +29,6 @@ from stepsmith.step.registry import (
     check_fn,
     given_fn,
     primitive,
-    shape_text,
-    shapes_equal,
 )
 from stepsmith.step.session import current_session
 from stepsmith.step.stream import Stream, SType, display
@@ -117,14 +115,14 @@ class Partition(Primitive):
         data, sel = ins
         mh = _check_selector(self, sel)
         a, b = data.rank, sel.rank
-        if b > a or not shapes_equal(data.shape[a - b:], sel.shape):
+        if b > a or data.shape[a - b:] != sel.shape:
             raise StepShapeError(
                 f"the selector's shape must equal the outer dims of the data: data "
                 f"{display(data)} is {data.type_str()}, selector {display(sel)} is "
                 f"{sel.type_str()}",
                 primitive=self.label, stream=display(data),
-                expected=f"data shape ending with {shape_text(sel.shape)}",
-                found=f"data shape {shape_text(data.shape)}",
+                expected=f"data shape ending with {shape_str(sel.shape)}",
+                found=f"data shape {shape_str(data.shape)}",
             )
         _count_matches(self, self.N, mh.n, sel, f"N={self.N}")
         n = self._n()
@@ -204,13 +202,13 @@ class Merge(Primitive):
         mh = _check_selector(self, sel)
         first = parts[0]
         for p in parts[1:]:
-            if p.dtype != first.dtype or not shapes_equal(p.shape[:-1], first.shape[:-1]):
+            if p.dtype != first.dtype or p.shape[:-1] != first.shape[:-1]:
                 raise StepShapeError(
                     f"all parts need the same element type and chunk shape: "
                     f"{display(first)} is {first.type_str()} but {display(p)} is "
                     f"{p.type_str()}", primitive=self.label, stream=display(p),
-                    expected=f"{first.dtype} with chunk {shape_text(first.shape[:-1])}",
-                    found=f"{p.dtype} with chunk {shape_text(p.shape[:-1])}",
+                    expected=f"{first.dtype} with chunk {shape_str(first.shape[:-1])}",
+                    found=f"{p.dtype} with chunk {shape_str(p.shape[:-1])}",
                 )
         _count_matches(self, len(parts), mh.n, sel, f"the number of parts ({len(parts)})")
         fn = check_fn(self, self.fn, first, stateful=True)

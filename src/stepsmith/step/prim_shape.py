@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from stepsmith.step.dims import Dim, dim
+from stepsmith.step.dims import Dim, dim, shape_str
 from stepsmith.step.dtypes import Buffer, TupleType
 from stepsmith.step.errors import (
     StepArgumentError,
@@ -33,8 +33,6 @@ from stepsmith.step.registry import (
     check_inner,
     need_int,
     primitive,
-    shape_text,
-    shapes_equal,
 )
 from stepsmith.step.stream import Stream, SType, display
 
@@ -123,7 +121,7 @@ class Promote(Primitive):
         if not 0 <= k <= s.rank + 1:
             raise StepRankError(
                 f"b must satisfy 0 <= b <= rank+1; stream rank is {s.rank} (shape "
-                f"{shape_text(s.shape)})", primitive=self.label, stream=display(s),
+                f"{shape_str(s.shape)})", primitive=self.label, stream=display(s),
                 expected=f"0 <= b <= {s.rank + 1}", found=f"b={k}",
             )
         shape = tuple(s.shape[:k]) + (Dim.const(1),) + tuple(s.shape[k:])
@@ -179,7 +177,7 @@ class Flatten(Primitive):
         if i < 1 or j > s.rank:
             raise StepRankError(
                 f"L must satisfy 1 <= i and j <= rank; stream rank is {s.rank} (shape "
-                f"{shape_text(s.shape)})", primitive=self.label, stream=display(s),
+                f"{shape_str(s.shape)})", primitive=self.label, stream=display(s),
                 expected=f"indices within 1..{s.rank}", found=f"L={self.axes}",
                 hint="L=[1] merges D0 and D1 (the two innermost dims)",
             )
@@ -248,7 +246,7 @@ class Reshape(Primitive):
         i = self.axis
         if i > s.rank:
             raise StepRankError(
-                f"L=[{i}] is not a dim of a rank-{s.rank} stream (shape {shape_text(s.shape)})",
+                f"L=[{i}] is not a dim of a rank-{s.rank} stream (shape {shape_str(s.shape)})",
                 primitive=self.label, stream=display(s),
                 expected=f"0 <= i <= {s.rank}", found=f"i={i}",
             )
@@ -460,13 +458,13 @@ class Repeat(_Repeating):
 class RepeatRef(_Repeating):
     def typing(self, ins: Sequence[SType]) -> list[OutType]:
         s, ref = ins
-        if ref.rank != s.rank + 1 or not shapes_equal(ref.shape[1:], s.shape):
+        if ref.rank != s.rank + 1 or ref.shape[1:] != s.shape:
             raise StepShapeError(
                 f"the reference must have rank {s.rank + 1} and shape [X] + "
-                f"{shape_text(s.shape)}; ref {display(ref)} is {ref.type_str()}",
+                f"{shape_str(s.shape)}; ref {display(ref)} is {ref.type_str()}",
                 primitive=self.label, stream=display(s),
                 expected=f"ref shape [X, {', '.join(str(d) for d in s.shape)}]",
-                found=f"ref shape {shape_text(ref.shape)}",
+                found=f"ref shape {shape_str(ref.shape)}",
             )
         return [(s.dtype, tuple(ref.shape))]
 

@@ -490,15 +490,12 @@ def check_inner(prim: Primitive, s: SType, name: str, k: int, placeholder: str) 
     if not 0 < k <= s.rank:
         raise StepRankError(
             f"{name} must satisfy 0 < {name} <= rank; stream rank is {s.rank} (shape "
-            f"{shape_text(s.shape)}).{' ' + placeholder if k == s.rank + 1 else ''}",
+            f"{shape_str(s.shape)}).{' ' + placeholder if k == s.rank + 1 else ''}",
             primitive=prim.label, stream=display(s),
             expected=f"0 < {name} <= {s.rank}", found=f"{name}={k}",
         )
 
 
 def shapes_equal(a: Sequence[Dim], b: Sequence[Dim]) -> bool:
-    return len(a) == len(b) and all(x == y for x, y in zip(a, b, strict=True))
+    return tuple(a) == tuple(b)  # Dim equality is structural
 
-
-def shape_text(shape: Sequence[Dim]) -> str:
-    return shape_str(tuple(shape))

@@ -23,7 +23,7 @@ _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
 
 def type_str(dtype: ElemType, shape: Sequence[Dim]) -> str:
     """`Strm<Buffer(fp32, [D]), rank 1, [N, M]>` — how types appear in messages."""
-    return f"Strm<{dtype}, rank {len(shape) - 1}, {shape_str(tuple(shape))}>"
+    return f"Strm<{dtype}, rank {len(shape) - 1}, {shape_str(shape)}>"
 
 
 class SType:

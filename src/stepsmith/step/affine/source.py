@@ -17,8 +17,8 @@ from stepsmith.limits import parse_untrusted
 
 __all__ = [
     "AffineParseError", "ParsedProgram", "PrimitiveApply", "apply_receiver", "char_col",
-    "is_indented", "parse_body", "parse_program", "primitive_applies", "primitive_calls", "primitive_of",
-    "quiet_parse", "split_lines", "step_attr",
+    "is_indented", "parse_body", "parse_program", "primitive_applies", "primitive_calls",
+    "primitive_of", "split_lines", "step_attr",
 ]
 
 _LINE_RE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
@@ -45,25 +45,17 @@ def is_indented(src: str) -> bool:
     return False
 
 
-def quiet_parse(src: str) -> ast.Module:
-    """`ast.parse` without SyntaxWarnings on stderr (`1if x`): untrusted text is routine here.
-
-    Bounded (`stepsmith.limits`): too large or too deeply nested text raises a `SyntaxError`
-    (`ProgramTooComplex`), never `RecursionError`, and the tree it returns is shallow enough
-    for the recursive visitors downstream.
-    """
-    return parse_untrusted(src)
-
-
 def parse_body(src: str) -> ast.Module:
     """Parse an impl body, plain or uniformly indented (copied from inside a `def`), with
     positions relative to the body. Raises the `SyntaxError` naming the real line (for an
-    indented body the wrapped parse's, shifted back) or `ValueError` (NUL bytes)."""
+    indented body the wrapped parse's, shifted back) or `ValueError` (NUL bytes). Parsing is
+    bounded and quiet (`stepsmith.limits.parse_untrusted`): too large or deep text is a
+    `SyntaxError`, never `RecursionError`, and no SyntaxWarning reaches stderr."""
     try:
-        return quiet_parse(src)
+        return parse_untrusted(src)
     except SyntaxError as first:
         try:
-            wrapped = quiet_parse("if 1:\n" + src)
+            wrapped = parse_untrusted("if 1:\n" + src)
         except (SyntaxError, ValueError) as second:
             if is_indented(src) and isinstance(second, SyntaxError) and second.lineno:
                 second.lineno -= 1
