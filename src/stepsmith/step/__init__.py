@@ -5,7 +5,7 @@ Programs see this module as `step` (`step.Accum(fn=fn_sum, b=1).apply(E3)`).
 """
 
 # the primitives register themselves (`@primitive`); `step.<Name>` finds them in the registry
-from stepsmith.step import prim_elementwise, prim_reduce, prim_route, prim_shape  # noqa: F401
+from stepsmith.step import primitives  # noqa: F401
 from stepsmith.step.dims import Dim, dim, fresh_dim
 from stepsmith.step.dtypes import Buffer, ElemType, Multihot, Scalar, TupleType, parse_dtype
 from stepsmith.step.errors import (

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, NoReturn, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
 
@@ -249,27 +249,24 @@ class Primitive:
 
     def _streams(self, arg: Any) -> list[Stream]:
         """The `.apply` argument as input streams, in the form the registry declares (`args`)."""
-        pdef = REGISTRY[self.NAME]
-        if pdef.args == "stream" or (pdef.args == "streams" and isinstance(arg, Stream)):
+        form, names = REGISTRY[self.NAME].args, REGISTRY[self.NAME].arg_names
+        if form == "stream" or (form == "streams" and isinstance(arg, Stream)):
             return [self._one(arg, "the input")]
         items = list(arg) if isinstance(arg, list | tuple) else []
-        if pdef.args in ("streams", "zip"):
-            if len(items) >= (2 if pdef.args == "zip" else 1):
-                return [self._one(x, f"element {i} of the argument tuple")
-                        for i, x in enumerate(items)]
-            self._bad_argument(arg, "a tuple of 2+ streams" if pdef.args == "zip"
-                               else "a stream or a tuple of streams")
-        pair = f"a pair ({', '.join(pdef.arg_names)})"
-        if pdef.args == "parts_sel" and not (len(items) == 2 and isinstance(items[0], list | tuple)
-                                             and items[0]):
-            self._bad_argument(arg, f"{pair} where parts is the non-empty list of part streams")
-        if len(items) != 2:
-            self._bad_argument(arg, pair)
-        if pdef.args == "parts_sel":
+        if form in ("streams", "zip") and len(items) >= (2 if form == "zip" else 1):
+            return [self._one(x, f"element {i} of the argument tuple") for i, x in enumerate(items)]
+        if form == "pair" and len(items) == 2:
+            return [self._one(x, f"{name} (item {i} of the pair)")
+                    for i, (x, name) in enumerate(zip(items, names, strict=True))]
+        if form == "parts_sel" and len(items) == 2 and isinstance(items[0], list | tuple):
             parts = [self._one(p, f"parts[{i}]") for i, p in enumerate(items[0])]
-            return [*parts, self._one(items[1], "the selector stream")]
-        return [self._one(x, f"{name} (item {i} of the pair)")
-                for i, (x, name) in enumerate(zip(items, pdef.arg_names, strict=True))]
+            if parts:
+                return [*parts, self._one(items[1], "sel (item 1 of the pair)")]
+        what = {"streams": "a stream or a tuple of streams", "zip": "a tuple of 2+ streams",
+                "parts_sel": "a pair (parts, sel), parts a non-empty list of streams",
+                }.get(form, f"a pair ({', '.join(names)})")
+        raise StepArgumentError(f"the argument must be {what}", primitive=self.label,
+                                expected=what, found=_describe_value(arg), hint=self.usage)
 
     def typing(self, ins: Sequence[SType]) -> list[OutType]:
         raise NotImplementedError
@@ -293,18 +290,11 @@ class Primitive:
         """`usage: <signature>`, the hint for a wrong `.apply` argument (from the registry)."""
         return REGISTRY[self.NAME].usage
 
-    def _bad_argument(self, arg: Any, what: str) -> NoReturn:
-        raise StepArgumentError(f"the argument must be {what}", primitive=self.label,
-                                expected=what, found=_describe_value(arg), hint=self.usage)
-
     def _one(self, x: Any, what: str) -> Stream:
         if isinstance(x, Stream):
             return x
-        raise StepArgumentError(
-            f"{what} must be a stream", primitive=self.label,
-            expected="a Stream", found=_describe_value(x),
-            hint=self.usage,
-        )
+        raise StepArgumentError(f"{what} must be a stream", primitive=self.label,
+                                expected="a Stream", found=_describe_value(x), hint=self.usage)
 
     def apply(self, arg: Any = None, *more: Any) -> Any:
         if more:
