@@ -35,6 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from stepsmith.step.dims import Dim
 from stepsmith.step.session import PAPER_BINDING
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ DEFAULT_BINDINGS: tuple[tuple[str, dict[str, int], int], ...] = (
     ("large", {"M": 8, "N": 12, "K": 10, "D": 32}, 2024),
 )
 ALWAYS_BOUND = ("M", "N", "K", "D")
+DEFAULT_LABELS = tuple(label for label, _, _ in DEFAULT_BINDINGS)
 
 
 @dataclass(frozen=True)
@@ -81,16 +83,9 @@ class Ctx(dict):
         return super().get(self._key(key), default)
 
 
-def symbol_objects(names: list[str]) -> dict[str, Any]:
-    """``step.Dim`` per symbol name (plain names if the STeP core cannot be imported)."""
-    try:
-        from stepsmith.step import Dim
-    except ImportError:  # the loader stays usable for validation without the STeP core
-        return {n: n for n in names}
+def symbol_objects(names: list[str]) -> dict[str, Dim]:
+    """``step.Dim`` per symbol name."""
     return {n: Dim.sym(n) for n in names}
-
-
-DEFAULT_LABELS = tuple(label for label, _, _ in DEFAULT_BINDINGS)
 
 
 def check_binding_labels(entries: list[dict[str, Any]] | dict[str, Any] | None,
@@ -125,20 +120,16 @@ def requested_bindings(spec_bindings: list[dict[str, Any]] | dict[str, Any] | No
     for i, entry in enumerate(spec_bindings):
         if "label" not in entry:  # the loader reports this with a line; keep callers honest
             raise ValueError(f"bindings entry {i} has no label")
-        by_label[str(entry["label"])] = entry
+        by_label[str(entry["label"])] = {k: v for k, v in entry.items() if k != "label"}
+    paper_values, paper_seed = DEFAULT_BINDINGS[0][1], DEFAULT_BINDINGS[0][2]
+    added = [(label, paper_values, paper_seed + len(DEFAULT_BINDINGS) + i)
+             for i, label in enumerate(k for k in by_label if k not in DEFAULT_LABELS)]
     out = []
-    for label, base, seed in DEFAULT_BINDINGS:
-        entry = dict(by_label.pop(label, {}))
-        entry.pop("label", None)
+    for label, base, seed in [*DEFAULT_BINDINGS, *added]:
+        entry = dict(by_label.get(label, {}))
         seed = int(entry.pop("seed", seed))
         over = {k: int(v) for k, v in entry.items()}
         out.append((label, {**base, **over}, seed, over))
-    paper_values, paper_seed = DEFAULT_BINDINGS[0][1], DEFAULT_BINDINGS[0][2]
-    for i, (label, raw) in enumerate(by_label.items()):
-        entry = {k: v for k, v in raw.items() if k != "label"}
-        seed = int(entry.pop("seed", paper_seed + len(DEFAULT_BINDINGS) + i))
-        over = {k: int(v) for k, v in entry.items()}
-        out.append((label, {**paper_values, **over}, seed, over))
     return out
 
 

@@ -88,11 +88,17 @@ class Instance:
     def fresh_inputs(self) -> dict[str, Any]:
         """New input streams over cloned data: a stream's consumed-once state lives on the
         ``Stream`` object, so running a second program on the same instance needs new ones."""
-        from stepsmith import step
+        return _streams([(n, s.dtype, s.shape, s.data) for n, s in self.inputs.items()],
+                        self.binding.values)
 
-        with step.Session(binding=dict(self.binding.values)):
-            return {name: step.Stream.input(name, s.dtype, tuple(s.shape), s.data.clone())
-                    for name, s in self.inputs.items()}
+
+def _streams(specs: list[tuple[str, ElemType, tuple[Dim, ...], torch.Tensor]],
+             values: dict[str, int]) -> dict[str, Any]:
+    """Program input streams (name, element type, dims, data), each over a copy of its data."""
+    from stepsmith import step
+
+    with step.Session(binding=dict(values)):
+        return {n: step.Stream.input(n, t, tuple(dims), data.clone()) for n, t, dims, data in specs}
 
 
 class PrecisionProbe(TorchFunctionMode):
@@ -148,14 +154,10 @@ def generate(info: StreamInfo, gen: Any, values: dict[str, int], g: torch.Genera
     shape = dt.data_shape(field, info.dims, values)
     kind = gen.kind
     f64 = torch.float64
-    if kind == "torch.rand":
-        out = torch.rand(shape, generator=g, dtype=f64)
-    elif kind == "torch.randn":
-        out = torch.randn(shape, generator=g, dtype=f64)
-    elif kind == "torch.ones":
-        out = torch.ones(shape, dtype=f64)
-    elif kind == "torch.zeros":
-        out = torch.zeros(shape, dtype=f64)
+    if kind in ("torch.rand", "torch.randn"):
+        out = (torch.rand if kind == "torch.rand" else torch.randn)(shape, generator=g, dtype=f64)
+    elif kind in ("torch.ones", "torch.zeros"):
+        out = torch.full(shape, 1.0 if kind == "torch.ones" else 0.0, dtype=f64)
     elif kind == "binary":
         out = torch.randint(0, 2, shape, generator=g).to(f64)
     else:  # multihot: each row (last dim E) gets between min and max ones, uniformly placed
@@ -222,20 +224,21 @@ def build_instance(task: Task, binding: Binding, dtype: torch.dtype) -> Instance
                                              strict=True)):
             with probe:
                 value = eval_snippet(snippet, ns, (*info.path, "data_transform", j), task.locator)
-            vals.append(_check_layout(value, info, j, dt.data_shape(f, info.dims, values), task, dtype))
+            shape = dt.data_shape(f, info.dims, values)
+            vals.append(_check_layout(value, info, j, shape, task, dtype))
         expected.append(ExpectedOutput(
             name=info.name, dtype=info.dtype, shape=info.dims, values=tuple(vals),
             concrete_shape=tuple(d.evaluate(values) for d in info.dims)))
 
     fn_env = dict(env)
     fn_env["input_data"] = input_data
-    namespace: dict[str, Any] = {"step": step, **symbols, **{f"{k}_value": v for k, v in values.items()}}
+    namespace: dict[str, Any] = {"step": step, **symbols,
+                                 **{f"{k}_value": v for k, v in values.items()}}
     for fn_spec, fn_info in zip(task.spec.fns, task.fn_infos, strict=True):
         try:
             namespace[fn_spec.func_name] = step.Fn.from_source(
-                name=fn_spec.name, apply_src=fn_spec.apply,
-                input_dtype=fn_info.input_dtype, output_dtype=fn_info.output_dtype,
-                init=fn_spec.init,
+                name=fn_spec.name, apply_src=fn_spec.apply, input_dtype=fn_info.input_dtype,
+                output_dtype=fn_info.output_dtype, init=fn_spec.init,
                 func_name=fn_spec.func_name, namespace=fn_env)
         except step.StepError as exc:
             raise task.locator.error(fn_info.path, f"cannot build fn {fn_spec.name!r}: {exc}",
@@ -245,11 +248,8 @@ def build_instance(task: Task, binding: Binding, dtype: torch.dtype) -> Instance
         if k.endswith("_value") and isinstance(v, int) and k not in namespace:
             namespace[k] = v
 
-    inputs: dict[str, Any] = {}
-    with step.Session(binding=dict(values)):
-        for info in task.input_infos:
-            inputs[info.name] = step.Stream.input(info.name, info.dtype, info.dims,
-                                                  input_data[info.name].clone())
+    inputs = _streams([(i.name, i.dtype, i.dims, input_data[i.name]) for i in task.input_infos],
+                      values)
     precision = probe.lowest(dtype)
     return Instance(task.name, binding, namespace, inputs, expected, input_data,
                     precision=precision, tolerance=tolerance_for(task.spec.tolerance, precision))

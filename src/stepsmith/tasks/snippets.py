@@ -140,29 +140,23 @@ def run_guarded(action: Callable[[], Any], path: Path, loc: Locator, filename: s
             return action()
     except TaskFormatError:
         raise
-    except _TaskCodeExit as exc:
-        line = _error_line(exc, filename)
-        raise loc.error(path, f"{what} tried to end the process ({exc.call}); task code must "
-                              "not exit", offset=line, cls=TaskReferenceError) from None
-    except _TaskCodeTimeout as exc:
-        line = _error_line(exc, filename)
-        raise loc.error(path, f"{what} did not finish within {TASK_CODE_LIMIT_S:g} s (an "
-                              "endless loop?); task code must compute its values quickly",
-                        offset=line, cls=TaskReferenceError) from None
-    except CpuTimeExceeded as exc:  # a sandboxed worker's CPU-time limit (the candidates' one)
-        line = _error_line(exc, filename)
-        raise loc.error(path, f"{what} did not finish within the verifier's CPU-time limit "
-                              f"({exc}; an endless loop?); task code must compute its values "
-                              "quickly", offset=line, cls=TaskReferenceError) from None
-    except SystemExit as exc:
-        line = _error_line(exc, filename)
-        raise loc.error(path, f"{what} tried to exit the program (SystemExit({exc.code!r})); "
-                              "task code must not call exit()", offset=line,
-                        cls=TaskReferenceError) from None
-    except Exception as exc:
-        line = _error_line(exc, filename)
-        raise loc.error(path, f"{what} raised {type(exc).__name__}: {clip(exc, 1000)}",
-                        offset=line, cls=TaskReferenceError) from exc
+    except (_TaskCodeExit, _TaskCodeTimeout, CpuTimeExceeded, SystemExit, Exception) as exc:
+        cause = None
+        if isinstance(exc, _TaskCodeExit):
+            why = f"tried to end the process ({exc.call}); task code must not exit"
+        elif isinstance(exc, _TaskCodeTimeout):
+            why = (f"did not finish within {TASK_CODE_LIMIT_S:g} s (an endless loop?); task code "
+                   "must compute its values quickly")
+        elif isinstance(exc, CpuTimeExceeded):  # a sandboxed worker's (the candidates') limit
+            why = (f"did not finish within the verifier's CPU-time limit ({exc}; an endless "
+                   "loop?); task code must compute its values quickly")
+        elif isinstance(exc, SystemExit):
+            why = (f"tried to exit the program (SystemExit({exc.code!r})); task code must not "
+                   "call exit()")
+        else:
+            why, cause = f"raised {type(exc).__name__}: {clip(exc, 1000)}", exc
+        raise loc.error(path, f"{what} {why}", offset=_error_line(exc, filename),
+                        cls=TaskReferenceError) from cause
 
 
 def exec_code(src: str, ns: dict[str, Any], path: Path, loc: Locator, what: str) -> None:

@@ -21,7 +21,8 @@ from .bindings import (
     resolve_values,
     symbol_objects,
 )
-from .schema import TaskSpec, Tolerance
+from .errors import TaskFormatError
+from .schema import TaskSpec
 from .snippets import assigned_names, exec_code, parse_code
 from .yamlsrc import Locator, Path
 
@@ -91,10 +92,6 @@ class Task:
         return self.spec.impl
 
     @property
-    def tolerance(self) -> Tolerance:
-        return self.spec.tolerance
-
-    @property
     def input_names(self) -> list[str]:
         """Parameter names of the program function, in order."""
         return [s.name for s in self.input_infos]
@@ -128,26 +125,29 @@ class Task:
             exec_code(self.spec.global_, env, ("global",), self.locator, "global")
         return env
 
-    def _env_for(self, base: dict[str, int], over: dict[str, int]) -> tuple[dict[str, Any], dict[str, int]]:
+    def _env_for(self, base: dict[str, int],
+                 over: dict[str, int]) -> tuple[dict[str, Any], dict[str, int]]:
         env = self.global_env(base)
         values, missing = resolve_values(self.symbols, base, over, env)
         if missing:
-            uses = self._symbol_uses(missing[0])
-            raise self.locator.error(
-                uses, f"size symbol '{missing[0]}' has no value: set it in `global` "
-                      f"(`{missing[0]}_value = 3` and `ctx[{missing[0]}] = {missing[0]}_value`) "
-                      f"or in `bindings`")
-        bad = {k: v for k, v in values.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1}
-        if bad:
-            k = next(iter(bad))
-            where = ("bindings",) if k in over else ("global",)
-            raise self.locator.error(where, f"size symbol '{k}' must be a positive integer, "
-                                            f"found {bad[k]!r}")
+            raise self._unbound(missing[0])
+        for k, v in values.items():
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise self._not_positive(("bindings",) if k in over else ("global",), k, v)
         for k, v in values.items():  # make the namespace agree with the final values
             env[f"{k}_value"] = v
             env["ctx"][k] = v
         env.update(symbol_objects(list(values)))
         return env, values
+
+    def _unbound(self, name: str) -> TaskFormatError:
+        return self.locator.error(
+            self._symbol_uses(name), f"size symbol '{name}' has no value: set it in `global` "
+            f"(`{name}_value = 3` and `ctx[{name}] = {name}_value`) or in `bindings`")
+
+    def _not_positive(self, where: Path, name: str, value: object) -> TaskFormatError:
+        return self.locator.error(where, f"size symbol '{name}' must be a positive integer, "
+                                         f"found {value!r}")
 
     def _symbol_uses(self, name: str) -> Path:
         for info in [*self.input_infos, *self.parameter_infos, *self.output_infos]:
@@ -185,14 +185,10 @@ class Task:
         for _label, base, _seed, over in requested_bindings(self.spec.bindings):
             for k, v in over.items():
                 if v < 1:
-                    raise self.locator.error(("bindings",), f"size symbol '{k}' must be a "
-                                                            f"positive integer, found {v!r}")
+                    raise self._not_positive(("bindings",), k, v)
             for name in self.symbols:
                 if name not in provided and name not in base:
-                    raise self.locator.error(
-                        self._symbol_uses(name),
-                        f"size symbol '{name}' has no value: set it in `global` "
-                        f"(`{name}_value = 3` and `ctx[{name}] = {name}_value`) or in `bindings`")
+                    raise self._unbound(name)
 
     def bindings(self) -> list[Binding]:
         """Bindings to verify at; the first is the paper's (M=5, N=7, K=9, D=16, seed 42)."""
