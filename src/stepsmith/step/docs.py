@@ -149,13 +149,9 @@ def primitive_entry(d: PrimitiveDef, example: Sequence[str] = ()) -> str:
     return "\n".join([*lines, *example])
 
 
-def primitive_reference(
-    names: list[str] | None = None,
-    preamble: bool = True,
-    *,
-    style: Literal["markdown", "prompt"] = "markdown",
-    examples: Mapping[str, Sequence[str]] | None = None,
-) -> str:
+def primitive_reference(names: list[str] | None = None, preamble: bool = True, *,
+                        style: Literal["markdown", "prompt"] = "markdown",
+                        examples: Mapping[str, Sequence[str]] | None = None) -> str:
     """The primitive reference (all primitives by default).
 
     `markdown`: the language notes, the affine rule, one section per primitive with its

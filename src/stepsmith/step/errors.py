@@ -9,16 +9,9 @@ from stepsmith.limits import clip
 class StepError(Exception):
     """Base of every STeP language error."""
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        primitive: str | None = None,
-        stream: str | None = None,
-        expected: str | None = None,
-        found: str | None = None,
-        hint: str | None = None,
-    ) -> None:
+    def __init__(self, message: str, *, primitive: str | None = None, stream: str | None = None,
+                 expected: str | None = None, found: str | None = None,
+                 hint: str | None = None) -> None:
         self.primitive = primitive
         self.stream = stream
         self.expected = expected

@@ -171,9 +171,13 @@ def empty_outputs(fn: Fn, inputs: Sequence[torch.Tensor], state: Sequence[torch.
     return tuple(torch.zeros((0, *o.shape), dtype=ctx.dtype) for o in one)
 
 
-def _loop(fn: Fn, inputs: Sequence[torch.Tensor], state: Sequence[torch.Tensor] | None,
-          ctx: FnCtx) -> tuple[torch.Tensor, ...]:
+def call_each(fn: Fn, inputs: Sequence[torch.Tensor], state: Sequence[torch.Tensor] | None,
+              ctx: FnCtx) -> tuple[torch.Tensor, ...]:
+    """Apply the body to every element of a batch, one call per element: the oracle's way, and
+    the fast path's when vmap cannot run the body."""
     n = inputs[0].shape[0]
+    if n == 0:
+        return empty_outputs(fn, inputs, state, ctx)
     rows = [call_one(fn, [x[b] for x in inputs], None if state is None else [s[b] for s in state],
                      ctx) for b in range(n)]
     try:
@@ -204,7 +208,7 @@ def call_batched(
         outs = _try_vmap(fn, per_elem, [*(state or ()), *inputs], (n,), ctx)
         if outs is not None:
             return outs
-    return _loop(fn, inputs, state, ctx)
+    return call_each(fn, inputs, state, ctx)
 
 
 def init_state(fn: Fn, ctx: FnCtx, batch: tuple[int, ...]) -> list[torch.Tensor]:

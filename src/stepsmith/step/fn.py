@@ -61,16 +61,11 @@ class Fn:
     """A specialized function. `body(input, state)` works on one element and returns a list
     (one entry per output field) or a bare tensor; stateful iff `init` is given."""
 
-    def __init__(
-        self,
-        name: str,
-        input_dtype: ElemType | str | list,
-        output_dtype: ElemType | str | list,
-        body: Callable[..., Any],
-        init: Sequence[InitValue] | InitValue | None = None,
-        func_name: str | None = None,
-        symbols: Mapping[str, object] | None = None,
-    ) -> None:
+    def __init__(self, name: str, input_dtype: ElemType | str | list,
+                 output_dtype: ElemType | str | list, body: Callable[..., Any],
+                 init: Sequence[InitValue] | InitValue | None = None,
+                 func_name: str | None = None, symbols: Mapping[str, object] | None = None,
+                 ) -> None:
         self.name = name
         self.func_name = func_name or name
         try:
@@ -107,16 +102,11 @@ class Fn:
 
     # ------------------------------------------------------------------------------------------
     @classmethod
-    def from_source(
-        cls,
-        name: str,
-        apply_src: str,
-        input_dtype: ElemType | str | list,
-        output_dtype: ElemType | str | list,
-        init: Sequence[InitValue] | InitValue | None = None,
-        func_name: str | None = None,
-        namespace: dict[str, Any] | None = None,
-    ) -> Fn:
+    def from_source(cls, name: str, apply_src: str, input_dtype: ElemType | str | list,
+                    output_dtype: ElemType | str | list,
+                    init: Sequence[InitValue] | InitValue | None = None,
+                    func_name: str | None = None, namespace: dict[str, Any] | None = None,
+                    ) -> Fn:
         """Compile a YAML `apply` body (Python over `input` and `state`).
 
         A body without `return` whose last statement is an expression returns that value.

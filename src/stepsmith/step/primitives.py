@@ -22,7 +22,7 @@ import torch
 from stepsmith.step.dims import Dim, dim, fresh_dim, shape_str
 from stepsmith.step.dtypes import Buffer, Multihot, TupleType, make_tuple
 from stepsmith.step.errors import StepArgumentError, StepDtypeError, StepRankError, StepShapeError
-from stepsmith.step.execfn import call_batched, call_one, empty_outputs, fold_batched, init_state
+from stepsmith.step.execfn import call_batched, call_each, call_one, fold_batched, init_state
 from stepsmith.step.fn import Fn
 from stepsmith.step.registry import (
     Env,
@@ -65,10 +65,6 @@ def _zip_types(prim: Primitive, ins: Sequence[SType]) -> SType:
     return SType(make_tuple([s.dtype for s in ins]), first.shape, name=f"Zip({names})")
 
 
-def _outer(ins: Sequence[Stream]) -> tuple[int, ...]:
-    return tuple(ins[0].fields[0].shape[: len(ins[0].shape)])
-
-
 def _fields(ins: Sequence[Stream]) -> list[torch.Tensor]:
     return [t for s in ins for t in s.fields]
 
@@ -100,27 +96,18 @@ class Map(Primitive):
         return [(fn.output_dtype, tuple(src.shape))]
 
     def impl(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
-        fn = given_fn(self, self.fn)
-        outer = _outer(ins)
-        n = math.prod(outer)
-        r1 = len(outer)
-        flat = [t.reshape(n, *t.shape[r1:]) for t in _fields(ins)]
-        res = call_batched(fn, flat, None, env.ctx(fn))
-        return [tuple(o.reshape(*outer, *o.shape[1:]) for o in res)]
+        return self._each(ins, env, call_batched)
 
     def oracle(self, ins: list[Stream], outs: list[OutType], env: Env) -> list[Fields]:
+        return self._each(ins, env, call_each)
+
+    def _each(self, ins: list[Stream], env: Env, call: Callable[..., tuple[torch.Tensor, ...]],
+              ) -> list[Fields]:
+        """`call` the fn on every element (all positions as one batch), shaped back."""
         fn = given_fn(self, self.fn)
-        ctx = env.ctx(fn)
-        outer = _outer(ins)
-        fields = _fields(ins)
-        if math.prod(outer) == 0:
-            res = empty_outputs(fn, [t.reshape(0, *t.shape[len(outer):]) for t in fields], None,
-                                ctx)
-            return [tuple(o.reshape(*outer, *o.shape[1:]) for o in res)]
-        rows = [call_one(fn, [t[idx] for t in fields], None, ctx)
-                for idx in itertools.product(*(range(d) for d in outer))]
-        return [tuple(torch.stack([r[i] for r in rows]).reshape(*outer, *rows[0][i].shape)
-                      for i in range(fn.n_out))]
+        outer = tuple(ins[0].fields[0].shape[: len(ins[0].shape)])
+        flat = [t.reshape(math.prod(outer), *t.shape[len(outer):]) for t in _fields(ins)]
+        return [tuple(o.reshape(*outer, *o.shape[1:]) for o in call(fn, flat, None, env.ctx(fn)))]
 
 
 @primitive(

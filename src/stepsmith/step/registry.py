@@ -144,17 +144,10 @@ REGISTRY: dict[str, PrimitiveDef] = {}
 _PrimT = TypeVar("_PrimT", bound="Primitive")
 
 
-def primitive(
-    *,
-    signature: str,
-    description: str,
-    example: Example,
-    params: tuple[Param, ...] = (),
-    args: ArgForm = "stream",
-    outputs: int | str = 1,
-    arg_names: tuple[str, ...] = ("s",),
-    category: Category = "elementwise",
-) -> Callable[[type[_PrimT]], type[_PrimT]]:
+def primitive(*, signature: str, description: str, example: Example,
+              params: tuple[Param, ...] = (), args: ArgForm = "stream", outputs: int | str = 1,
+              arg_names: tuple[str, ...] = ("s",), category: Category = "elementwise",
+              ) -> Callable[[type[_PrimT]], type[_PrimT]]:
     """Class decorator registering a primitive with its documentation and facts (parameters
     with their kinds, how `.apply` takes streams, how many streams it returns, its category).
 

@@ -35,12 +35,8 @@ class Session:
     `warnings` collects affine violations in `affine="warn"` mode.
     """
 
-    def __init__(
-        self,
-        binding: Mapping[str, int] | None = None,
-        executor: Executor = "fast",
-        affine: AffineMode = "strict",
-    ) -> None:
+    def __init__(self, binding: Mapping[str, int] | None = None, executor: Executor = "fast",
+                 affine: AffineMode = "strict") -> None:
         if executor not in _EXECUTORS:
             raise StepArgumentError(
                 f"unknown executor {executor!r}", expected=" or ".join(_EXECUTORS),

@@ -48,14 +48,8 @@ class SType:
 class Stream(SType):
     """A stream value. `data` is a tensor (or a tuple of tensors for a tuple type)."""
 
-    def __init__(
-        self,
-        name: str,
-        dtype: ElemType,
-        shape: Sequence[Dim],
-        fields: tuple[torch.Tensor, ...],
-        producer: str = "input",
-    ) -> None:
+    def __init__(self, name: str, dtype: ElemType, shape: Sequence[Dim],
+                 fields: tuple[torch.Tensor, ...], producer: str = "input") -> None:
         super().__init__(dtype, shape, name)
         self.fields = tuple(fields)
         self.producer = producer
@@ -73,13 +67,8 @@ class Stream(SType):
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
-    def input(
-        cls,
-        name: str,
-        dtype: ElemType | str | list,
-        shape: Sequence[Dim | int | str],
-        data: torch.Tensor | Sequence[torch.Tensor] | object,
-    ) -> Stream:
+    def input(cls, name: str, dtype: ElemType | str | list, shape: Sequence[Dim | int | str],
+              data: torch.Tensor | Sequence[torch.Tensor] | object) -> Stream:
         """Build and validate a program input against the current Session binding.
 
         Symbols absent from the binding are inferred from the data (consistently within this
@@ -135,16 +124,8 @@ class Stream(SType):
         return f"Stream({self.name!r}: {self.type_str()})"
 
 
-def _check_dim(
-    where: str,
-    d: Dim,
-    n: int,
-    axis: int,
-    want: tuple[Dim, ...],
-    t: torch.Tensor,
-    binding: dict[str, int],
-    inferred: dict[str, int],
-) -> None:
+def _check_dim(where: str, d: Dim, n: int, axis: int, want: tuple[Dim, ...], t: torch.Tensor,
+               binding: dict[str, int], inferred: dict[str, int]) -> None:
     env = {**inferred, **binding}
     value = d.try_evaluate(env)
     if value is None:
