@@ -112,7 +112,8 @@ def _dtype_yaml(d: str | list[str]) -> str:
 def _example_md(ex: Example) -> str:
     lines = ["```yaml", "inputs:"]
     for name, dtype, dims in ex.inputs:
-        lines.append(f"  - {{name: {name}, dtype: {_dtype_yaml(dtype)}, dims: [{', '.join(dims)}]}}")
+        lines.append(f"  - {{name: {name}, dtype: {_dtype_yaml(dtype)}, "
+                     f"dims: [{', '.join(dims)}]}}")
     if ex.fns:
         lines.append("fns:")
         for f in ex.fns:

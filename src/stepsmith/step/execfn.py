@@ -87,7 +87,7 @@ def normalize(fn: Fn, out: Any, ctx: FnCtx) -> tuple[torch.Tensor, ...]:
 def _check_shapes(fn: Fn, outs: Sequence[torch.Tensor], ctx: FnCtx, batch: int) -> None:
     for i, (t, want) in enumerate(zip(outs, ctx.out_shapes, strict=True)):
         got = tuple(t.shape[batch:])
-        if len(got) != len(want) or any(w is not None and w != g for w, g in zip(want, got, strict=False)):
+        if len(got) != len(want) or any(w not in (None, g) for w, g in zip(want, got, strict=True)):
             wanted = "(" + ", ".join("?" if w is None else str(w) for w in want) + ")"
             field = fn.output_dtype if fn.n_out == 1 else f"field {i} of {fn.output_dtype}"
             raise StepDtypeError(
@@ -165,9 +165,8 @@ def empty_outputs(fn: Fn, inputs: Sequence[torch.Tensor], state: Sequence[torch.
     shapes = known_shapes(ctx)
     if shapes is not None:
         return tuple(torch.zeros((0, *s), dtype=ctx.dtype) for s in shapes)
-    one = call_one(fn, [torch.zeros(x.shape[1:], dtype=x.dtype) for x in inputs],
-                   None if state is None else [torch.zeros(s.shape[1:], dtype=s.dtype) for s in state],
-                   ctx)
+    zero = [torch.zeros(x.shape[1:], dtype=x.dtype) for x in (*inputs, *(state or ()))]
+    one = call_one(fn, zero[: len(inputs)], None if state is None else zero[len(inputs):], ctx)
     return tuple(torch.zeros((0, *o.shape), dtype=ctx.dtype) for o in one)
 
 

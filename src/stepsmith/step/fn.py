@@ -6,10 +6,10 @@ Bodies are written for ONE element; executors batch them (see `stepsmith.step.ex
 from __future__ import annotations
 
 import ast
-import inspect
 import math
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
+from inspect import Parameter, signature
 from typing import Any
 
 import torch
@@ -153,10 +153,10 @@ class Fn:
 
 def _takes_one_arg(body: Callable[..., Any]) -> bool:
     try:
-        params = [p for p in inspect.signature(body).parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        has_var = any(p.kind == p.VAR_POSITIONAL for p in inspect.signature(body).parameters.values())
+        kinds = [p.kind for p in signature(body).parameters.values()]
     except (TypeError, ValueError):
         return False
-    return not has_var and len(params) == 1
+    positional = [k for k in kinds if k in (Parameter.POSITIONAL_ONLY,
+                                            Parameter.POSITIONAL_OR_KEYWORD)]
+    return Parameter.VAR_POSITIONAL not in kinds and len(positional) == 1
 

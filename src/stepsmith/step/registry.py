@@ -72,8 +72,10 @@ ParamKind = Literal[
 #: The least value of each integer parameter kind (the language's bound): mutants never move a
 #: value below it, and the literals the decoder offers start at or above it.
 LOWEST_INT: dict[ParamKind, int] = {"axis": 0, "axes": 0, "size": 1, "count": 1}
-#: Literal ints offered for a size or count besides the task's own names (D, E_value, ...).
-_LITERALS: dict[ParamKind, tuple[int, ...]] = {"size": tuple(range(1, 9)), "count": (2, 3, 4)}
+#: Literal ints offered for a size or count besides the task's own names (D, E_value, ...). A
+#: dim of size 1 carries nothing: no reference writes one, and small models write chains of
+#: `Repeat(n=1)` and `Reshape(S=1)` until their statement budget runs out.
+_LITERALS: dict[ParamKind, tuple[int, ...]] = {"size": tuple(range(2, 9)), "count": (2, 3, 4)}
 
 
 def int_literals(kind: ParamKind, rank: int) -> tuple[int, ...]:

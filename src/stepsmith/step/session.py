@@ -76,7 +76,8 @@ class Session:
         _current.reset(self._tokens.pop())
 
     def __repr__(self) -> str:
-        return f"Session(binding={self.binding}, executor={self.executor!r}, affine={self.affine!r})"
+        return (f"Session(binding={self.binding}, executor={self.executor!r}, "
+                f"affine={self.affine!r})")
 
 
 _current: contextvars.ContextVar[Session | None] = contextvars.ContextVar(

@@ -88,7 +88,8 @@ class Stream(SType):
                 raise StepShapeError(
                     f"input {name!r} of tuple type {dt} needs one tensor per field",
                     expected=f"a tuple of {len(ftypes)} tensors",
-                    found=type(data).__name__ + (f" of {len(data)}" if isinstance(data, list | tuple) else ""),
+                    found=type(data).__name__
+                    + (f" of {len(data)}" if isinstance(data, list | tuple) else ""),
                 )
             tensors = list(data)
         else:

@@ -124,15 +124,13 @@ def _stored_names(nodes: Sequence[ast.AST]) -> frozenset[str]:
 
 
 def _const_int(node: ast.AST) -> int | None:
+    """An int literal, or a negated one (`-1`)."""
     if isinstance(node, ast.Constant) and type(node.value) is int:
         return node.value
-    if (
-        isinstance(node, ast.UnaryOp)
-        and isinstance(node.op, ast.USub)
-        and isinstance(node.operand, ast.Constant)
-        and type(node.operand.value) is int
-    ):
-        return -node.operand.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        inner = node.operand
+        if isinstance(inner, ast.Constant) and type(inner.value) is int:
+            return -inner.value
     return None
 
 
@@ -194,12 +192,13 @@ class _Analyzer:
         return id(block)
 
     def _new_input(self, name: str) -> _Obj:
-        obj = _Obj(name, "input", ((id(self.root), -1),), ())
-        self.objs.append(obj)
-        return obj
+        return self._new_obj(name, "input", anchor=((id(self.root), -1),))
 
-    def _new_obj(self, name: str, kind: str, anonymous: bool = False) -> _Obj:
-        obj = _Obj(name, kind, tuple(self.path), tuple(lp.id for lp in self.loops), anonymous)
+    def _new_obj(self, name: str, kind: str, anonymous: bool = False,
+                 anchor: tuple[tuple[int, int], ...] | None = None) -> _Obj:
+        """A stream defined here (an input: at the top of the body, in no loop)."""
+        loops = () if anchor else tuple(lp.id for lp in self.loops)
+        obj = _Obj(name, kind, anchor or tuple(self.path), loops, anonymous)
         self.objs.append(obj)
         return obj
 
@@ -264,9 +263,8 @@ class _Analyzer:
             if isinstance(val, _Ref):
                 return _Ref(val.obj, val.key, node)
             return val
-        if self.params is None and not (
-            name in _NON_STREAM_NAMES or name.startswith("fn_") or name.endswith("_value")
-        ):
+        if self.params is None and not (name in _NON_STREAM_NAMES or name.startswith("fn_")
+                                        or name.endswith("_value")):
             obj = self._new_input(name)
             self.env[name] = _Ref(obj, None, None)
             return _Ref(obj, None, node)
@@ -540,9 +538,8 @@ class _Analyzer:
         merged: dict[str, object] = {}
         for name in set(envs[0]) | set(envs[1]):
             a, b = envs[0].get(name, _UNKNOWN), envs[1].get(name, _UNKNOWN)
-            same = a is b or (
-                isinstance(a, _Ref) and isinstance(b, _Ref) and a.obj is b.obj and a.key == b.key
-            )
+            same = a is b or (isinstance(a, _Ref) and isinstance(b, _Ref) and a.obj is b.obj
+                              and a.key == b.key)
             merged[name] = a if same else (_NONSTREAM if a is b is _NONSTREAM else _UNKNOWN)
         self.env = merged
 
@@ -683,10 +680,8 @@ def _message(group: _Group) -> str:
     times = f"{group.count} times" if group.exact else f"at least {group.count} times"
     loop_uses = [u for u in uses if u.factor != 1]
     if loop_uses:
-        where = (
-            f"inside the loop at line {loop_uses[0].loops[0].line}, once per iteration ({times} in total; "
-            f"{_fmt_lines(lines)}: {consumers})"
-        )
+        where = (f"inside the loop at line {loop_uses[0].loops[0].line}, once per iteration "
+                 f"({times} in total; {_fmt_lines(lines)}: {consumers})")
         return (
             f"stream '{name}'{_origin(group)} is consumed {where}; a stream can be consumed once "
             "— consume it once outside the loop, or make one Copy per consumer with "

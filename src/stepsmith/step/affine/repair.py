@@ -75,9 +75,8 @@ class _Repairer:
         obj = group.obj
         if obj.carried or obj.in_comprehension or self.an.unsafe:
             return None
-        if obj.kind not in ("input", "single", "iter", "unknown") and not isinstance(
-            group.key, int
-        ):
+        plain_stream = obj.kind in ("input", "single", "iter", "unknown")
+        if not plain_stream and not isinstance(group.key, int):
             return None
         if obj.kind == "iter" and group.key is not None:
             return None
@@ -148,9 +147,8 @@ class _Repairer:
         target, iterable = spans
         return _LoopSlot(use.factor, target, iterable, lp.id, isinstance(lp.target, ast.Name))
 
-    def _insertion(
-        self, anchor: tuple[tuple[int, int], ...], paths: list[tuple], uses: list[_Use]
-    ) -> tuple[int, str] | None:
+    def _insertion(self, anchor: tuple[tuple[int, int], ...], paths: list[tuple],
+                   uses: list[_Use]) -> tuple[int, str] | None:
         """Where to insert the Copies: right after the def, in the block holding every use."""
         if not anchor:
             return None
