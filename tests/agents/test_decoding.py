@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,33 @@ def test_every_reference_program_is_accepted_line_by_line(task, byte_tok) -> Non
         assert _accepts(byte_tok, LLMatcher.grammar_from_regex(pattern), full), line
         state = advance(state, opts, line)
     assert state.done, "the reference program must end with an offered return"
+
+
+@pytest.mark.parametrize("task", ALL, ids=lambda t: t.name)
+def test_a_budget_of_exactly_the_references_length_still_accepts_it(task) -> None:
+    """The last statement of the budget is offered only when a return follows it: a budget
+    that ends exactly where the reference does must keep every reference line."""
+    lines = program_lines(task.impl or "")
+    state = ProgramState.start(Facts.from_task(task), max_statements=len(lines) - 1)
+    for line in lines:
+        state = advance(state, LineOptions.of(state), line)
+    assert state.done
+
+
+def test_the_last_statement_of_the_budget_always_leaves_a_return() -> None:
+    task = get_task("gemm_abt_buffers")
+    lines = program_lines(task.impl or "")
+    state = ProgramState.start(Facts.from_task(task), max_statements=len(lines))
+    for line in lines[: len(lines) // 2]:
+        state = advance(state, LineOptions.of(state), line)
+    last = replace(state, max_statements=state.statements + 1)
+    unfiltered = [c for cs in last._well_typed().values() for c in cs]
+    offered = {(c.text, len(c.outs), c.is_list) for cs in last.assignments().values()
+               for c in cs}
+    assert 0 < len(offered) < len(unfiltered)  # the window prunes, and leaves a way out
+    for c in unfiltered:
+        kept = (c.text, len(c.outs), c.is_list) in offered
+        assert kept == bool(last._after(c).returns()), c.text
 
 
 @pytest.mark.parametrize("task", ALL, ids=lambda t: t.name)
@@ -279,6 +307,8 @@ def test_new_names_are_bounded_so_one_name_cannot_eat_the_token_budget() -> None
     assert rx.fullmatch("y" * MAX_NAME) and not rx.fullmatch("y" * (MAX_NAME + 1))
     assert rx.fullmatch("x" + "y" * (MAX_NAME - 1)) and not rx.fullmatch("x" + "y" * MAX_NAME)
     assert not rx.fullmatch("x") and not rx.fullmatch("E0") and rx.fullmatch("E01")
+    # a model that wants to return before a return types is not bent into `returnE11 = ...`
+    assert not rx.fullmatch("returnE11") and rx.fullmatch("retur") and rx.fullmatch("ret_x")
     longest = max(len(n) for t in ALL for n in re.findall(r"[A-Za-z_]\w*", t.impl or ""))
     assert longest <= MAX_NAME
 

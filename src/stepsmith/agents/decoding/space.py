@@ -20,7 +20,7 @@ import itertools
 import keyword
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from stepsmith import step
@@ -49,6 +49,11 @@ RANK_MARGIN = 3
 # parameters, 5 times without (`step.Copy()`); references reach 2 and 4. A stream's dims plus
 # its buffer dims stay within 3 of the largest the task's inputs, outputs and fns use (+2 seen).
 MAX_SAME_CALL = 3
+# The last statement of the budget is offered only when a return is well typed after it (type
+# inhabitation, searched exactly over the typed space). Measured on the paper's tasks: one
+# statement of look-ahead costs 0.1-0.9 s a line, two cost 7-70 s, so earlier lines rely on
+# the decoder's backtracking at dead ends.
+REACH_WINDOW = 1
 MAX_SAME_BARE_CALL = 5
 DIMS_MARGIN = 3
 _CALL = re.compile(r"step\.\w+\([^)]*\)")
@@ -74,6 +79,9 @@ class Facts:
     useful_tuples: frozenset[tuple[ElemType, ...]]
     max_rank: int = 8
     max_dims: int = 12
+    # can_return_within, by state signature (shared by every state of one task's decoding)
+    reach_memo: dict[tuple[object, ...], bool] = field(default_factory=dict, compare=False,
+                                                         repr=False, hash=False)
 
     @classmethod
     def from_task(cls, task: Task) -> Facts:
@@ -179,7 +187,45 @@ class ProgramState:
 
     # -- what may come next --------------------------------------------------------------------
     def assignments(self) -> dict[int, list[Candidate]]:
-        """Right-hand sides by the number of names on the left (0: a name bound to a list)."""
+        """Right-hand sides by the number of names on the left (0: a name bound to a list).
+        In the last REACH_WINDOW statements of the budget, only those after which a return
+        stays reachable in the statements left."""
+        by = self._well_typed()
+        left = self.max_statements - self.statements - 1  # assignments allowed after this one
+        if left >= REACH_WINDOW:
+            return by
+        return {k: kept for k, cs in by.items()
+                if (kept := [c for c in cs if self._after(c).can_return_within(left)])}
+
+    def can_return_within(self, k: int) -> bool:
+        """Whether some `return` is well typed now or after at most `k` more statements."""
+        memo = self.facts.reach_memo
+        sig = (self._signature(), k)
+        if sig not in memo:
+            memo[sig] = bool(self.returns()) or (k > 0 and any(
+                self._after(c).can_return_within(k - 1)
+                for cs in self._well_typed().values() for c in cs))
+        return memo[sig]
+
+    def _after(self, cand: Candidate) -> ProgramState:
+        """The state after binding `cand` to placeholder names (no model name can clash)."""
+        n = 1 if cand.is_list or cand.fn_list is not None else len(cand.outs)
+        return self.bind([f"\x01{self.statements}_{i}" for i in range(n)], cand)
+
+    def _signature(self) -> tuple[object, ...]:
+        """The state up to the names of produced streams: what decides what may follow."""
+        def t(x: SType) -> tuple[str, str]:
+            return (repr(x.dtype), repr(x.shape))
+        live = sorted((t(x), n in self.facts.inputs) for n, x in self.streams
+                      if n not in self.consumed)
+        lists = sorted((tuple(t(x) for x in xs), tuple(f"{n}[{i}]" in self.consumed
+                                                        for i in range(len(xs))))
+                       for n, xs in self.lists if n not in self.consumed)
+        fls = sorted(fl for _, fl in self.fn_lists)
+        return (tuple(live), tuple(lists), tuple(fls), tuple(sorted(self.calls)),
+                self.max_statements - self.statements)
+
+    def _well_typed(self) -> dict[int, list[Candidate]]:
         if self.done or self.statements >= self.max_statements:
             return {}
         by: dict[int, list[Candidate]] = {}
@@ -223,10 +269,11 @@ class ProgramState:
         if self.done:
             return []
         outs = self.facts.outputs
-        # an input returned unchanged computes nothing (write Identity() if that is meant)
-        every = [Ref(n, t, n) for n, t in self.streams if n not in self.facts.inputs]
-        for name, elems in self.lists:
-            every += [Ref(f"{name}[{i}]", t, f"{name}[{i}]") for i, t in enumerate(elems)]
+        # Only sinks: streams nothing consumed (returning does not consume, so a consumed stream
+        # is legal, but no reference program returns one, and small models return an early
+        # stream whose name is a prefix of the one they meant: `return E1` for E15). An input
+        # returned unchanged computes nothing (write Identity() if that is meant).
+        every = [r for r in self.refs() if r.key not in self.facts.inputs]
         options = [[r for r in every if _matches(r.stype, o)] for o in outs]
         found: list[Candidate] = []
         for combo in itertools.islice(itertools.product(*options), 2000):

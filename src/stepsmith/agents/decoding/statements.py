@@ -30,10 +30,15 @@ _COMP_VARS = re.compile(r" for (?:([A-Za-z_]\w*), )?([A-Za-z_]\w*) in ")
 _ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_0123456789"
 
 
+# No new name may start with these: a model that writes `return` where no return is well
+# typed yet was bent into names like `returnE11` (run 20261130-224254-26a7).
+NO_NAME_PREFIX = ("return",)
+
+
 def fresh_name_re(taken: set[str]) -> str:
     """A regex for identifiers of at most MAX_NAME characters that are not in `taken` (nor
-    Python keywords), built from the trie of the taken words: the decoder cannot even start
-    writing a name already in use."""
+    Python keywords, nor starting with NO_NAME_PREFIX), built from the trie of the taken
+    words: the decoder cannot even start writing a name already in use."""
     words = {w for w in taken | set(keyword.kwlist) if w.isidentifier()}
     trie: dict = {}
     for w in words:
@@ -41,6 +46,11 @@ def fresh_name_re(taken: set[str]) -> str:
         for ch in w:
             node = node.setdefault(ch, {})
         node[""] = {}
+    for w in NO_NAME_PREFIX:
+        node = trie
+        for ch in w[:-1]:
+            node = node.setdefault(ch, {})
+        node[w[-1]] = None  # this character may not come here
 
     def rest(node: dict, depth: int) -> str:
         # `depth` characters are written; at most MAX_NAME in all
@@ -50,7 +60,7 @@ def fresh_name_re(taken: set[str]) -> str:
         if others and depth < MAX_NAME:
             alts.append(f"[{others}][A-Za-z0-9_]{{0,{MAX_NAME - depth - 1}}}")
         for ch, child in sorted(node.items()):
-            if ch and depth < MAX_NAME:
+            if ch and child is not None and depth < MAX_NAME:
                 alts.append(re.escape(ch) + rest(child, depth + 1))
         if not alts:
             return "(?:[^\\x00-\\x7f])"  # unreachable in practice: no identifier left
