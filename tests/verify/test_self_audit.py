@@ -42,14 +42,20 @@ def _report_totals():
 
 
 def _run_oracle(task: Any, src: str, binding: Any) -> list[Any] | BaseException:
-    """Outputs (dtype, shape, tensors, tolerance) of `src` on the oracle executor (the one
-    executor, unsandboxed: these are trusted references and their mutants), or its error."""
+    """Outputs (element type, symbolic shape, tensors, tolerance: what two runs must share to
+    agree) of `src` on the oracle executor (the one executor, unsandboxed: these are trusted
+    references and their mutants), or its error; [] when it returned something not a stream."""
+    from stepsmith.step import Stream
     from stepsmith.verify import run_program
 
     run = run_program(task, src, binding, executor="oracle")
     if run.error is not None or run.instance is None:
         return run.error or ValueError("no instance")
-    return [(*o, run.instance.tolerance) for o in run.signature() or []]
+    if not all(isinstance(o, Stream) for o in run.outputs):
+        return []
+    return [(str(o.dtype), tuple(str(d) for d in o.shape),
+             o.data if isinstance(o.data, tuple) else (o.data,), run.instance.tolerance)
+            for o in run.outputs]
 
 
 def _same(a: list[Any] | BaseException, b: list[Any] | BaseException) -> bool:

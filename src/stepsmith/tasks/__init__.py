@@ -4,8 +4,7 @@ Entry points: ``load_task(path_or_text) -> Task`` (reads and validates; runs non
 code); ``task.bindings()`` and ``task.instantiate(b)`` (run ``global`` and the references: task
 files are code, so the verifier does this in its sandboxed workers); ``stepsmith.tasks.suite``
 for the packaged benchmark and demos. Running a program on a task is
-``stepsmith.verify.run_program``. Symbol discovery and binding rules are documented in
-``stepsmith.tasks.bindings``.
+``stepsmith.verify.run_program``. Symbol discovery and binding rules: ``docs/task-format.md``.
 """
 
 from .bindings import DEFAULT_BINDINGS, Binding

@@ -1,32 +1,12 @@
 """Shape bindings: which integer each size symbol takes in one verification run.
 
-Symbol discovery and binding (the design settled here):
-
-* **Symbols** of a task are every identifier used in any ``dims`` list or inside a dtype
-  (Buffer shapes, Multihot counts) of inputs, parameters, fns and outputs, every name used as a
-  ``ctx[X]`` key in ``global``, plus ``M, N, K, D`` (always bound, so programs and snippets may
-  use them even if the task does not).
-* **Default bindings** (``DEFAULT_BINDINGS``): ``paper`` M=5 N=7 K=9 D=16 seed 42 (the paper's
-  only binding, always first), ``small`` M=3 N=4 K=6 D=8 seed 7, and ``large`` M=8 N=12 K=10
-  D=32 seed 2024. Within each binding the four sizes are distinct, so a program that swaps two
-  dims fails; D stays even for half-split tasks.
-* **``global``** runs in a namespace with ``torch``, ``step``, every symbol as a ``step.Dim``,
-  ``<SYM>_value`` for every symbol the binding already fixes, and ``ctx`` (a dict whose keys may
-  be a ``Dim`` or its name). ``ctx[E] = E_value`` binds symbol ``E``; a plain ``X_value = 3``
-  also binds ``X`` when X is a task symbol. So ``global`` can derive sizes (``H_value = D_value
-  // 2; ctx[H] = H_value``).
-* **Precedence** per symbol: the task's ``bindings`` entry > ``ctx`` after ``global`` >
-  ``<SYM>_value`` set by ``global`` > the default binding. A symbol with no value is a
-  ``TaskFormatError`` naming where it is used.
-* **Task ``bindings`` field**, by label and explicit (``docs/task-format.md``):
-
-  - a mapping (``bindings: {D: 12}``) is merged over every default binding;
-  - a list names each entry's ``label``: ``paper``, ``small`` or ``large`` overrides the
-    values (and ``seed``) of that default binding; any other label *adds* a binding, merged
-    over the ``paper`` sizes, with ``seed`` given or ``42 + 3 + i`` for the i-th added one.
-    The three defaults are always kept, in order, followed by the added ones in file order.
-    An entry without a label, or a label used twice, is a ``TaskFormatError`` at its line
-    (positional merging once silently relabelled and dropped bindings).
+The rules — a task's symbols, the three default bindings, what ``global`` and ``ctx`` bind, the
+precedence per symbol, the ``bindings`` field — are specified in ``docs/task-format.md``; this
+module implements them. Two choices behind them: within each default binding M, N, K and D are
+distinct, so a program that swaps two dims fails (and D stays even for half-split tasks); list
+entries of ``bindings`` are addressed by ``label``, never by position (positional merging once
+silently relabelled and dropped bindings), and an entry without a label, or a label used twice,
+is a ``TaskFormatError`` at its line.
 """
 
 from __future__ import annotations

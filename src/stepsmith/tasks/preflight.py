@@ -64,10 +64,7 @@ def unique_tasks(tasks: Sequence[Task]) -> list[Task]:
     problems = duplicate_names(tasks)
     if problems:
         raise DuplicateTaskError("; ".join(problems))
-    seen: set[str] = set()
-    out = []
+    first: dict[str, Task] = {}
     for t in tasks:
-        if t.name not in seen:
-            seen.add(t.name)
-            out.append(t)
-    return out
+        first.setdefault(t.name, t)
+    return list(first.values())

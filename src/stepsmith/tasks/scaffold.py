@@ -82,11 +82,6 @@ class ScaffoldError(ValueError):
     """The scaffold cannot be written (bad name, or the file exists)."""
 
 
-def scaffold_text(name: str, path: str) -> str:
-    """The scaffold for task ``name``, mentioning ``path`` in its check command."""
-    return TEMPLATE.format(name=name, path=path)
-
-
 def write_scaffold(name: str, directory: Path, *, force: bool = False) -> Path:
     """Write ``<directory>/<name>.yaml``; never overwrites a file unless ``force``."""
     if not NAME_PATTERN.match(name):
@@ -96,5 +91,5 @@ def write_scaffold(name: str, directory: Path, *, force: bool = False) -> Path:
     if path.exists() and not force:
         raise ScaffoldError(f"{path} already exists; pick another name or pass --force")
     directory.mkdir(parents=True, exist_ok=True)
-    path.write_text(scaffold_text(name, str(path)), encoding="utf-8")
+    path.write_text(TEMPLATE.format(name=name, path=path), encoding="utf-8")
     return path

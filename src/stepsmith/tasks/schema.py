@@ -13,7 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 DimValue = int | str
 InitValue = int | float | str
-DATA_GENS = ("torch.rand", "torch.randn", "torch.ones", "torch.zeros", "binary", "multihot")
 
 
 class _Model(BaseModel):

@@ -40,14 +40,14 @@ def task_files(*, demos: bool = False) -> list[Path]:
     return _files(DEMO_DIR if demos else BENCH_DIR)
 
 
-def _group_key(task: Task) -> tuple[int, str, str]:
-    g = task.group
-    return (GROUP_ORDER.index(g) if g in GROUP_ORDER else len(GROUP_ORDER), g, task.name)
+def _group_key(group: str) -> tuple[int, str]:
+    return (GROUP_ORDER.index(group) if group in GROUP_ORDER else len(GROUP_ORDER), group)
 
 
 def benchmark_tasks(group: str | None = None) -> list[Task]:
     """All benchmark tasks (optionally one group), ordered by group then name."""
-    tasks = sorted((_load(p) for p in _files(BENCH_DIR)), key=_group_key)
+    tasks = sorted((_load(p) for p in _files(BENCH_DIR)),
+                   key=lambda t: (*_group_key(t.group), t.name))
     return [t for t in tasks if group is None or t.group == group]
 
 
@@ -58,8 +58,7 @@ def demo_tasks() -> list[Task]:
 
 def groups() -> list[str]:
     """Benchmark group names in the paper's order (then any other groups alphabetically)."""
-    names = {t.group for t in benchmark_tasks()}
-    return sorted(names, key=lambda g: (GROUP_ORDER.index(g) if g in GROUP_ORDER else 99, g))
+    return sorted({t.group for t in benchmark_tasks()}, key=_group_key)
 
 
 def get_task(name_or_path: str | Path) -> Task:

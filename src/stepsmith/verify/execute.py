@@ -25,7 +25,6 @@ import torch
 
 from stepsmith.step.program import IMPL_FILENAME, call_impl, compile_body, define_impl
 from stepsmith.step.session import AffineMode, Executor
-from stepsmith.step.stream import Stream
 from stepsmith.tasks import Binding, Instance, Task
 from stepsmith.verify import allowlist
 from stepsmith.verify.feedback import at_line, with_line
@@ -164,19 +163,6 @@ class ProgramRun:
         if isinstance(self.result, tuple | list):
             return list(self.result)
         return [self.result]
-
-    def signature(self) -> list[tuple[str, tuple[str, ...], tuple[torch.Tensor, ...]]] | None:
-        """(element type, symbolic shape, tensors) per output, or None if the program failed
-        or returned something that is not a stream: what two runs must share to agree."""
-        if self.error is not None:
-            return None
-        sig = []
-        for o in self.outputs:
-            if not isinstance(o, Stream):
-                return None
-            data = o.data if isinstance(o.data, tuple) else (o.data,)
-            sig.append((str(o.dtype), tuple(str(d) for d in o.shape), data))
-        return sig
 
 
 def run_compiled(task: Task, compiled: CodeType, binding: Binding, *,

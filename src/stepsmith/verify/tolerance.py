@@ -20,15 +20,12 @@ Tolerance policy (the verifier's contract, `VERIFIER_VERSION` changes if it chan
   RMSNorm (``ms/D + eps`` vs ``(ms + eps)/D``) moves outputs by ~eps/2 ≈ 5e-6 relative and
   was accepted. Gross bugs (wrong index, missing term, swapped fns) are > 1e-2 relative.
 * **Precision-aware.** The defaults follow the precision the task's own code actually computed
-  in (`Instance.precision`: the lowest floating dtype of any tensor produced by `global`, the
-  reference snippets or a probe call of each fn — not a guess from the text). A task that
-  leaves precision to us computes in float64 and gets the bounds above; a task whose code
-  forces float32 (``torch.arange(..., dtype=torch.float)`` for RoPE frequencies) carries
-  float32 rounding (~1e-7 relative) into any correct program that orders its ops differently
-  from the reference, and gets ``rtol = 1e-5, atol = 1e-7`` (table:
-  `stepsmith.tasks.instance.PRECISION_TOLERANCE`). Fields a task's YAML sets explicitly in
-  ``tolerance: {rtol, atol}`` override either default. The self-audit runs over float32
-  tasks too, so a looser bound cannot hide a planted mutant unnoticed.
+  in (`Instance.precision`, recorded, not guessed from the text): float64 gets the bounds
+  above; a task whose code forces float32 (``torch.arange(..., dtype=torch.float)`` for RoPE
+  frequencies) gets ``rtol = 1e-5, atol = 1e-7`` (table and rationale:
+  `stepsmith.tasks.instance.PRECISION_TOLERANCE`). Fields set in the task's ``tolerance:``
+  override either default. The self-audit runs over float32 tasks too, so a looser bound
+  cannot hide a planted mutant unnoticed.
 * Non-finite values: ``+inf`` matches only ``+inf``, ``-inf`` only ``-inf``; NaN matches only
   an expected NaN at the same index. A found NaN/inf where the reference is finite fails.
 """

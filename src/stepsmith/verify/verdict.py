@@ -109,16 +109,8 @@ class Verdict(BaseModel):
         warnings: list[str] | None = None,
     ) -> Verdict:
         """A rejected verdict; keeps call sites short."""
-        return cls(
-            passed=False,
-            kind=kind,
-            feedback=feedback,
-            task=task,
-            line=line,
-            bindings=bindings or [],
-            seconds=seconds,
-            warnings=warnings or [],
-        )
+        return cls(passed=False, kind=kind, feedback=feedback, task=task, line=line,
+                   bindings=bindings or [], seconds=seconds, warnings=warnings or [])
 
 
 class Verifier(Protocol):

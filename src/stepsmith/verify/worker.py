@@ -19,6 +19,7 @@ so a worker that dies inside one (`os._exit`, a signal) is the task's fault, not
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import resource
@@ -91,7 +92,7 @@ class Job:
 _PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent(owner_pid: int | None, *, forkserver_child: bool) -> bool:
+def die_with_parent(owner_pid: int | None, *, forkserver_child: bool) -> None:
     """Have the kernel SIGKILL this worker when the pool's owner ends, however it ends.
 
     A candidate stuck in a C loop (`max(range(10**18))`) holds the GIL and never returns to
@@ -100,23 +101,18 @@ def die_with_parent(owner_pid: int | None, *, forkserver_child: bool) -> bool:
     owner ends (even by `kill -9`) once no worker holds its "alive" pipe, so the worker closes
     its inherited copy and arms `PR_SET_PDEATHSIG`: owner -> fork server -> worker. (The
     signal follows the parent *thread*; with fork/spawn the parent may be a short-lived pool
-    thread, so it is only armed for forkserver children.) Returns whether it is armed.
+    thread, so it is only armed for forkserver children.)
     """
-    armed = False
     if forkserver_child:
         _close_forkserver_alive_fd()
     if forkserver_child and sys.platform.startswith("linux"):
         parent = os.getppid()
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            armed = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
-        except (OSError, AttributeError):
-            armed = False
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent:  # the parent died before the signal was armed
             os._exit(0)
     if owner_pid is not None and not _alive(owner_pid):
         os._exit(0)
-    return armed
 
 
 def _close_forkserver_alive_fd() -> None:
@@ -125,7 +121,7 @@ def _close_forkserver_alive_fd() -> None:
     While any worker holds it the fork server outlives the owner, and so do the workers.
     Workers never start processes of their own, so they do not need it.
     """
-    try:
+    with contextlib.suppress(ImportError, AttributeError, OSError):
         from multiprocessing import forkserver
 
         server = forkserver._forkserver  # noqa: SLF001 - the only handle on the inherited fd
@@ -133,8 +129,6 @@ def _close_forkserver_alive_fd() -> None:
         if fd is not None:
             os.close(fd)
             server._forkserver_alive_fd = None  # type: ignore[attr-defined]  # private stdlib attr
-    except (ImportError, AttributeError, OSError):
-        pass
 
 
 def _alive(pid: int) -> bool:
