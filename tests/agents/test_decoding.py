@@ -196,6 +196,19 @@ def test_a_consumed_stream_is_never_offered_again() -> None:
                 assert not re.search(rf"[(, ]{name}[),]", text), (name, text)
 
 
+def test_only_streams_nothing_consumed_are_returned() -> None:
+    """Returning does not consume, but no reference returns a consumed stream, and a small
+    model writes `return E1` meaning `E15`: only sinks are offered."""
+    task = get_task("gemm_bias_relu")
+    lines = program_lines(task.impl or "")
+    state = ProgramState.start(Facts.from_task(task))
+    for line in lines[:-1]:
+        state = advance(state, LineOptions.of(state), line)
+    returned = {c.text for c in state.returns()}
+    assert lines[-1] == "return E6" and "E6" in returned
+    assert not returned & {"E3", "E4", "E5"}  # consumed on the way to E6
+
+
 def test_banned_lines_are_not_offered() -> None:
     task = get_task("gemm_bias_relu")
     cursor = TaskConstraint.for_task(task, "typed").lines()
