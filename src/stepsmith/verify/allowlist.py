@@ -92,6 +92,7 @@ _REJECTED: dict[type, str] = {
     ast.DictComp: "dict comprehensions are not allowed; use a list comprehension",
     ast.SetComp: "set comprehensions are not allowed; use a list comprehension",
     ast.Match: "`match` is not allowed",
+    ast.AnnAssign: "annotated assignments are not allowed; write `x = ...`",
 }
 
 
@@ -123,16 +124,12 @@ def _parse(src: str) -> ast.Module:
         text = " ".join((err.text or "").split())
         where = f"line {err.lineno}: " if err.lineno else ""
         shown = f" in `{text[:80]}`" if text else ""
-        raise ProgramSyntaxError(
-            f"{where}syntax error{shown}: {err.msg}; the answer must be the Python body "
-            "of the impl function (STeP calls, assignments and a return)",
-            err.lineno,
-        ) from None
+        raise ProgramSyntaxError(f"{where}syntax error{shown}: {err.msg}; the answer must be the "
+                                 "Python body of the impl function (STeP calls, assignments and "
+                                 "a return)", err.lineno) from None
     except RecursionError:
-        raise ProgramSyntaxError(
-            "the program is nested too deeply to parse; write it as a sequence of assignments",
-            None,
-        ) from None
+        raise ProgramSyntaxError("the program is nested too deeply to parse; write it as a "
+                                 "sequence of assignments", None) from None
     except (ValueError, MemoryError) as exc:  # e.g. NUL bytes
         raise ProgramSyntaxError(f"the program cannot be parsed: {exc}", None) from None
 
@@ -145,16 +142,13 @@ def check_program(src: str, fn_aliases: Mapping[str, str] | None = None) -> None
     """
     if not isinstance(src, str):
         raise ProgramSyntaxError(
-            f"the program must be Python source text, found {type(src).__name__}", None
-        )
+            f"the program must be Python source text, found {type(src).__name__}", None)
     mod = _parse(src)
     try:
         _Checker(src, fn_aliases or {}).visit_block(mod.body)
     except RecursionError:
-        raise DisallowedConstruct(
-            "the program is nested too deeply to check; write it as a sequence of assignments",
-            None,
-        ) from None
+        raise DisallowedConstruct("the program is nested too deeply to check; write it as a "
+                                  "sequence of assignments", None) from None
 
 
 class _Checker:
@@ -191,15 +185,12 @@ class _Checker:
             self.expr(node.value)
         elif isinstance(node, ast.AugAssign):
             if not isinstance(node.op, _ARITH_OPS):
-                self.reject(
-                    node, "only arithmetic augmented assignment (+=, -=, *=, ...) is allowed"
-                )
+                self.reject(node, "only arithmetic augmented assignment (+=, -=, *=, ...) is "
+                                  "allowed")
             if not isinstance(node.target, ast.Name):
                 self.reject(node, "augmented assignment is only allowed on plain names")
             self.target(node.target)
             self.expr(node.value)
-        elif isinstance(node, ast.AnnAssign):
-            self.reject(node, "annotated assignments are not allowed; write `x = ...`")
         elif isinstance(node, ast.Expr):
             self.expr(node.value)
         elif isinstance(node, ast.Return):
@@ -235,21 +226,13 @@ class _Checker:
 
     def iterable(self, node: ast.expr) -> None:
         """Loops may only run over zip/range/enumerate/..., names, displays and subscripts."""
-        ok = (
-            isinstance(node, (ast.Name, ast.Tuple, ast.List, ast.Subscript))
-            or (
-                isinstance(node, ast.Call)
-                and isinstance(node.func, ast.Name)
-                and node.func.id in _ITER_CALLS
-            )
-            or apply_receiver(node) is not None
-        )
+        ok = (isinstance(node, (ast.Name, ast.Tuple, ast.List, ast.Subscript))
+              or (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                  and node.func.id in _ITER_CALLS)
+              or apply_receiver(node) is not None)
         if not ok:
-            self.reject(
-                node,
-                "loops may only iterate over zip(...), range(...), enumerate(...), a list "
-                "or a name",
-            )
+            self.reject(node, "loops may only iterate over zip(...), range(...), enumerate(...), "
+                              "a list or a name")
         self.expr(node)
 
     # ----------------------------------------------------------------- expressions
@@ -266,32 +249,21 @@ class _Checker:
 
     def attribute(self, node: ast.Attribute) -> None:
         if "__" in node.attr:
-            self.reject(
-                node, f"the attribute `{node.attr}` is not allowed (double-underscore names)"
-            )
+            self.reject(node, f"the attribute `{node.attr}` is not allowed (double-underscore "
+                              "names)")
         name = step_attr(node)
-        if name is not None:
-            if name in self.fn_aliases and name not in REGISTRY:
-                fn = self.fn_aliases[name]
-                self.reject(
-                    node,
-                    f"`step.{name}` is not a STeP primitive: {name} is one of the task's "
-                    f"specialized functions; pass it to a primitive by its func_name, e.g. "
-                    f"step.Map(fn={fn}).apply(stream) (or Accum/Scan/Merge for a stateful fn)",
-                )
-            if name not in REGISTRY:
-                allowed = ", ".join(sorted(REGISTRY))
-                self.reject(
-                    node,
-                    f"`step.{name}` is not a STeP primitive (allowed: {allowed})",
-                )
-            return
-        self.reject(
-            node,
-            f"attribute access `.{node.attr}` is not allowed; the only attributes are "
-            "step.<Primitive> and .apply, as in step.Map(fn=fn_name).apply(stream)",
-            hint=False,
-        )
+        if name is None:
+            self.reject(node, f"attribute access `.{node.attr}` is not allowed; the only "
+                              "attributes are step.<Primitive> and .apply, as in "
+                              "step.Map(fn=fn_name).apply(stream)", hint=False)
+        elif name in self.fn_aliases and name not in REGISTRY:
+            self.reject(node, f"`step.{name}` is not a STeP primitive: {name} is one of the task's "
+                              f"specialized functions; pass it to a primitive by its func_name, "
+                              f"e.g. step.Map(fn={self.fn_aliases[name]}).apply(stream) (or "
+                              "Accum/Scan/Merge for a stateful fn)")
+        elif name not in REGISTRY:
+            allowed = ", ".join(sorted(REGISTRY))
+            self.reject(node, f"`step.{name}` is not a STeP primitive (allowed: {allowed})")
 
     def call(self, node: ast.Call) -> None:
         func = node.func
@@ -303,11 +275,8 @@ class _Checker:
             elif isinstance(recv, ast.Name):
                 self.name(recv)
             else:
-                self.reject(
-                    node,
-                    ".apply(...) must be called on a primitive, as in "
-                    "step.Map(fn=fn_name).apply(stream)",
-                )
+                self.reject(node, ".apply(...) must be called on a primitive, as in "
+                                  "step.Map(fn=fn_name).apply(stream)")
         elif isinstance(func, ast.Attribute) and step_attr(func) is not None:
             self.attribute(func)
             self.parameters(node)
@@ -315,18 +284,12 @@ class _Checker:
             self.name(func)
             if func.id not in ALLOWED_BUILTINS:
                 allowed = ", ".join(sorted(ALLOWED_BUILTINS))
-                self.reject(
-                    node,
-                    f"calling `{func.id}(...)` is not allowed; a program may call step "
-                    f"primitives and the builtins {allowed}",
-                )
+                self.reject(node, f"calling `{func.id}(...)` is not allowed; a program may call "
+                                  f"step primitives and the builtins {allowed}")
             for kw in node.keywords:
                 if kw.arg == "key":  # max(xs, key=f) would call f: a way around this list
-                    self.reject(
-                        node,
-                        f"`{func.id}(..., key=...)` is not allowed: it calls a function on "
-                        "every item; compare sizes or streams directly",
-                    )
+                    self.reject(node, f"`{func.id}(..., key=...)` is not allowed: it calls a "
+                                      "function on every item; compare sizes or streams directly")
         elif isinstance(func, ast.Attribute):
             self.attribute(func)
             star_ok = False
@@ -351,12 +314,8 @@ class _Checker:
         for kw in node.keywords:
             if kw.arg is not None and kw.arg not in pdef.param_names:
                 takes = ", ".join(pdef.param_names) or "none"
-                self.reject(
-                    node,
-                    f"step.{pdef.name} has no parameter `{kw.arg}` (its parameters: {takes}); "
-                    f"{pdef.usage}",
-                    hint=False,
-                )
+                self.reject(node, f"step.{pdef.name} has no parameter `{kw.arg}` (its parameters: "
+                                  f"{takes}); {pdef.usage}", hint=False)
 
     def comprehension(self, node: ast.ListComp | ast.GeneratorExp) -> None:
         for gen in node.generators:
@@ -397,11 +356,8 @@ class _Checker:
         if not isinstance(node.op, _ARITH_OPS):
             self.reject(node, "only arithmetic operators (+ - * / // % **) are allowed")
         if isinstance(node.op, ast.Pow) and not _small_exponent(node.right):
-            self.reject(
-                node,
-                f"the exponent must be a small integer (at most {_MAX_EXPONENT}) or a size "
-                "name; huge powers only stall the verifier",
-            )
+            self.reject(node, f"the exponent must be a small integer (at most {_MAX_EXPONENT}) or "
+                              "a size name; huge powers only stall the verifier")
         if isinstance(node.op, ast.Mod) and isinstance(node.left, ast.Constant):
             if isinstance(node.left.value, str):
                 self.reject(node, "string formatting is not allowed")

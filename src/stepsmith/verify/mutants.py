@@ -19,14 +19,10 @@ from __future__ import annotations
 import ast
 import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from stepsmith.step.affine import (
-    AffineParseError,
-    infer_inputs,
-    parse_program,
-)
+from stepsmith.step.affine import AffineParseError, infer_inputs, parse_program
 from stepsmith.step.affine.source import (
     PrimitiveApply,
     apply_receiver,
@@ -127,6 +123,9 @@ def _stream_args(call: ast.Call) -> list[ast.expr]:
     return out
 
 
+_Made = tuple[str, Sequence[tuple[ast.AST, str]]]  # a mutant's description and source edits
+
+
 def _line(node: ast.AST) -> int:
     return getattr(node, "lineno", 0)
 
@@ -154,13 +153,9 @@ class _Generator:
         self.assigned = {
             n.id for n in self.nodes if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
         }
-        self.out: list[Mutant] = []
 
-    def add(self, kind: str, description: str, edits: Sequence[tuple[ast.AST, str]]) -> None:
-        self.out.append(Mutant(kind, description, self.text.replace(edits)))
-
-    # ----------------------------------------------------------------- kinds
-    def drop_primitive(self) -> None:
+    # ----------------------------------------------------------------- kinds: (description, edits)
+    def drop_primitive(self) -> Iterator[_Made]:
         for app in self.applies:
             if not _droppable(app.name):
                 continue
@@ -168,14 +163,10 @@ class _Generator:
             if not streams:
                 continue
             first = self.text.text(streams[0])
-            self.add(
-                "drop_primitive",
-                f"line {_line(app.call)}: removed step.{app.name}(...); its output is replaced "
-                f"by its input `{first}`",
-                [(app.call, first)],
-            )
+            yield (f"line {_line(app.call)}: removed step.{app.name}(...); its output is replaced "
+                   f"by its input `{first}`", [(app.call, first)])
 
-    def change_arg(self) -> None:
+    def change_arg(self) -> Iterator[_Made]:
         """Move every non-fn parameter to a neighbouring value of its kind's domain."""
         symbols = sorted(self.binding)
         for app in self.applies:
@@ -184,11 +175,8 @@ class _Generator:
                     continue  # fns are exchanged by swap_fns
                 for node, new in self._neighbours(kind, value, symbols):
                     old = self.text.text(node)
-                    self.add(
-                        "change_arg",
-                        f"line {_line(app.call)}: step.{app.name}({name}=...): `{old}` -> `{new}`",
-                        [(node, new)],
-                    )
+                    yield (f"line {_line(app.call)}: step.{app.name}({name}=...): `{old}` -> "
+                           f"`{new}`", [(node, new)])
 
     def _neighbours(
         self, kind: ParamKind, value: ast.expr, symbols: list[str]
@@ -226,7 +214,7 @@ class _Generator:
         names -= set(self.params)
         return sorted(names)
 
-    def swap_fns(self) -> None:
+    def swap_fns(self) -> Iterator[_Made]:
         fns = self._fn_names()
         occurrences = {
             name: [n for n in self.nodes
@@ -235,9 +223,9 @@ class _Generator:
         }
         for f, g in itertools.combinations(fns, 2):
             edits = [(n, g) for n in occurrences[f]] + [(n, f) for n in occurrences[g]]
-            self.add("swap_fns", f"swapped the fns `{f}` and `{g}` everywhere", edits)
+            yield f"swapped the fns `{f}` and `{g}` everywhere", edits
 
-    def reuse_without_copy(self) -> None:
+    def reuse_without_copy(self) -> Iterator[_Made]:
         # only consumptions (inside `.apply(...)` arguments): returning a stream is not a use
         loads = sorted(
             (n for app in self.applies
@@ -261,32 +249,21 @@ class _Generator:
                             if (n.lineno, n.col_offset) > end and ast.unparse(n) == label), None)
                 if use is None:
                     continue
-                self.add(
-                    "reuse_without_copy",
-                    f"line {_line(use)}: used `{src_text}` instead of the Copy output "
-                    f"`{label}`, so `{src_text}` is consumed twice",
-                    [(use, src_text)],
-                )
+                yield (f"line {_line(use)}: used `{src_text}` instead of the Copy output "
+                       f"`{label}`, so `{src_text}` is consumed twice", [(use, src_text)])
                 made += 1
         if made:
             return
-        consumed = [
-            (arg, app.call)
-            for app in self.applies
-            for arg in _stream_args(app.call)
-            if isinstance(arg, ast.Name)
-        ]
+        consumed = [(arg, app.call) for app in self.applies
+                    for arg in _stream_args(app.call) if isinstance(arg, ast.Name)]
         for (prev, _), (arg, call) in zip(consumed, consumed[1:], strict=False):
             if prev.id == arg.id or made >= 3:
                 continue
-            self.add(
-                "reuse_without_copy",
-                f"line {_line(call)}: consumed `{prev.id}` again instead of `{arg.id}` (no Copy)",
-                [(arg, prev.id)],
-            )
+            yield (f"line {_line(call)}: consumed `{prev.id}` again instead of `{arg.id}` "
+                   "(no Copy)", [(arg, prev.id)])
             made += 1
 
-    def return_input(self) -> None:
+    def return_input(self) -> Iterator[_Made]:
         returns = [s for s in self.body if isinstance(s, ast.Return) and s.value is not None]
         if not returns:
             return
@@ -299,13 +276,10 @@ class _Generator:
         for name in self.params:
             if name == current:
                 continue
-            self.add(
-                "return_input",
-                f"line {_line(ret)}: returns the input `{name}` unchanged instead of `{shown}`",
-                [(target, name)],
-            )
+            yield (f"line {_line(ret)}: returns the input `{name}` unchanged instead of "
+                   f"`{shown}`", [(target, name)])
 
-    def symbol_to_literal(self) -> None:
+    def symbol_to_literal(self) -> Iterator[_Made]:
         """`D` or `D_value` -> the binding's number: right at one binding, wrong at others."""
         streams = set(self.params) | self.assigned
 
@@ -327,11 +301,8 @@ class _Generator:
             ]
             for node, symbol in sorted(nodes, key=lambda ns: (ns[0].lineno, ns[0].col_offset)):
                 value = self.binding[symbol]
-                self.add(
-                    "symbol_to_literal",
-                    f"line {_line(node)}: size symbol `{node.id}` hard-coded as {value}",
-                    [(node, str(value))],
-                )
+                yield (f"line {_line(node)}: size symbol `{node.id}` hard-coded as {value}",
+                       [(node, str(value))])
 
 
 def mutants(
@@ -344,11 +315,11 @@ def mutants(
     `AffineParseError` (a `SyntaxError`) when `src` does not parse.
     """
     gen = _Generator(src, params, binding)
-    for kind in MUTANT_KINDS:
-        getattr(gen, kind)()
     seen = {src}
     out: list[Mutant] = []
-    for mutant in gen.out:
+    made = ((kind, *m) for kind in MUTANT_KINDS for m in getattr(gen, kind)())
+    for kind, description, edits in made:
+        mutant = Mutant(kind, description, gen.text.replace(edits))
         if mutant.source in seen:
             continue
         try:

@@ -69,7 +69,8 @@ class _CpuClock:
         self.cpu0 = cpu_seconds(pid)
 
     def extension(self, limit: float) -> float | None:
-        """Wall seconds to keep waiting, or None when the worker has had its CPU (or we cannot tell)."""
+        """Wall seconds to keep waiting, or None when the worker has had its CPU (or we cannot
+        tell)."""
         now = cpu_seconds(self.pid)
         if self.cpu0 is None or now is None:
             return None
@@ -115,18 +116,10 @@ class _Worker:
     def __init__(self, ctx: Any, memory_limit_bytes: int | None) -> None:
         self.conn, child = ctx.Pipe(duplex=True)
         self.task_code = ctx.RawValue("b", 0)  # 1 while the worker runs the task's fn bodies
+        forkserver = ctx.get_start_method() == "forkserver"
         self.proc = ctx.Process(
-            target=worker_main,
-            args=(
-                child,
-                memory_limit_bytes,
-                os.getpid(),
-                ctx.get_start_method() == "forkserver",
-                self.task_code,
-            ),
-            daemon=True,
-            name="stepsmith-verifier",
-        )
+            target=worker_main, daemon=True, name="stepsmith-verifier",
+            args=(child, memory_limit_bytes, os.getpid(), forkserver, self.task_code))
         with _main_module_hidden():
             self.proc.start()
         child.close()
@@ -174,16 +167,9 @@ def _signal_name(code: int) -> str:
 class VerifierPool:
     """Warm sandboxed workers. Thread-safe; use as a context manager or call `close()`."""
 
-    def __init__(
-        self,
-        workers: int = 2,
-        *,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        memory_limit_mb: int | None = DEFAULT_MEMORY_MB,
-        grace_s: float = 2.0,
-        start_timeout_s: float = 180.0,
-        start_method: str = "forkserver",
-    ) -> None:
+    def __init__(self, workers: int = 2, *, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 memory_limit_mb: int | None = DEFAULT_MEMORY_MB, grace_s: float = 2.0,
+                 start_timeout_s: float = 180.0, start_method: str = "forkserver") -> None:
         if workers < 1:
             raise ValueError(f"VerifierPool needs at least 1 worker, got {workers}")
         self.n_workers = workers
@@ -252,34 +238,24 @@ class VerifierPool:
         self.close()
 
     def __del__(self) -> None:  # best effort; daemon processes die with us anyway
-        try:
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:  # noqa: BLE001
-            pass
 
     # -- verification -----------------------------------------------------------------------
 
-    def verify(
-        self,
-        task: Task,
-        src: str,
-        *,
-        affine: AffineMode = "strict",
-        timeout_s: float | None = None,
-        executor: Executor = "fast",
-    ) -> Verdict:
+    def verify(self, task: Task, src: str, *, affine: AffineMode = "strict",
+               timeout_s: float | None = None, executor: Executor = "fast") -> Verdict:
         """Verify one candidate in a worker; never raises for faults of the program.
 
         A fault of the task's own code (its `global`, references or fn bodies raise, hang, or
         end the worker) raises `TaskReferenceError` naming the file: it is not the program's."""
         if not isinstance(src, str):
-            return Verdict.failure(
-                FailureKind.unparsable,
-                f"The program must be a string of Python code, found {type(src).__name__}.",
-            )
+            return Verdict.failure(FailureKind.unparsable, "The program must be a string of "
+                                   f"Python code, found {type(src).__name__}.")
         return self._submit(task, src, affine, timeout_s, executor)
 
-    def check_references(self, task: Task, *, timeout_s: float | None = None) -> list[BindingResult]:
+    def check_references(self, task: Task, *,
+                         timeout_s: float | None = None) -> list[BindingResult]:
         """Run the task's own code (`global`, references, fn probes) at every binding in a
         worker, under the candidates' limits: the bindings it resolved to, or
         `TaskReferenceError` naming the file."""
@@ -313,21 +289,15 @@ class VerifierPool:
             raise outcome
         return outcome
 
-    def verify_many(
-        self,
-        items: Iterable[tuple[Task, str]],
-        *,
-        affine: AffineMode = "strict",
-        timeout_s: float | None = None,
-    ) -> list[Verdict]:
+    def verify_many(self, items: Iterable[tuple[Task, str]], *, affine: AffineMode = "strict",
+                    timeout_s: float | None = None) -> list[Verdict]:
         """Verify `(task, src)` pairs in parallel across workers; results in input order."""
         items = list(items)
         if not items:
             return []
         with ThreadPoolExecutor(max_workers=min(self.n_workers, len(items))) as ex:
-            futs = [
-                ex.submit(self.verify, t, s, affine=affine, timeout_s=timeout_s) for t, s in items
-            ]
+            futs = [ex.submit(self.verify, t, s, affine=affine, timeout_s=timeout_s)
+                    for t, s in items]
             return [f.result() for f in futs]
 
     def _run(self, w: _Worker, job: Job) -> tuple[Verdict | TaskReferenceError, bool]:
