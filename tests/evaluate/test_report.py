@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import typer
-from evaluate_fakes import build_run
+from agent_fakes import build_run
 from typer.testing import CliRunner
 
 from stepsmith.evaluate.cli import register

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evaluate_fakes import build_run
+from agent_fakes import build_run
 from typer.testing import CliRunner
 
 from stepsmith.cli import app

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from evaluate_fakes import TASKS, GroupAgent
+from agent_fakes import TASKS, GroupAgent
 
 from stepsmith.evaluate.runner import (
     BenchConfig,

@@ -1,13 +1,16 @@
-"""Fixtures for the self-improvement tests (helpers live in improve_fakes.py)."""
+"""Fixtures for the self-improvement tests (test doubles: tests/shared/agent_fakes.py)."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from stepsmith.improve.store import ExperienceStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "shared"))
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import random
 from collections import defaultdict
 
 import pytest
-from improve_fakes import Killed, Rule, ScriptedAgent, make_task
+from agent_fakes import Killed, Rule, ScriptedAgent, map_task
 
 from stepsmith.demos import isomorphic as is_isomorphic
 from stepsmith.improve.filtering import pure_code_lines
@@ -19,8 +19,8 @@ TEMPS = (0.5, 1.0)
 
 
 def tasks():
-    return [make_task("A", "g1", "FA"), make_task("B", "g1", "FB"), make_task("C", "g2", "FC"),
-            make_task("D", "g3", "FD"), make_task("E", "g4", "FE")]
+    return [map_task("A", "g1", "FA"), map_task("B", "g1", "FB"), map_task("C", "g2", "FC"),
+            map_task("D", "g3", "FD"), map_task("E", "g4", "FE")]
 
 
 def rules(e_solvable: bool = False) -> dict[str, Rule]:
@@ -204,7 +204,7 @@ def test_dead_backend_aborts_early_and_resumes(store: ExperienceStore) -> None:
     class Dead(ScriptedAgent):
         async def attempt(self, task, demonstrations, *, temperature, sample_index):
             self.calls.append({"task": task.name})
-            from improve_fakes import make_attempt
+            from agent_fakes import make_attempt
 
             return make_attempt(None, False, "llm_error", 0, 0, feedback="connection refused")
 
