@@ -54,7 +54,8 @@ def split_expression(src: str, path: Path, loc: Locator) -> tuple[str, str]:
     return setup, pad + expr
 
 
-def _error_line(exc: BaseException, filename: str) -> int | None:
+def error_line(exc: BaseException, filename: str) -> int | None:
+    """The deepest line of ``filename`` in the exception's traceback."""
     line = None
     for frame in traceback.extract_tb(exc.__traceback__):
         if frame.filename == filename:
@@ -155,7 +156,7 @@ def run_guarded(action: Callable[[], Any], path: Path, loc: Locator, filename: s
                    "call exit()")
         else:
             why, cause = f"raised {type(exc).__name__}: {clip(exc, 1000)}", exc
-        raise loc.error(path, f"{what} {why}", offset=_error_line(exc, filename),
+        raise loc.error(path, f"{what} {why}", offset=error_line(exc, filename),
                         cls=TaskReferenceError) from cause
 
 

@@ -73,22 +73,19 @@ def _fail(message: str) -> tuple[OutputCheck, None, None]:
     return OutputCheck(FailureKind.output_mismatch, message), None, None
 
 
-def check_outputs(
-    result: Any, expected: list[ExpectedOutput], rtol: float, atol: float, where: str
-) -> tuple[OutputCheck | None, float | None, float | None]:
+def check_outputs(result: Any, expected: list[ExpectedOutput], rtol: float, atol: float,
+                  where: str) -> tuple[OutputCheck | None, float | None, float | None]:
     """Compare the program's return value with the expected outputs of one binding.
 
     Returns (failure or None, worst absolute error, worst relative error)."""
     names = ", ".join(f"'{e.name}'" for e in expected)
     outs = _as_output_list(result)
     if result is None:
-        return _fail(f"The program returned nothing; it must `return` the output stream(s) {names}.")
+        return _fail("The program returned nothing; it must `return` the output stream(s) "
+                     f"{names}.")
     if outs is None or len(outs) != len(expected):
-        want = (
-            f"1 output stream ({names})"
-            if len(expected) == 1
-            else f"{len(expected)} output streams in this order: {names}"
-        )
+        want = (f"1 output stream ({names})" if len(expected) == 1
+                else f"{len(expected)} output streams in this order: {names}")
         return _fail(f"Wrong number of outputs: expected {want}, found {describe(result)}.")
     worst_abs = worst_rel = 0.0
     for pos, (out, exp) in enumerate(zip(outs, expected, strict=True)):
@@ -104,18 +101,11 @@ def check_outputs(
                 what.append(f"rank {len(out.shape) - 1} instead of {len(exp.shape) - 1}")
             elif tuple(out.shape) != tuple(exp.shape):
                 what.append("shape differs (shapes are innermost first)")
-            other = next(
-                (
-                    o.name
-                    for o in expected
-                    if o is not exp and o.dtype == out.dtype and tuple(o.shape) == tuple(out.shape)
-                ),
-                None,
-            )
+            other = next((o.name for o in expected if o is not exp and o.dtype == out.dtype
+                          and tuple(o.shape) == tuple(out.shape)), None)
             if other is not None:
-                what.append(
-                    f"it has the type of output '{other}': return the outputs in the order {names}"
-                )
+                what.append(f"it has the type of output '{other}': return the outputs in the "
+                            f"order {names}")
             return _fail(f"output '{exp.name}': expected {exp_sig}, found "
                          f"{stream_sig(out.dtype, out.shape)} ({'; '.join(what)}).")
         found_fields = out.data if isinstance(out.data, tuple) else (out.data,)

@@ -6,9 +6,10 @@ workers), `tasks check` (through the verifier), the mutant self-audit and the te
 input streams inside a `step.Session`. Compiling and calling are the language's own core
 (`stepsmith.step.program`, which the examples and docs use too); this module adds the
 allow-list, the task's instance, the restricted builtins and the wording of failures. It never
-raises for faults of the program: they come back in `ProgramRun.error`. Faults of the task's own code (a broken reference) do raise
-(`TaskReferenceError`): they are not the program's to answer for. Unsandboxed: in this process
-only trusted code runs here directly; untrusted programs reach it inside a worker (`pool.py`).
+raises for faults of the program: they come back in `ProgramRun.error`. Faults of the task's
+own code (a broken reference) do raise (`TaskReferenceError`): they are not the program's to
+answer for. Unsandboxed: in this process only trusted code runs here directly; untrusted
+programs reach it inside a worker (`pool.py`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import builtins
 import hashlib
 import textwrap
-import traceback
 from dataclasses import dataclass, field
 from types import CodeType
 from typing import Any
@@ -26,6 +26,7 @@ import torch
 from stepsmith.step.program import IMPL_FILENAME, call_impl, compile_body, define_impl
 from stepsmith.step.session import AffineMode, Executor
 from stepsmith.tasks import Binding, Instance, Task
+from stepsmith.tasks.snippets import error_line
 from stepsmith.verify import allowlist
 from stepsmith.verify.feedback import at_line, with_line
 from stepsmith.verify.verdict import FailureKind, Verdict
@@ -52,11 +53,8 @@ def fn_aliases(task: Task) -> dict[str, str]:
 def static_checks(src: str, aliases: dict[str, str] | None = None) -> Verdict | None:
     """Allow-list check; returns a failed verdict or None."""
     if not src.strip():
-        return Verdict.failure(
-            FailureKind.parse_error,
-            "The program is empty: write the body of the function, ending with "
-            "`return <output stream>`.",
-        )
+        return Verdict.failure(FailureKind.parse_error, "The program is empty: write the body "
+                               "of the function, ending with `return <output stream>`.")
     try:
         allowlist.check_program(src, aliases)
     except allowlist.ProgramCheckError as e:
@@ -77,20 +75,14 @@ def compile_candidate(src: str, params: list[str]) -> CodeType | Verdict:
         return Verdict.failure(FailureKind.parse_error,
                                f"Syntax error: {at_line(src.splitlines(), line)}{e.msg}", line=line)
     except (RecursionError, MemoryError, ValueError) as e:  # too deep / NUL bytes: not a crash
-        return Verdict.failure(
-            FailureKind.parse_error,
-            f"The program cannot be compiled ({type(e).__name__}); write it as a sequence of "
-            "plain assignments",
-        )
+        return Verdict.failure(FailureKind.parse_error, f"The program cannot be compiled "
+                               f"({type(e).__name__}); write it as a sequence of plain assignments")
 
 
 def impl_line(exc: BaseException) -> int | None:
     """Deepest program line (1-based, in the body) in the exception's traceback."""
-    line = None
-    for frame, lineno in traceback.walk_tb(exc.__traceback__):
-        if frame.f_code.co_filename == IMPL_FILENAME:
-            line = lineno - 1
-    return line
+    line = error_line(exc, IMPL_FILENAME)
+    return None if line is None else line - 1  # code line 1 is `def impl(...)`
 
 
 # ---------------------------------------------------------------------------------------------

@@ -51,14 +51,8 @@ def binding_desc(values: dict[str, int], seed: int | None = None) -> str:
     return ", ".join(parts)
 
 
-_MEMORY_MARKERS = (
-    "can't allocate memory",
-    "cannot allocate memory",
-    "out of memory",
-    "defaultcpuallocator",
-    "bad_alloc",
-    "not enough memory",
-)
+_MEMORY_MARKERS = ("can't allocate memory", "cannot allocate memory", "out of memory",
+                   "defaultcpuallocator", "bad_alloc", "not enough memory")
 
 
 def classify_memory(exc: BaseException) -> bool:
@@ -98,15 +92,14 @@ def exc_text(exc: BaseException, namespace: dict[str, Any] | None) -> str:
         if missing in by_name and missing not in fns:
             msg += (f" — {missing} is the name of a fn; pass it by its func_name: "
                     f"fn={by_name[missing]}")
-        msg += f" (defined fns: {', '.join(sorted(fns)) or 'none'}; inputs are the function parameters)"
+        msg += (f" (defined fns: {', '.join(sorted(fns)) or 'none'}; inputs are the function "
+                "parameters)")
     if isinstance(exc, MemoryError | RuntimeError) and classify_memory(exc):
         m = re.search(r"tried to allocate (\d+) bytes", msg)
         what = f"tried to allocate {int(m.group(1)) / 1e9:.3g} GB" if m else "ran out of memory"
-        return (
-            f"MemoryError: the program {what}, more than the verifier's memory limit allows; "
-            "check Repeat counts and Reshape sizes (a correct program needs only a few MB at "
-            "these bindings)"
-        )
+        return (f"MemoryError: the program {what}, more than the verifier's memory limit allows; "
+                "check Repeat counts and Reshape sizes (a correct program needs only a few MB at "
+                "these bindings)")
     return f"{name}: {msg}"
 
 
@@ -123,13 +116,8 @@ KIND_TITLE = {
 }
 
 
-def feedback(
-    kind: FailureKind,
-    err: str,
-    line: int | None,
-    lines: list[str],
-    results: list[BindingResult],
-) -> str:
+def feedback(kind: FailureKind, err: str, line: int | None, lines: list[str],
+             results: list[BindingResult]) -> str:
     """The LLM-facing message: what failed, where in the program, and at which bindings."""
     failing = next((r for r in results if not r.passed), None)
     head = KIND_TITLE.get(kind, kind.value)

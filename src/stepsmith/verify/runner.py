@@ -80,16 +80,10 @@ def _run_binding(task: Task, compiled: CodeType, binding: Binding, *, executor: 
     return br, line
 
 
-def check_candidate(
-    task: Task,
-    src: str,
-    *,
-    affine: AffineMode = "strict",
-    executor: Executor = "fast",
-    dtype: torch.dtype = torch.float64,
-    bindings: list[Binding] | None = None,
-    on_binding: Callable[[BindingResult], None] | None = None,
-) -> Verdict:
+def check_candidate(task: Task, src: str, *, affine: AffineMode = "strict",
+                    executor: Executor = "fast", dtype: torch.dtype = torch.float64,
+                    bindings: list[Binding] | None = None,
+                    on_binding: Callable[[BindingResult], None] | None = None) -> Verdict:
     """Verify `src` (an `impl` body) against `task`. Never raises for faults of the program;
     a fault of the task's own code raises `TaskReferenceError` (it is not the program's)."""
     if affine not in AFFINE_MODES:
@@ -139,7 +133,5 @@ def check_candidate(
     if first is None:
         return done(Verdict(passed=True, bindings=results, warnings=warnings))
     kind, err, line = first
-    return done(
-        Verdict.failure(kind, feedback(kind, err, line, lines, results), line=line,
-                        bindings=results, warnings=warnings)
-    )
+    return done(Verdict.failure(kind, feedback(kind, err, line, lines, results), line=line,
+                                bindings=results, warnings=warnings))

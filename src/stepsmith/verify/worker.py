@@ -156,10 +156,9 @@ _alarm = {"limit": 0.0, "candidate": False}
 def _on_alarm(_signum: int, _frame: Any) -> None:
     if not _alarm["candidate"]:  # the task's own code, while its data is prepared
         raise CpuTimeExceeded(f"{_alarm['limit']:g} s of CPU time")
-    raise CandidateTimeout(
-        f"The program exceeded the verifier's time limit of {_alarm['limit']:g} s of CPU time "
-        "(look for a loop or Repeat with a huge count)"
-    )
+    raise CandidateTimeout(f"The program exceeded the verifier's time limit of "
+                           f"{_alarm['limit']:g} s of CPU time (look for a loop or Repeat with "
+                           "a huge count)")
 
 
 def _arm(limit_s: float, *, candidate: bool) -> None:
@@ -241,19 +240,12 @@ def run_job(job: Job, send: Any) -> Verdict | dict[str, Any]:
         send(("started", job.job_id))
         _arm(job.timeout_s, candidate=True)
         return check_candidate(
-            task,
-            job.src,
-            affine=job.affine,
-            executor=job.executor,
-            on_binding=lambda br: send(("binding", job.job_id, br.model_dump(mode="json"))),
-        )
+            task, job.src, affine=job.affine, executor=job.executor,
+            on_binding=lambda br: send(("binding", job.job_id, br.model_dump(mode="json"))))
     except CandidateTimeout:
-        return Verdict.failure(
-            FailureKind.timeout,
-            f"Timeout: the verifier's limit of {job.timeout_s:g} s was exceeded before the "
-            "program ran (while checking the program).",
-            task=job.payload.name,
-        )
+        return Verdict.failure(FailureKind.timeout, f"Timeout: the verifier's limit of "
+                               f"{job.timeout_s:g} s was exceeded before the program ran (while "
+                               "checking the program).", task=job.payload.name)
     finally:
         signal.setitimer(signal.ITIMER_PROF, 0)
 
@@ -280,30 +272,21 @@ impl: |-
 
 def warm_up() -> None:
     """Pay first-use costs (vmap, allow-list, affine analysis) before serving candidates."""
-    try:
+    with contextlib.suppress(Exception):  # best effort
         task = load_task(_WARMUP_YAML)
         check_candidate(task, task.impl or "")
-    except Exception:  # noqa: BLE001 - warm-up is best effort
-        pass
 
 
-def worker_main(
-    conn: Any,
-    memory_limit_bytes: int | None,
-    owner_pid: int | None = None,
-    forkserver_child: bool = False,
-    task_code: Any = None,
-) -> None:
+def worker_main(conn: Any, memory_limit_bytes: int | None, owner_pid: int | None = None,
+                forkserver_child: bool = False, task_code: Any = None) -> None:
     """Entry point of a worker process (`owner_pid`: the process that owns the pool;
     `task_code`: a shared byte, raised while the task's fn bodies run)."""
     global _task_code
     _task_code = task_code
     die_with_parent(owner_pid, forkserver_child=forkserver_child)
     torch.set_num_threads(1)
-    try:
+    with contextlib.suppress(RuntimeError):  # already set (inherited from the fork server)
         torch.set_num_interop_threads(1)
-    except RuntimeError:
-        pass  # already set (inherited from the fork server)
     limit_memory(memory_limit_bytes)
     signal.signal(signal.SIGPROF, _on_alarm)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
@@ -320,17 +303,14 @@ def worker_main(
         try:
             outcome = run_job(job, conn.send)
         except CpuTimeExceeded:  # alarm fired outside the candidate (between bindings)
-            outcome = Verdict.failure(
-                FailureKind.timeout,
-                f"Timeout: the verifier's limit of {job.timeout_s:g} s was exceeded.",
-                task=job.payload.name)
+            outcome = Verdict.failure(FailureKind.timeout, f"Timeout: the verifier's limit of "
+                                      f"{job.timeout_s:g} s was exceeded.", task=job.payload.name)
         except (TaskFormatError, SystemExit) as e:  # the task's fn code failed while called
             outcome = task_error_fields(e, job.payload)
         except Exception as e:  # noqa: BLE001 - report, never die silently
-            outcome = Verdict.failure(
-                FailureKind.runtime_error,
-                f"Verifier error, not caused by the program: {type(e).__name__}: {clip(e)}",
-                task=job.payload.name)
+            outcome = Verdict.failure(FailureKind.runtime_error, "Verifier error, not caused by "
+                                      f"the program: {type(e).__name__}: {clip(e)}",
+                                      task=job.payload.name)
         if isinstance(outcome, Verdict):
             reply = ("done", job.job_id, outcome.model_dump(mode="json"))
         else:
