@@ -11,22 +11,7 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from stepsmith.tasks import Task
     from stepsmith.verify.verdict import Verdict
-
-
-def _load(task_arg: str) -> Task:
-    """A task from a YAML path or a benchmark/demo name, with a clear error otherwise. Loading
-    runs none of the file's code: that happens in the verifier's sandboxed worker."""
-    from stepsmith.tasks.errors import TaskNotFoundError
-    from stepsmith.tasks.suite import get_task
-
-    try:
-        return get_task(task_arg)
-    except TaskNotFoundError as e:
-        raise typer.BadParameter(
-            f"{task_arg!r} is neither a task YAML file nor a benchmark/demo task name ({e})"
-        ) from e
 
 
 # A fenced block, `impl: |` or `def impl(`: a model's answer rather than a bare program body.
@@ -35,31 +20,32 @@ _ANSWER_FORM = re.compile(r"^\s*(```|impl:\s*[|>]|def impl\()", re.M)
 
 def verify_command(
     task: Annotated[str, typer.Argument(help="Task YAML file or benchmark task name.")],
-    impl: Annotated[
-        Path | None,
-        typer.Option("--impl", help="File with the program (impl body). Default: the task's impl."),
-    ] = None,
+    impl: Annotated[Path | None, typer.Option(
+        "--impl", help="File with the program (impl body). Default: the task's impl.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
-    affine: Annotated[
-        str, typer.Option("--affine", help="strict (reject stream reuse) or warn.")
-    ] = "strict",
-    timeout: Annotated[
-        float, typer.Option("--timeout", help="CPU-time limit per candidate, seconds (CPU, not wall time, so a busy machine does not cause timeouts).")
-    ] = 10.0,
+    affine: Annotated[str, typer.Option(
+        "--affine", help="strict (reject stream reuse) or warn.")] = "strict",
+    timeout: Annotated[float, typer.Option("--timeout", help=(
+        "CPU-time limit per candidate, seconds (CPU, not wall time, so a busy machine does not "
+        "cause timeouts)."))] = 10.0,
 ) -> None:
     """Verify a STeP program against a task at all its bindings (sandboxed); exit 0 iff passed."""
     from rich.console import Console
     from rich.markup import escape
 
     from stepsmith.step.session import is_affine_mode
-    from stepsmith.tasks import TaskFormatError
+    from stepsmith.tasks import TaskFormatError, TaskNotFoundError
+    from stepsmith.tasks.suite import get_task
     from stepsmith.verify import VerifierPool
 
     console = Console(stderr=False)
     if affine not in ("strict", "warn") or not is_affine_mode(affine):
         raise typer.BadParameter(f"--affine must be 'strict' or 'warn', got {affine!r}")
-    try:
-        t = _load(task)
+    try:  # loading runs none of the file's code: that happens in the sandboxed worker
+        t = get_task(task)
+    except TaskNotFoundError as e:
+        raise typer.BadParameter(
+            f"{task!r} is neither a task YAML file nor a benchmark/demo task name ({e})") from e
     except TaskFormatError as e:  # the message names file, line and field
         console.print(f"[red]cannot load task {escape(repr(task))}:[/red] {escape(str(e))}")
         raise typer.Exit(2) from None
@@ -100,13 +86,10 @@ def render_verdict(verdict: Verdict, console: Console) -> None:
     """Summary line, one row per binding, then the feedback an LLM would get."""
     from rich.table import Table
 
-    status = "[bold green]PASSED[/bold green]" if verdict.passed else (
-        f"[bold red]FAILED[/bold red] ({verdict.kind})"
-    )
-    console.print(
-        f"{verdict.task or 'task'}: {status} in {verdict.seconds * 1000:.1f} ms "
-        f"(verifier {verdict.verifier_version})"
-    )
+    status = ("[bold green]PASSED[/bold green]" if verdict.passed
+              else f"[bold red]FAILED[/bold red] ({verdict.kind})")
+    console.print(f"{verdict.task or 'task'}: {status} in {verdict.seconds * 1000:.1f} ms "
+                  f"(verifier {verdict.verifier_version})")
     if verdict.bindings:
         table = Table(show_header=True, header_style="bold")
         for col in ("binding", "sizes", "seed", "result", "ms", "max rel err"):

@@ -141,9 +141,6 @@ class _Worker:
             raise VerifierError(f"verifier worker sent {msg!r} instead of 'ready'")
         self.ready = True
 
-    def alive(self) -> bool:
-        return self.proc.is_alive()
-
     def kill(self) -> None:
         if self.proc.is_alive():
             self.proc.kill()

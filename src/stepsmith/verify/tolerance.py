@@ -58,19 +58,12 @@ class Comparison:
     found_value: float | None = None
 
 
-def compare(
-    found: torch.Tensor,
-    expected: torch.Tensor,
-    *,
-    rtol: float = DEFAULT_RTOL,
-    atol: float = DEFAULT_ATOL,
-) -> Comparison:
+def compare(found: torch.Tensor, expected: torch.Tensor, *, rtol: float = DEFAULT_RTOL,
+            atol: float = DEFAULT_ATOL) -> Comparison:
     """Compare `found` to `expected` (same shape) under the module's tolerance policy."""
     if tuple(found.shape) != tuple(expected.shape):
-        raise ValueError(
-            f"compare() needs equal shapes; found {tuple(found.shape)}, "
-            f"expected {tuple(expected.shape)}"
-        )
+        raise ValueError(f"compare() needs equal shapes; found {tuple(found.shape)}, "
+                         f"expected {tuple(expected.shape)}")
     f = found.detach().to(torch.float64)
     e = expected.detach().to(torch.float64)
     n_total = e.numel()
@@ -104,22 +97,13 @@ def compare(
     # Error magnitude: non-finite mismatches count as infinite error.
     err = torch.where(bad & ~both_finite, torch.full_like(e, math.inf), diff)
     max_abs = float(err.max())
-    flat = int(torch.argmax(torch.where(bad, err, torch.full_like(e, -1.0)))) if n_bad else int(
-        torch.argmax(err)
-    )
+    worst = torch.where(bad, err, torch.full_like(e, -1.0)) if n_bad else err
+    flat = int(torch.argmax(worst))
     index = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), e.shape))
-    return Comparison(
-        ok=n_bad == 0,
-        max_abs_error=max_abs,
-        max_rel_error=max_abs / scale,
-        scale=scale,
-        bound=bound,
-        n_bad=n_bad,
-        n_total=n_total,
-        index=index,
-        expected_value=float(e.reshape(-1)[flat]),
-        found_value=float(f.reshape(-1)[flat]),
-    )
+    return Comparison(ok=n_bad == 0, max_abs_error=max_abs, max_rel_error=max_abs / scale,
+                      scale=scale, bound=bound, n_bad=n_bad, n_total=n_total, index=index,
+                      expected_value=float(e.reshape(-1)[flat]),
+                      found_value=float(f.reshape(-1)[flat]))
 
 
 def format_index(index: tuple[int, ...] | None, dim_names: list[str] | None = None) -> str:

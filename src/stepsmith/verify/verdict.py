@@ -35,7 +35,7 @@ class FailureKind(StrEnum):
     dtype_error = "dtype_error"  # element type does not match a fn's declared type
     affine = "affine"  # a stream consumed more than once
     runtime_error = "runtime_error"  # any other exception while running the program
-    timeout = "timeout"  # wall-clock limit exceeded
+    timeout = "timeout"  # CPU-time limit exceeded
     memory = "memory"  # memory limit exceeded (or worker killed by the OS)
     output_mismatch = "output_mismatch"  # wrong number/type/shape of outputs
     value_mismatch = "value_mismatch"  # outputs differ from the PyTorch reference
