@@ -59,26 +59,16 @@ def _close_default_pool() -> None:
         _default_pool.close()
 
 
-def verify(
-    task: Task,
-    impl_source: str,
-    *,
-    affine: AffineMode = "strict",
-    pool: VerifierPool | None = None,
-    timeout_s: float = DEFAULT_TIMEOUT_S,
-) -> Verdict:
+def verify(task: Task, impl_source: str, *, affine: AffineMode = "strict",
+           pool: VerifierPool | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> Verdict:
     """Verify a candidate `impl` for a loaded `task` (callers resolve names and paths once,
     e.g. with `stepsmith.tasks.suite.get_task`)."""
     return (pool or default_pool()).verify(task, impl_source, affine=affine, timeout_s=timeout_s)
 
 
-def verify_many(
-    items: list[tuple[Task, str]],
-    *,
-    affine: AffineMode = "strict",
-    pool: VerifierPool | None = None,
-    timeout_s: float = DEFAULT_TIMEOUT_S,
-) -> list[Verdict]:
+def verify_many(items: list[tuple[Task, str]], *, affine: AffineMode = "strict",
+                pool: VerifierPool | None = None,
+                timeout_s: float = DEFAULT_TIMEOUT_S) -> list[Verdict]:
     """Verify `(task, impl_source)` pairs in parallel across the pool; results in input order."""
     return (pool or default_pool()).verify_many(items, affine=affine, timeout_s=timeout_s)
 

@@ -36,14 +36,8 @@ from stepsmith.step.session import PAPER_BINDING
 
 __all__ = ["MUTANT_KINDS", "PAPER_BINDING", "Mutant", "mutants"]
 
-MUTANT_KINDS: tuple[str, ...] = (
-    "drop_primitive",
-    "change_arg",
-    "swap_fns",
-    "reuse_without_copy",
-    "return_input",
-    "symbol_to_literal",
-)
+MUTANT_KINDS: tuple[str, ...] = ("drop_primitive", "change_arg", "swap_fns",
+                                 "reuse_without_copy", "return_input", "symbol_to_literal")
 
 _SYMBOL_RE = re.compile(r"^[A-Z][A-Z0-9]?$")
 
@@ -178,9 +172,8 @@ class _Generator:
                     yield (f"line {_line(app.call)}: step.{app.name}({name}=...): `{old}` -> "
                            f"`{new}`", [(node, new)])
 
-    def _neighbours(
-        self, kind: ParamKind, value: ast.expr, symbols: list[str]
-    ) -> Sequence[tuple[ast.AST, str]]:
+    def _neighbours(self, kind: ParamKind, value: ast.expr,
+                    symbols: list[str]) -> Sequence[tuple[ast.AST, str]]:
         """Values next to `value` in the domain of `kind`: an int one up or down (not below
         the domain), a named int (`E_value`) plus or minus one, a size symbol replaced by
         another, any other expression plus one; a list of axes moves each entry."""
@@ -293,21 +286,17 @@ class _Generator:
             return None
 
         for stmt in self.body:
-            nodes = [
-                (n, symbol)
-                for n in ast.walk(stmt)
-                if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
-                and (symbol := symbol_of(n.id)) is not None
-            ]
+            nodes = [(n, symbol) for n in ast.walk(stmt)
+                     if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+                     and (symbol := symbol_of(n.id)) is not None]
             for node, symbol in sorted(nodes, key=lambda ns: (ns[0].lineno, ns[0].col_offset)):
                 value = self.binding[symbol]
                 yield (f"line {_line(node)}: size symbol `{node.id}` hard-coded as {value}",
                        [(node, str(value))])
 
 
-def mutants(
-    src: str, params: list[str] | None = None, binding: dict[str, int] | None = None
-) -> list[Mutant]:
+def mutants(src: str, params: list[str] | None = None,
+            binding: dict[str, int] | None = None) -> list[Mutant]:
     """Deterministic, de-duplicated mutants of `src`, grouped by kind in `MUTANT_KINDS` order.
 
     `params` are the input stream names (inferred when None); `binding` gives the literal used

@@ -97,17 +97,9 @@ class Verdict(BaseModel):
         return 1 if self.passed else 0
 
     @classmethod
-    def failure(
-        cls,
-        kind: FailureKind,
-        feedback: str,
-        *,
-        task: str = "",
-        line: int | None = None,
-        bindings: list[BindingResult] | None = None,
-        seconds: float = 0.0,
-        warnings: list[str] | None = None,
-    ) -> Verdict:
+    def failure(cls, kind: FailureKind, feedback: str, *, task: str = "", line: int | None = None,
+                bindings: list[BindingResult] | None = None, seconds: float = 0.0,
+                warnings: list[str] | None = None) -> Verdict:
         """A rejected verdict; keeps call sites short."""
         return cls(passed=False, kind=kind, feedback=feedback, task=task, line=line,
                    bindings=bindings or [], seconds=seconds, warnings=warnings or [])
