@@ -70,10 +70,6 @@ def prepare(case: Case, binding: Mapping[str, int], executor: Executor = "fast",
     return Prepared(case, full, executor, data, impl)
 
 
-def _randn(gen: torch.Generator, dtype: torch.dtype, *shape: int) -> torch.Tensor:
-    return torch.randn(*shape, generator=gen, dtype=dtype)
-
-
 # ---------------------------------------------------------------------------------------------
 _SCALE = FnSpec("fn_scale", "return [input[0] * input[1]]", ["fp32", "Buffer(fp32, [D])"],
                 "Buffer(fp32, [D])")
@@ -224,9 +220,9 @@ def _moe_data(b: Mapping[str, int], g: torch.Generator, dt: torch.dtype) -> Tens
     sel = (torch.rand(m, n, e, generator=g) < 0.45).to(dt)
     sel[0, 0] = 0.0  # a token routed nowhere: Merge emits init
     sel[..., e - 1] = 0.0  # an expert that receives 0 chunks
-    out: Tensors = {"X": _randn(g, dt, m, n, d), "S": sel}
+    out: Tensors = {"X": torch.randn(m, n, d, generator=g, dtype=dt), "S": sel}
     for i in range(e):
-        out[f"W{i}"] = _randn(g, dt, d, d) / d ** 0.5
+        out[f"W{i}"] = torch.randn(d, d, generator=g, dtype=dt) / d ** 0.5
     return out
 
 

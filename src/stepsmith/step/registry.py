@@ -106,16 +106,14 @@ class Param:
 
 @dataclass(frozen=True)
 class PrimitiveDef:
-    """Everything about one primitive."""
+    """Everything about one primitive: its class (`typing`, `impl`, `oracle`), its
+    documentation and its facts."""
 
     name: str
     signature: str
     description: str
     example: Example
-    typing: Callable[..., list[OutType]]
-    impl: Callable[..., list[Fields]]
-    oracle: Callable[..., list[Fields]]
-    cls: type
+    cls: type[Primitive]
     params: tuple[Param, ...] = ()
     args: ArgForm = "stream"
     # number of output streams: an int, or the name of the count parameter that sets it
@@ -161,8 +159,7 @@ def primitive(*, signature: str, description: str, example: Example,
         name = cls.__name__
         cls.NAME = name
         REGISTRY[name] = PrimitiveDef(
-            name=name, signature=signature, description=description, example=example,
-            typing=cls.typing, impl=cls.impl, oracle=cls.oracle, cls=cls,
+            name=name, signature=signature, description=description, example=example, cls=cls,
             params=params, args=args, outputs=outputs, arg_names=arg_names, category=category,
         )
         _check_parameters(cls, REGISTRY[name])
@@ -220,8 +217,8 @@ class Env:
 
 
 class Primitive:
-    """Base class; subclasses define `__init__` (the paper's keyword spelling), `_arity`,
-    `typing`, `impl` and `oracle`."""
+    """Base class; subclasses define `__init__` (the paper's keyword spelling), `typing`,
+    `impl` and `oracle`."""
 
     NAME: ClassVar[str] = "Primitive"
 

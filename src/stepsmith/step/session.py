@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextvars
 import itertools
 from collections.abc import Mapping
-from typing import Literal, TypeGuard
+from typing import Literal, TypeGuard, get_args
 
 from stepsmith.step.errors import StepArgumentError
 
@@ -19,8 +19,8 @@ AffineMode = Literal["strict", "warn", "off"]
 # worked examples and the mutants' hard-coded sizes use. Defined here, below both.
 PAPER_BINDING: Mapping[str, int] = {"M": 5, "N": 7, "K": 9, "D": 16}
 
-_EXECUTORS = ("fast", "oracle")
-_AFFINE = ("strict", "warn", "off")
+_EXECUTORS: tuple[str, ...] = get_args(Executor)
+_AFFINE: tuple[str, ...] = get_args(AffineMode)
 
 
 def is_affine_mode(value: object) -> TypeGuard[AffineMode]:
@@ -37,16 +37,11 @@ class Session:
 
     def __init__(self, binding: Mapping[str, int] | None = None, executor: Executor = "fast",
                  affine: AffineMode = "strict") -> None:
-        if executor not in _EXECUTORS:
-            raise StepArgumentError(
-                f"unknown executor {executor!r}", expected=" or ".join(_EXECUTORS),
-                found=repr(executor), primitive="Session",
-            )
-        if affine not in _AFFINE:
-            raise StepArgumentError(
-                f"unknown affine mode {affine!r}", expected=" or ".join(_AFFINE),
-                found=repr(affine), primitive="Session",
-            )
+        for what, value, known in (("executor", executor, _EXECUTORS),
+                                   ("affine mode", affine, _AFFINE)):
+            if value not in known:
+                raise StepArgumentError(f"unknown {what} {value!r}", expected=" or ".join(known),
+                                        found=repr(value), primitive="Session")
         self.binding: dict[str, int] = {}
         for k, v in dict(binding or {}).items():
             if isinstance(v, bool) or not isinstance(v, int):
