@@ -13,16 +13,5 @@ from .instance import ExpectedOutput, Instance
 from .loader import Task, load_task
 from .schema import TaskSpec, Tolerance
 
-__all__ = [
-    "DEFAULT_BINDINGS",
-    "Binding",
-    "ExpectedOutput",
-    "Instance",
-    "Task",
-    "TaskFormatError",
-    "TaskNotFoundError",
-    "TaskReferenceError",
-    "TaskSpec",
-    "Tolerance",
-    "load_task",
-]
+__all__ = ["DEFAULT_BINDINGS", "Binding", "ExpectedOutput", "Instance", "Task", "TaskFormatError",
+           "TaskNotFoundError", "TaskReferenceError", "TaskSpec", "Tolerance", "load_task"]

@@ -19,9 +19,7 @@ def primitive_calls(src: str) -> list[str]:
 #: The primitives that change a stream's shape without computing (category ``shape``).
 SHAPE_PRIMITIVES = tuple(name for name, d in REGISTRY.items() if d.category == "shape")
 #: The primitives that split one stream into several identical ones (``Copy``).
-COPY_PRIMITIVES = tuple(
-    name for name, d in REGISTRY.items() if d.category == "copy" and d.outputs != 1
-)
+COPY_PRIMITIVES = tuple(n for n, d in REGISTRY.items() if d.category == "copy" and d.outputs != 1)
 
 
 @dataclass(frozen=True)

@@ -87,23 +87,23 @@ def check(
     checks, loaded = [], []
     with VerifierPool(workers=min(2, max(len(refs), 1))) as pool:  # task code runs sandboxed
         for ref in refs:
-            task, result = check_ref(ref, pool=pool, executor="oracle" if executor == "oracle" else "fast")
+            task, result = check_ref(ref, pool=pool,
+                                     executor="oracle" if executor == "oracle" else "fast")
             checks.append(result)
             if task is not None:
                 loaded.append(task)
-    failed = 0
     for c in checks:
-        failed += not c.passed
-        label = c.name or c.ref
         detail = f"{c.bindings} bindings" + (f"; {c.note}" if c.note else "")
-        typer.echo(f"{'PASS' if c.passed else 'FAIL'} {label} ({detail if c.name else c.source})")
+        typer.echo(f"{'PASS' if c.passed else 'FAIL'} {c.name or c.ref} "
+                   f"({detail if c.name else c.source})")
         for p in c.problems:
             typer.echo(f"     {p}")
-    for problem in duplicate_names(loaded):
-        failed += 1
+    duplicates = duplicate_names(loaded)
+    for problem in duplicates:
         typer.echo(f"FAIL {problem}")
-    typer.echo(f"{len(checks) - sum(not c.passed for c in checks)}/{len(checks)} tasks passed")
-    if failed:
+    passed = sum(c.passed for c in checks)
+    typer.echo(f"{passed}/{len(checks)} tasks passed")
+    if duplicates or passed < len(checks):
         raise typer.Exit(code=1)
 
 

@@ -18,6 +18,7 @@ Two facts about the references follow the paper's public task format:
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -140,11 +141,8 @@ def _probe_fn(fn: Fn, info: FnInfo, values: dict[str, int], dtype: torch.dtype,
     if fn.init is not None:
         state = [torch.full(dt.data_shape(f, (), values), v, dtype=dtype)
                  for f, v in zip(fields_of(info.output_dtype), fn.init, strict=True)]
-    try:
-        with probe:
-            fn.call(inputs, state)
-    except Exception:  # noqa: BLE001, S110 - see the docstring
-        pass
+    with contextlib.suppress(Exception), probe:  # see the docstring
+        fn.call(inputs, state)
 
 
 def generate(info: StreamInfo, gen: Any, values: dict[str, int], g: torch.Generator) -> torch.Tensor:
@@ -186,10 +184,11 @@ def _check_layout(value: Any, info: StreamInfo, field: int, expected_shape: tupl
     if tuple(value.shape) != expected_shape:
         f = fields_of(info.dtype)[field]
         dims = ", ".join(str(d) for d in info.dims)
-        raise task.locator.error(
-            path, f"output {info.name!r} field {field} ({f} on dims [{dims}]) must be laid out as "
-                  f"{expected_shape} (outermost dim first, then the reversed buffer shape), but the "
-                  f"snippet produced shape {tuple(value.shape)}", cls=TaskReferenceError)
+        raise task.locator.error(path, f"output {info.name!r} field {field} ({f} on dims "
+                                       f"[{dims}]) must be laid out as {expected_shape} (outermost "
+                                       "dim first, then the reversed buffer shape), but the "
+                                       f"snippet produced shape {tuple(value.shape)}",
+                                 cls=TaskReferenceError)
     return value.to(dtype)
 
 

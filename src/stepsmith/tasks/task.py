@@ -193,11 +193,8 @@ class Task:
     def bindings(self) -> list[Binding]:
         """Bindings to verify at; the first is the paper's (M=5, N=7, K=9, D=16, seed 42)."""
         if self._bindings is None:
-            out = []
-            for label, base, seed, over in requested_bindings(self.spec.bindings):
-                _, values = self._env_for(base, over)
-                out.append(Binding(label=label, values=values, seed=seed))
-            self._bindings = out
+            self._bindings = [Binding(label=label, values=self._env_for(base, over)[1], seed=seed)
+                              for label, base, seed, over in requested_bindings(self.spec.bindings)]
         return list(self._bindings)
 
     def instantiate(self, binding: Binding | None = None,

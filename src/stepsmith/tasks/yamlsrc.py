@@ -28,10 +28,7 @@ def format_path(path: Path) -> str:
     """Render ``("fns", 1, "init")`` as ``fns[1].init``."""
     out = ""
     for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
+        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
     return out
 
 
@@ -80,9 +77,8 @@ def _walk(node: yaml.Node, path: Path, loc: Locator) -> None:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
             line = key_node.start_mark.line + 1
             if key in seen:
-                raise TaskFormatError(
-                    f"duplicate key '{key}' (first defined on line {seen[key]})",
-                    source=loc.source, line=line, field=format_path((*path, key)))
+                raise TaskFormatError(f"duplicate key '{key}' (first defined on line {seen[key]})",
+                                      source=loc.source, line=line, field=format_path((*path, key)))
             seen[key] = line
             child = (*path, key)
             loc.lines[child] = line
@@ -138,10 +134,9 @@ def check_expansion(node: yaml.Node, source: str, *, max_values: int = MAX_YAML_
             raise TaskFormatError(f"the YAML is nested more than {max_depth} levels deep",
                                   source=source, line=line)
         if sizes[key] > max_values:
-            raise TaskFormatError(
-                f"the YAML expands to more than {max_values} values once its aliases (*name) "
-                "are substituted (an alias bomb); write the values out or use fewer aliases",
-                source=source, line=line)
+            raise TaskFormatError(f"the YAML expands to more than {max_values} values once its "
+                                  "aliases (*name) are substituted (an alias bomb); write the "
+                                  "values out or use fewer aliases", source=source, line=line)
     return sizes[id(node)]
 
 

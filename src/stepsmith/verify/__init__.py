@@ -16,29 +16,11 @@ from stepsmith.tasks import Task
 from stepsmith.verify.execute import ProgramRun, run_program
 from stepsmith.verify.pool import DEFAULT_TIMEOUT_S, VerifierError, VerifierPool
 from stepsmith.verify.runner import check_candidate as verify_in_process
-from stepsmith.verify.verdict import (
-    VERIFIER_VERSION,
-    BindingResult,
-    FailureKind,
-    Verdict,
-    Verifier,
-)
+from stepsmith.verify.verdict import VERIFIER_VERSION, BindingResult, FailureKind, Verdict, Verifier
 
-__all__ = [
-    "VERIFIER_VERSION",
-    "BindingResult",
-    "FailureKind",
-    "ProgramRun",
-    "Verdict",
-    "Verifier",
-    "VerifierError",
-    "VerifierPool",
-    "default_pool",
-    "run_program",
-    "verify",
-    "verify_in_process",
-    "verify_many",
-]
+__all__ = ["VERIFIER_VERSION", "BindingResult", "FailureKind", "ProgramRun", "Verdict", "Verifier",
+           "VerifierError", "VerifierPool", "default_pool", "run_program", "verify",
+           "verify_in_process", "verify_many"]
 
 _default_pool: VerifierPool | None = None
 _default_lock = threading.Lock()

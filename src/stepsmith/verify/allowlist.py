@@ -23,13 +23,8 @@ from collections.abc import Mapping
 from stepsmith.step.affine.source import apply_receiver, parse_body, primitive_of, step_attr
 from stepsmith.step.registry import REGISTRY
 
-__all__ = [
-    "ALLOWED_BUILTINS",
-    "DisallowedConstruct",
-    "ProgramCheckError",
-    "ProgramSyntaxError",
-    "check_program",
-]
+__all__ = ["ALLOWED_BUILTINS", "DisallowedConstruct", "ProgramCheckError", "ProgramSyntaxError",
+           "check_program"]
 
 #: Builtins a program may call: pure, bounded by their arguments, no access to objects' guts.
 ALLOWED_BUILTINS: frozenset[str] = frozenset(

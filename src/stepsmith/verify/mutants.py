@@ -33,6 +33,7 @@ from stepsmith.step.affine.source import (
 )
 from stepsmith.step.registry import LOWEST_INT, REGISTRY, ParamKind
 from stepsmith.step.session import PAPER_BINDING
+from stepsmith.tasks.analysis import COPY_PRIMITIVES
 
 __all__ = ["MUTANT_KINDS", "PAPER_BINDING", "Mutant", "mutants"]
 
@@ -47,12 +48,6 @@ def _droppable(name: str) -> bool:
     takes a stream (not a list of parts) first."""
     pdef = REGISTRY.get(name)
     return pdef is not None and pdef.outputs == 1 and pdef.args != "parts_sel"
-
-
-def _duplicates(name: str | None) -> bool:
-    """The primitive that splits a stream into several identical ones (Copy)."""
-    pdef = REGISTRY.get(name or "")
-    return pdef is not None and pdef.category == "copy" and pdef.outputs != 1
 
 
 def _arguments(ctor: ast.Call) -> list[tuple[ParamKind, str, ast.expr]]:
@@ -232,7 +227,7 @@ class _Generator:
             if not (isinstance(node, ast.Assign) and len(node.targets) == 1):
                 continue
             value = node.value
-            copied = _duplicates(primitive_of(apply_receiver(value)))
+            copied = primitive_of(apply_receiver(value)) in COPY_PRIMITIVES
             if not (copied and isinstance(value, ast.Call) and len(value.args) == 1):
                 continue
             src_text = self.text.text(value.args[0])

@@ -134,9 +134,8 @@ class _Worker:
             msg = self.conn.recv()
         except (EOFError, OSError) as e:
             self.proc.join(1)
-            raise VerifierError(
-                f"verifier worker exited during start-up (exit code {self.proc.exitcode})"
-            ) from e
+            raise VerifierError(f"verifier worker exited during start-up (exit code "
+                                f"{self.proc.exitcode})") from e
         if not (isinstance(msg, tuple) and msg and msg[0] == "ready"):
             raise VerifierError(f"verifier worker sent {msg!r} instead of 'ready'")
         self.ready = True
@@ -327,7 +326,6 @@ class VerifierPool:
                     continue
                 if msg[0] == "started":
                     started = True
-                    limit = job.timeout_s + self.grace_s
                     clock = _CpuClock(w.proc.pid, time.perf_counter())
                     deadline = time.perf_counter() + limit
                 elif msg[0] == "binding":
@@ -342,19 +340,21 @@ class VerifierPool:
                     return v, True
         except (EOFError, OSError, BrokenPipeError):
             w.proc.join(2)
+            code = w.proc.exitcode
             if not started or w.task_code.value:  # it died inside the task's own code
+                how = (f"killed by {_signal_name(code)}" if code is not None and code < 0
+                       else f"exit code {code}")
                 where = ("in a fn body called by the program" if started
                          else "while preparing the data")
-                return self._task_fault(job, "ended the verifier's worker process "
-                                        f"({_exit_desc(w.proc.exitcode)}) {where}; task code "
-                                        "must not exit or kill its process"), False
-            return _died(w.proc.exitcode, job, done, t0), False
+                return self._task_fault(job, f"ended the verifier's worker process ({how}) "
+                                        f"{where}; task code must not exit or kill its "
+                                        "process"), False
+            return _died(code, job, done, t0), False
 
     @staticmethod
     def _task_fault(job: Job, what: str) -> TaskReferenceError:
-        return TaskReferenceError(
-            f"the task's own code (global, data_transform snippets, fn bodies) {what}",
-            source=job.payload.path or job.payload.name)
+        return TaskReferenceError(f"the task's own code (global, data_transform snippets, fn "
+                                  f"bodies) {what}", source=job.payload.path or job.payload.name)
 
 
 def _hard_timeout(job: Job, done: Sequence[BindingResult], t0: float) -> Verdict:
@@ -379,9 +379,3 @@ def _died(code: int | None, job: Job, done: Sequence[BindingResult], t0: float) 
     return Verdict.failure(kind, f"The verifier process running the program {why}.",
                            task=job.payload.name, bindings=list(done),
                            seconds=time.perf_counter() - t0)
-
-
-def _exit_desc(code: int | None) -> str:
-    if code is not None and code < 0:
-        return f"killed by {_signal_name(code)}"
-    return f"exit code {code}"

@@ -15,7 +15,7 @@ from types import CodeType
 
 import torch
 
-from stepsmith.step.affine import AffineViolation, check_source
+from stepsmith.step.affine import check_source
 from stepsmith.step.session import AffineMode, Executor
 from stepsmith.tasks import Binding, Task
 from stepsmith.verify.checking import check_outputs
@@ -38,13 +38,6 @@ from stepsmith.verify.feedback import (
 from stepsmith.verify.verdict import BindingResult, FailureKind, Verdict
 
 AFFINE_MODES = ("strict", "warn")
-
-
-def _affine_static(src: str, params: list[str]) -> list[AffineViolation]:
-    try:
-        return list(check_source(src, params=params))
-    except Exception:  # noqa: BLE001 - the runtime tracking in Session still enforces the rule
-        return []
 
 
 def _run_binding(task: Task, compiled: CodeType, binding: Binding, *, executor: Executor,
@@ -102,7 +95,10 @@ def check_candidate(task: Task, src: str, *, affine: AffineMode = "strict",
     params = task.input_names
     lines = src.splitlines()
     warnings: list[str] = []
-    violations = _affine_static(src, params)
+    try:
+        violations = list(check_source(src, params=params))
+    except Exception:  # noqa: BLE001 - the runtime tracking in Session still enforces the rule
+        violations = []
     if violations:
         msgs = [v.message for v in violations]
         if affine == "strict":
