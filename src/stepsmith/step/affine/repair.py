@@ -98,9 +98,8 @@ class _Repairer:
                 per_loop[slot.loop_id] = per_loop.get(slot.loop_id, 0) + 1
                 slots.append(slot)
             node = use.node
-            if node.lineno != node.end_lineno:
-                return None
-            if use.scope is None or not _within(node, use.scope):
+            span = self._text_span(node)
+            if span is None or use.scope is None or not _within(node, use.scope):
                 return None
             if group.key is None:
                 if not (isinstance(node, ast.Name) and node.id == obj.name):
@@ -112,14 +111,10 @@ class _Repairer:
                 and _const_int(node.slice) == group.key
             ):
                 return None
-            row = node.lineno - 1
-            if row >= len(self.lines):
+            row, start, end = span
+            if group.key is None and self.lines[row][start:end] != obj.name:
                 return None
-            line = self.lines[row]
-            start, end = char_col(line, node.col_offset), char_col(line, node.end_col_offset or 0)
-            if group.key is None and line[start:end] != obj.name:
-                return None
-            spans.append((row, start, end))
+            spans.append(span)
         if any(n > 1 for n in per_loop.values()):
             return None  # several uses per iteration: leave it to the LLM
         where = self._insertion(obj.anchor, [u.path for u in group.uses], group.uses)
@@ -137,15 +132,18 @@ class _Repairer:
         lp = use.loops[0]
         if lp.target is None or lp.iter is None or not lp.single_generator:
             return None
-        spans = []
-        for node in (lp.target, lp.iter):
-            if node.lineno != node.end_lineno or node.lineno - 1 >= len(self.lines):
-                return None
-            line = self.lines[node.lineno - 1]
-            start, end = char_col(line, node.col_offset), char_col(line, node.end_col_offset or 0)
-            spans.append((node.lineno - 1, start, end))
-        target, iterable = spans
+        target, iterable = self._text_span(lp.target), self._text_span(lp.iter)
+        if target is None or iterable is None:
+            return None
         return _LoopSlot(use.factor, target, iterable, lp.id, isinstance(lp.target, ast.Name))
+
+    def _text_span(self, node: ast.expr) -> tuple[int, int, int] | None:
+        """(line index, start char, end char) of a node on one line of the text, else None."""
+        row = node.lineno - 1
+        if node.end_lineno != node.lineno or row >= len(self.lines):
+            return None
+        line = self.lines[row]
+        return row, char_col(line, node.col_offset), char_col(line, node.end_col_offset or 0)
 
     def _insertion(self, anchor: tuple[tuple[int, int], ...], paths: list[tuple],
                    uses: list[_Use]) -> tuple[int, str] | None:
