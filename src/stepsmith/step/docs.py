@@ -80,9 +80,8 @@ def primitives(names: Iterable[str] | None = None) -> list[PrimitiveDef]:
 
 def yaml_indent(text: str, spaces: int) -> str:
     """Indent every line (blank lines stay empty, so the block is valid YAML)."""
-    return textwrap.indent(text, " " * spaces, lambda _line: True).replace(
-        " " * spaces + "\n", "\n"
-    )
+    pad = " " * spaces
+    return textwrap.indent(text, pad, lambda _line: True).replace(pad + "\n", "\n")
 
 
 def yaml_block(key: str, text: str, spaces: int) -> str:
@@ -122,15 +121,9 @@ def _example_md(ex: Example) -> str:
             lines.append(f"    output_dtype: {_dtype_yaml(f.output_dtype)}")
             if f.init is not None:
                 lines.append(f"    init: [{', '.join(str(v) for v in f.init)}]")
-            if "\n" in f.apply:
-                lines.append("    apply: |-")
-                lines.extend("      " + ln for ln in f.apply.splitlines())
-            else:
-                lines.append(f"    apply: {f.apply}")
-    lines.append("impl: |-")
-    lines.extend("  " + ln for ln in ex.program.splitlines())
-    lines.append("```")
-    return "\n".join(lines)
+            multiline = "\n" in f.apply
+            lines.append(yaml_block("apply", f.apply, 4) if multiline else f"    apply: {f.apply}")
+    return "\n".join([*lines, yaml_block("impl", ex.program, 0), "```"])
 
 
 def primitive_section(d: PrimitiveDef) -> str:

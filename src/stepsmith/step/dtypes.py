@@ -140,8 +140,7 @@ def elem_dims(t: Scalar | Multihot | Buffer) -> tuple[Dim, ...]:
         return ()
     if isinstance(t, Multihot):
         return (t.n,)
-    inner = elem_dims(t.elem)
-    return tuple(reversed(t.shape)) + inner
+    return tuple(reversed(t.shape)) + elem_dims(t.elem)
 
 
 def elem_shape(t: Scalar | Multihot | Buffer, binding: Mapping[str, int]) -> tuple[int | None, ...]:

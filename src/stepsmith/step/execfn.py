@@ -149,14 +149,10 @@ def call_one(
 
 
 def known_shapes(ctx: FnCtx) -> tuple[tuple[int, ...], ...] | None:
-    """The output element shapes when every dim is bound in the Session (None: some are not)."""
-    out = []
-    for s in ctx.out_shapes:
-        dims = tuple(d for d in s if d is not None)
-        if len(dims) != len(s):
-            return None
-        out.append(dims)
-    return tuple(out)
+    """The output element shapes when every dim is bound in the Session (None: some are not,
+    and dropping them changed the shapes)."""
+    shapes = tuple(tuple(d for d in s if d is not None) for s in ctx.out_shapes)
+    return shapes if shapes == ctx.out_shapes else None
 
 
 def empty_outputs(fn: Fn, inputs: Sequence[torch.Tensor], state: Sequence[torch.Tensor] | None,
