@@ -44,23 +44,20 @@ class Binding:
 
 
 class Ctx(dict):
-    """The ``ctx`` dict of task globals; keys are normalised to symbol names (Dim or str)."""
-
-    @staticmethod
-    def _key(key: Any) -> str:
-        return key if isinstance(key, str) else str(key)
+    """The ``ctx`` dict of task globals; keys are normalised to symbol names (a ``Dim`` or a
+    ``str``, both ``str()`` to the name)."""
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        super().__setitem__(self._key(key), value)
+        super().__setitem__(str(key), value)
 
     def __getitem__(self, key: Any) -> Any:
-        return super().__getitem__(self._key(key))
+        return super().__getitem__(str(key))
 
     def __contains__(self, key: object) -> bool:
-        return super().__contains__(self._key(key))
+        return super().__contains__(str(key))
 
     def get(self, key: Any, default: Any = None) -> Any:
-        return super().get(self._key(key), default)
+        return super().get(str(key), default)
 
 
 def symbol_objects(names: list[str]) -> dict[str, Dim]:

@@ -76,12 +76,9 @@ class _TaskCodeTimeout(BaseException):  # noqa: N818 - BaseException: task code 
 def _time_limit(seconds: float) -> Iterator[bool]:
     """Interrupt Python-level task code after ``seconds`` (SIGALRM), where that is safe: in the
     main thread and only if nobody else uses the real-time timer. Yields whether it is armed."""
-    usable = (
-        hasattr(signal, "setitimer")
-        and threading.current_thread() is threading.main_thread()
-        and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
-        and signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, signal.SIG_IGN, None)
-    )
+    usable = (hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+              and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+              and signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, signal.SIG_IGN, None))
     if not usable:
         yield False
         return

@@ -106,11 +106,8 @@ class Task:
     def line_of(self, field: str | Path) -> int | None:
         """1-based line of a field given as a path tuple or a dotted string (``fns[0].apply``)."""
         if isinstance(field, str):
-            path: list[str | int] = []
-            for part in field.replace("]", "").replace("[", ".").split("."):
-                if part:
-                    path.append(int(part) if part.isdigit() else part)
-            field = tuple(path)
+            parts = field.replace("]", "").replace("[", ".").split(".")
+            field = tuple(int(p) if p.isdigit() else p for p in parts if p)
         return self.locator.line(field)
 
     # -- bindings and instances ------------------------------------------------------------------

@@ -124,15 +124,13 @@ def check_outputs(result: Any, expected: list[ExpectedOutput], rtol: float, atol
             worst_rel = max(worst_rel, c.max_rel_error)
             if not c.ok:
                 dn = _dim_names(fields[fi] if fi < len(fields) else exp.dtype, exp.shape)
-                msg = (
-                    f"{label} differs from the reference at {where}: {c.n_bad} of {c.n_total} "
-                    f"elements are outside the tolerance |found - expected| <= "
-                    f"{atol:g} + {rtol:g} * {fmt_value(c.scale)} (max |expected|). "
-                    f"Worst element at {format_index(c.index, dn)} (tensor index, outermost "
-                    f"first): expected {fmt_value(c.expected_value)}, found "
-                    f"{fmt_value(c.found_value)}; max abs error {fmt_value(c.max_abs_error)}, "
-                    f"max error relative to max |expected| {fmt_value(c.max_rel_error)}."
-                )
+                msg = (f"{label} differs from the reference at {where}: {c.n_bad} of {c.n_total} "
+                       f"elements are outside the tolerance |found - expected| <= "
+                       f"{atol:g} + {rtol:g} * {fmt_value(c.scale)} (max |expected|). "
+                       f"Worst element at {format_index(c.index, dn)} (tensor index, outermost "
+                       f"first): expected {fmt_value(c.expected_value)}, found "
+                       f"{fmt_value(c.found_value)}; max abs error {fmt_value(c.max_abs_error)}, "
+                       f"max error relative to max |expected| {fmt_value(c.max_rel_error)}.")
                 hint = value_hint(f, e, c.bound)
                 if hint:
                     msg += " " + hint
