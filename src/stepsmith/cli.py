@@ -12,14 +12,14 @@ app = typer.Typer(
     add_completion=False,
 )
 
-# Packages that contribute commands through `register(app)` in `<package>/cli.py`.
+# Modules that contribute commands through `register(app)` (`<package>/cli.py`, `evaluate/demo.py`).
 _COMMAND_MODULES = (
-    "stepsmith.step.cli",
     "stepsmith.tasks.cli",
     "stepsmith.verify.cli",
     "stepsmith.llm.cli",
     "stepsmith.agents.cli",
     "stepsmith.evaluate.cli",
+    "stepsmith.evaluate.demo",
 )
 
 for _module_name in _COMMAND_MODULES:

@@ -15,10 +15,40 @@ from stepsmith.step.docs import (
     primitive_reference,
     primitives,
 )
-from stepsmith.step.program import run_example
+from stepsmith.step.dtypes import Multihot, elem_dims, fields_of
+from stepsmith.step.program import call_impl, compile_body, define_impl
+from stepsmith.step.session import Executor
 
 PRIMITIVES = ["Map", "Zip", "Accum", "Scan", "Promote", "Flatten", "Reshape", "Bufferize",
               "Streamify", "Repeat", "RepeatRef", "Copy", "Identity", "Partition", "Merge"]
+
+
+def run_example(ex: step.Example, executor: Executor = "fast",
+                seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run a registry example (trusted: the registry's own text) on random inputs of its
+    documented layout: (the program's output data, its `reference` expression's value)."""
+    gen = torch.Generator().manual_seed(seed)
+    ns = {"step": step, "torch": torch, **{k: step.Dim.sym(k) for k in ex.binding},
+          **{f"{k}_value": v for k, v in ex.binding.items()}}
+    ns.update({s.func_name: step.Fn.from_source(s.func_name, s.apply, s.input_dtype,
+                                                s.output_dtype, s.init, namespace=ns)
+               for s in ex.fns})
+    impl = define_impl(compile_body(ex.program, [n for n, _, _ in ex.inputs]), ns)
+    data = {}
+    for n, dt, dims in ex.inputs:
+        outer = tuple(reversed([step.dim(d).evaluate(ex.binding) for d in dims]))
+        fields = []
+        for f in fields_of(step.parse_dtype(dt)):
+            shape = outer + tuple(d.evaluate(ex.binding) for d in elem_dims(f))
+            fields.append(torch.randint(0, 2, shape, generator=gen).float()
+                          if isinstance(f, Multihot) else torch.randn(shape, generator=gen))
+        data[n] = fields[0] if len(fields) == 1 else tuple(fields)
+    out, _ = call_impl(impl, lambda: {n: step.Stream.input(n, dt, dims, data[n])
+                                      for n, dt, dims in ex.inputs},
+                       binding=ex.binding, executor=executor)
+    assert isinstance(out, step.Stream), f"an example returns one stream, not {type(out)}"
+    return out.data, eval(ex.reference, {"torch": torch, **data,  # noqa: S307 - registry text
+                                         **{k: v for k, v in ns.items() if k.endswith("_value")}})
 
 
 def test_registry_has_every_early_step_primitive() -> None:

@@ -158,12 +158,11 @@ def test_an_unbound_size_is_found_without_running_global():
 
 
 def test_the_paper_binding_is_one_definition() -> None:
-    """Tasks, the worked examples and the mutants read the same paper sizes (step.session)."""
-    from stepsmith.step import examples
+    """Tasks and the mutants read the same paper sizes (step.session)."""
     from stepsmith.step.session import PAPER_BINDING
     from stepsmith.verify import mutants
 
     task = load_task(VALID)
     assert task.bindings()[0].label == "paper"
     assert {k: task.bindings()[0].values[k] for k in PAPER_BINDING} == dict(PAPER_BINDING)
-    assert examples.PAPER_BINDING is PAPER_BINDING is mutants.PAPER_BINDING
+    assert mutants.PAPER_BINDING is PAPER_BINDING
