@@ -15,8 +15,8 @@ from stepsmith.step.errors import StepArgumentError
 Executor = Literal["fast", "oracle"]
 AffineMode = Literal["strict", "warn", "off"]
 
-# The paper's one size binding: the first binding of every task (`tasks.bindings`), the one the
-# worked examples and the mutants' hard-coded sizes use. Defined here, below both.
+# The paper's one size binding: the first binding of every task (`tasks.bindings`), the one
+# `stepsmith demo` and the mutants' hard-coded sizes use. Defined here, below both.
 PAPER_BINDING: Mapping[str, int] = {"M": 5, "N": 7, "K": 9, "D": 16}
 
 _EXECUTORS: tuple[str, ...] = get_args(Executor)

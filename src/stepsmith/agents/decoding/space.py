@@ -19,8 +19,9 @@ import ast
 import itertools
 import keyword
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from typing import Any
 
 from stepsmith import step
@@ -56,7 +57,6 @@ MAX_SAME_CALL = 3
 REACH_WINDOW = 1
 MAX_SAME_BARE_CALL = 5
 DIMS_MARGIN = 3
-_CALL = re.compile(r"step\.\w+\([^)]*\)")
 
 
 def total_dims(t: SType) -> int:
@@ -138,6 +138,7 @@ class Candidate:
     consumes: frozenset[str]
     is_list: bool = False  # binds one name to a list of streams
     fn_list: tuple[str, ...] | None = None  # `[fn_a, fn_b]`: binds a list of fns
+    calls: tuple[str, ...] = ()  # each `step.P(params)` it writes (for MAX_SAME_CALL)
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,7 @@ class ProgramState:
     done: bool = False
     max_statements: int = MAX_STATEMENTS
     calls: tuple[str, ...] = ()  # every `step.P(params)` written so far
+    fns_used: frozenset[str] = frozenset()  # task fns named by the statements so far
 
     @classmethod
     def start(cls, facts: Facts, max_statements: int = MAX_STATEMENTS) -> ProgramState:
@@ -223,7 +225,7 @@ class ProgramState:
                        for n, xs in self.lists if n not in self.consumed)
         fls = sorted(fl for _, fl in self.fn_lists)
         return (tuple(live), tuple(lists), tuple(fls), tuple(sorted(self.calls)),
-                self.max_statements - self.statements)
+                tuple(sorted(self.fns_used)), self.max_statements - self.statements)
 
     def _well_typed(self) -> dict[int, list[Candidate]]:
         if self.done or self.statements >= self.max_statements:
@@ -236,7 +238,7 @@ class ProgramState:
                    for t in c.outs):
                 continue
             if any(used.get(k, 0) >= (MAX_SAME_BARE_CALL if k.endswith("()") else MAX_SAME_CALL)
-                   for k in _CALL.findall(c.text)):
+                   for k in c.calls):
                 continue
             if dangling - self._produced_among(c.consumes) + len(c.outs) > MAX_DANGLING:
                 continue
@@ -269,6 +271,9 @@ class ProgramState:
         if self.done:
             return []
         outs = self.facts.outputs
+        # Only once every task fn is used: every reference program uses all of its task's fns,
+        # and 40 of the 45 wrong answers of the 1.5B model returned before using them all.
+        missing = set(self.facts.fns) - self.fns_used
         # Only sinks: streams nothing consumed (returning does not consume, so a consumed stream
         # is legal, but no reference program returns one, and small models return an early
         # stream whose name is a prefix of the one they meant: `return E1` for E15). An input
@@ -276,21 +281,22 @@ class ProgramState:
         every = [r for r in self.refs() if r.key not in self.facts.inputs]
         options = [[r for r in every if _matches(r.stype, o)] for o in outs]
         found: list[Candidate] = []
-        for combo in itertools.islice(itertools.product(*options), 2000):
+        for combo in itertools.islice(itertools.product(*options), 0 if missing else 2000):
             if len({r.key for r in combo}) == len(combo):
                 found.append(Candidate(", ".join(r.text for r in combo),
                                        tuple(r.stype for r in combo), frozenset()))
         if len(outs) == 1:  # `return step.P(...).apply(...)`
             for c in self._calls(self.refs()):
-                if not c.is_list and len(c.outs) == 1 and _matches(c.outs[0], outs[0]):
+                if (not c.is_list and len(c.outs) == 1 and _matches(c.outs[0], outs[0])
+                        and missing <= _fns_in(c.text, missing)):
                     found.append(c)
         return found
 
     def bind(self, names: Sequence[str], cand: Candidate) -> ProgramState:
         """The state after `names = <cand>` (names already checked with `name_ok`)."""
         after = replace(self, consumed=self.consumed | cand.consumes,
-                        statements=self.statements + 1,
-                        calls=self.calls + tuple(_CALL.findall(cand.text)))
+                        statements=self.statements + 1, calls=self.calls + cand.calls,
+                        fns_used=self.fns_used | _fns_in(cand.text, self.facts.fns))
         if cand.fn_list is not None:
             return replace(after, fn_lists=self.fn_lists + ((names[0], cand.fn_list),))
         if cand.is_list:
@@ -322,14 +328,12 @@ class ProgramState:
             if not has_fn and _moves_nothing(ins, outs):
                 continue
             n = pdef.output_count(values)
-            params = ", ".join(f"{k}={v}" for k, v in texts.items())
-            text = f"step.{pdef.name}({params}).apply({args_text})"
-            if pdef.outputs == 1 or n is None:
-                yield Candidate(text, outs, keys)
-            else:
-                yield Candidate(text, outs, keys)  # `a, b = ...`
-                if pdef.args != "stream":  # Partition: `parts = ...` binds a list
-                    yield Candidate(text, outs, keys, is_list=True)
+            call = f"step.{pdef.name}({', '.join(f'{k}={v}' for k, v in texts.items())})"
+            text = f"{call}.apply({args_text})"
+            yield Candidate(text, outs, keys, calls=(call,))  # `a = ...`, `a, b = ...`
+            if pdef.outputs != 1 and n is not None and pdef.args != "stream":
+                # Partition: `parts = ...` binds a list
+                yield Candidate(text, outs, keys, is_list=True, calls=(call,))
 
     def _type_call(self, pdef: PrimitiveDef, values: dict[str, Any],
                    ins: Sequence[SType]) -> tuple[SType, ...] | None:
@@ -340,6 +344,10 @@ class ProgramState:
                 outs = prim.typing(list(ins))
         except step.StepError:
             return None
+        if any(isinstance(d.coeff, Fraction) and d.try_evaluate(self.facts.binding) is None
+               for _, shp in outs for d in shp):
+            return None  # a split of a dynamic dim (a Partition's length): unprovable, so
+            # it fails at run time whenever the data's length is not a multiple
         return tuple(SType(dt, shp) for dt, shp in outs)
 
     def _param_values(self, pdef: PrimitiveDef, rank: int
@@ -435,17 +443,18 @@ class ProgramState:
 
     def _per_element(self, name: str, elems: tuple[SType, ...], keys: frozenset[str],
                      inner: PrimitiveDef | None) -> Iterator[Candidate]:
-        inner_sets: list[tuple[str, tuple[SType, ...]]] = []
+        inner_sets: list[tuple[str, tuple[SType, ...], tuple[str, ...]]] = []
         if inner is None:
-            inner_sets = [(ELEM, elems)]
+            inner_sets = [(ELEM, elems, ())]
         else:
             for values, texts in self._param_values(inner, elems[0].rank):
                 outs = [self._type_call(inner, values, [e]) for e in elems]
                 if all(o is not None and len(o) == 1 for o in outs):
                     params = ", ".join(f"{k}={v}" for k, v in texts.items())
-                    inner_sets.append((f"step.{inner.name}({params}).apply({ELEM})",
-                                       tuple(o[0] for o in outs if o is not None)))
-        for arg, ins in inner_sets:
+                    icall = f"step.{inner.name}({params})"
+                    inner_sets.append((f"{icall}.apply({ELEM})",
+                                       tuple(o[0] for o in outs if o is not None), (icall,)))
+        for arg, ins, icalls in inner_sets:
             for pdef in REGISTRY.values():
                 if pdef.args not in ("stream", "streams") or pdef.outputs != 1:
                     continue
@@ -453,10 +462,11 @@ class ProgramState:
                     outs = [self._type_call(pdef, values, [e]) for e in ins]
                     if any(o is None or len(o) != 1 for o in outs):
                         continue
-                    params = ", ".join(f"{k}={v}" for k, v in texts.items())
+                    call = f"step.{pdef.name}({', '.join(f'{k}={v}' for k, v in texts.items())})"
                     yield Candidate(
-                        f"[step.{pdef.name}({params}).apply({arg}) for {ELEM} in {name}]",
-                        tuple(o[0] for o in outs if o is not None), keys, is_list=True)
+                        f"[{call}.apply({arg}) for {ELEM} in {name}]",
+                        tuple(o[0] for o in outs if o is not None), keys, is_list=True,
+                        calls=(call, *icalls))
 
     def _zipped(self, name: str, elems: tuple[SType, ...], keys: frozenset[str]
                 ) -> Iterator[Candidate]:
@@ -477,11 +487,13 @@ class ProgramState:
                             ok.append((fname, o[0]))
                     per.append(ok)
                 params = ", ".join([f"{fp.name}={FNV}"] + [f"{k}={v}" for k, v in texts.items()])
-                call = f"step.{pdef.name}({params}).apply({ELEM})"
+                pcall = f"step.{pdef.name}({params})"
+                call = f"{pcall}.apply({ELEM})"
                 for combo in itertools.islice(itertools.product(*per), 500):
                     fns = ", ".join(c[0] for c in combo)
                     yield Candidate(f"[{call} for {FNV}, {ELEM} in zip([{fns}], {name})]",
-                                    tuple(c[1] for c in combo), keys, is_list=True)
+                                    tuple(c[1] for c in combo), keys, is_list=True,
+                                    calls=(pcall,))
                 for fl_name, fl in self.fn_lists:
                     if len(fl) != len(elems):
                         continue
@@ -493,7 +505,7 @@ class ProgramState:
                         chosen.append(hit[0][1])
                     else:
                         yield Candidate(f"[{call} for {FNV}, {ELEM} in zip({fl_name}, {name})]",
-                                        tuple(chosen), keys, is_list=True)
+                                        tuple(chosen), keys, is_list=True, calls=(pcall,))
 
     def _fn_lists(self) -> Iterator[Candidate]:
         """`fs = [fn_a, fn_b, fn_c]` — only as long as some list of streams could use it."""
@@ -548,6 +560,11 @@ def _moves_nothing(ins: Sequence[SType], outs: tuple[SType, ...]) -> bool:
     the statement can only pass the stream on (small models write chains of these)."""
     return (len(ins) == 1 and len(outs) == 1 and outs[0].dtype == ins[0].dtype
             and outs[0].shape == ins[0].shape)
+
+
+def _fns_in(text: str, names: Iterable[str]) -> set[str]:
+    """The fn names among `names` that a statement text mentions."""
+    return {n for n in names if re.search(rf"(?<![\w.]){re.escape(n)}(?!\w)", text)}
 
 
 def _matches(s: SType, out: tuple[ElemType, tuple[Dim, ...]]) -> bool:
