@@ -50,13 +50,13 @@ RANK_MARGIN = 3
 # parameters, 5 times without (`step.Copy()`); references reach 2 and 4. A stream's dims plus
 # its buffer dims stay within 3 of the largest the task's inputs, outputs and fns use (+2 seen).
 MAX_SAME_CALL = 3
+MAX_SAME_BARE_CALL = 5
+DIMS_MARGIN = 3
 # The last statement of the budget is offered only when a return is well typed after it (type
 # inhabitation, searched exactly over the typed space). Measured on the paper's tasks: one
 # statement of look-ahead costs 0.1-0.9 s a line, two cost 7-70 s, so earlier lines rely on
 # the decoder's backtracking at dead ends.
 REACH_WINDOW = 1
-MAX_SAME_BARE_CALL = 5
-DIMS_MARGIN = 3
 
 
 def total_dims(t: SType) -> int:
