@@ -339,6 +339,13 @@ def test_new_names_are_bounded_so_one_name_cannot_eat_the_token_budget() -> None
     assert not rx.fullmatch("returnE11") and rx.fullmatch("retur") and rx.fullmatch("ret_x")
     longest = max(len(n) for t in ALL for n in re.findall(r"[A-Za-z_]\w*", t.impl or ""))
     assert longest <= MAX_NAME
+    # a taken name of full length ends there: the 0.5B model was let write
+    # `route_amax_amax_amax_amx纬` after `route_amax_amax_amax_amx` (run 20261201-041118-16f1)
+    full = "r" * MAX_NAME
+    rx = re.compile(fresh_name_re({full}))
+    assert not rx.fullmatch(full) and not rx.fullmatch(full + "纬")
+    assert not any(rx.fullmatch(full[:-1] + c) for c in "r纬") and rx.fullmatch(full[:-1] + "s")
+    assert rx.fullmatch(full[:-1]) and not re.search(r"[^\x00-\x7f]", fresh_name_re({full}))
 
 
 def test_a_typed_answer_without_return_is_incomplete_not_wrong(pool) -> None:

@@ -52,8 +52,9 @@ def fresh_name_re(taken: set[str]) -> str:
             node = node.setdefault(ch, {})
         node[w[-1]] = None  # this character may not come here
 
-    def rest(node: dict, depth: int) -> str:
-        # `depth` characters are written; at most MAX_NAME in all
+    def rest(node: dict, depth: int) -> str | None:
+        # `depth` characters are written; at most MAX_NAME in all. None: nothing may follow
+        # (a full-length taken name is a dead end, never a door to other characters).
         chars = _ID_CHARS[:53] if depth == 0 else _ID_CHARS
         alts = [] if (depth == 0 or "" in node) else [""]
         others = "".join(c for c in chars if c not in node)
@@ -61,12 +62,15 @@ def fresh_name_re(taken: set[str]) -> str:
             alts.append(f"[{others}][A-Za-z0-9_]{{0,{MAX_NAME - depth - 1}}}")
         for ch, child in sorted(node.items()):
             if ch and child is not None and depth < MAX_NAME:
-                alts.append(re.escape(ch) + rest(child, depth + 1))
-        if not alts:
-            return "(?:[^\\x00-\\x7f])"  # unreachable in practice: no identifier left
-        return "(?:" + "|".join(alts) + ")"
+                sub = rest(child, depth + 1)
+                if sub is not None:
+                    alts.append(re.escape(ch) + sub)
+        return "(?:" + "|".join(alts) + ")" if alts else None
 
-    return rest(trie, 0)
+    root = rest(trie, 0)
+    if root is None:  # every identifier is taken: cannot happen with 53 first characters
+        raise ValueError("no fresh identifier is left")
+    return root
 
 
 def _rx(text: str) -> str:
