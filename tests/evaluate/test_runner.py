@@ -69,15 +69,18 @@ def test_task_selection_names_groups_paths(tmp_path: Path) -> None:
         resolve_tasks([], ["nope"])
 
 
-def test_quick_tasks_are_the_shortest_references() -> None:
+def test_quick_tasks_are_the_shortest_siblings_of_one_group() -> None:
+    """Siblings, so that iteration 0's solve is a relevant demonstration in iteration 1."""
+    from stepsmith.evaluate.runner import QUICK_GROUP
     from stepsmith.improve.filtering import pure_code_lines
     from stepsmith.tasks.suite import benchmark_tasks, get_task
 
     names = quick_tasks(3)
     assert len(names) == 3 and len(set(names)) == 3
+    assert {get_task(n).group for n in names} == {QUICK_GROUP}
     longest_quick = max(pure_code_lines(get_task(n).impl) for n in names)
-    others = [t for t in benchmark_tasks() if t.name not in names and t.group != "extra"]
-    assert all(pure_code_lines(t.impl) >= longest_quick for t in others)
+    others = [t for t in benchmark_tasks() if t.name not in names and t.group == QUICK_GROUP]
+    assert others and all(pure_code_lines(t.impl) >= longest_quick for t in others)
 
 
 def test_config_roundtrip_for_resume(store: ExperienceStore, tmp_path: Path) -> None:

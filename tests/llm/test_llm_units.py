@@ -9,7 +9,7 @@ import pytest
 
 from stepsmith.llm import LLMClient, LLMError, parse_spec, price_for
 from stepsmith.llm._http_errors import parse_retry_after
-from stepsmith.llm.backend_llamacpp import seed_for
+from stepsmith.llm.backend_llamacpp import DEFAULT_SEED_BASE, seed_base_setting, seed_for
 from stepsmith.llm.backend_openai import build_request, is_reasoning_model
 from stepsmith.llm.budget import Budget
 from stepsmith.llm.redact import redact
@@ -85,6 +85,29 @@ def test_openai_request_bodies() -> None:
 def test_local_seed_depends_only_on_the_sample_index() -> None:
     assert seed_for(0) == seed_for(0) and seed_for(0) != seed_for(1)
     assert len({seed_for(i) for i in range(1000)}) == 1000
+
+
+def test_another_seed_base_repeats_a_run_independently_and_is_a_cache_miss(monkeypatch) -> None:
+    from stepsmith.llm.store import cache_key, server_identity
+
+    monkeypatch.delenv("STEPSMITH_LLAMACPP_SEED", raising=False)
+    assert seed_base_setting() == DEFAULT_SEED_BASE
+    monkeypatch.setenv("STEPSMITH_LLAMACPP_SEED", "42")
+    assert seed_base_setting() == 42 and seed_for(3, 42) != seed_for(3)
+    monkeypatch.setenv("STEPSMITH_LLAMACPP_SEED", "forty-two")
+    with pytest.raises(LLMError, match="STEPSMITH_LLAMACPP_SEED must be an integer"):
+        seed_base_setting()
+
+    class Local:  # what LlamaCppBackend exposes to the cache key
+        def __init__(self, identity: dict[str, str]) -> None:
+            self.cache_identity = identity
+
+    msgs = [{"role": "user", "content": "hi"}]
+    default, other = server_identity(Local({})), server_identity(Local({"seed_base": "42"}))
+    assert default == {} and other == {"seed_base": "42"}
+    # the default keeps the keys runs always had; another base never replays their answers
+    assert cache_key("llamacpp:m", msgs, {}, 0, default) == cache_key("llamacpp:m", msgs, {}, 0)
+    assert cache_key("llamacpp:m", msgs, {}, 0, other) != cache_key("llamacpp:m", msgs, {}, 0)
 
 
 def test_budget_summary_and_release() -> None:

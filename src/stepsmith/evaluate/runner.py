@@ -35,6 +35,12 @@ if TYPE_CHECKING:
 # a bench method is an agent method, or Algorithm 1 around the "agent" one
 METHODS = (*AGENT_METHODS, "self-improve")
 QUICK_TASK_COUNT = 3
+# The quick demo samples one group of sibling operators, so that a program solved in iteration
+# 0 is a relevant demonstration for the others in iteration 1: the step the demo exists to
+# show. The index group (binary predictor, top-1 and top-2 softmax routers): with the 0.5B
+# model, run 20261201-041118-16f1 solved the predictor in iteration 0 and, with it as the
+# demonstration, the top-1 router in both of its iteration-1 samples (0 of 2 without).
+QUICK_GROUP = "index"
 
 
 class BenchError(ValueError):
@@ -171,12 +177,14 @@ def resolve_tasks(refs: Sequence[str], groups: Sequence[str]) -> list[Task]:
 
 
 def quick_tasks(count: int = QUICK_TASK_COUNT) -> list[str]:
-    """The default quick subset: the benchmark tasks with the shortest reference programs."""
+    """The default quick subset: the `count` shortest reference programs of QUICK_GROUP (of all
+    paper tasks if a custom suite lacks that group)."""
     from stepsmith.improve.filtering import pure_code_lines
     from stepsmith.tasks.suite import benchmark_tasks
 
     paper = paper_groups()
-    tasks = [t for t in benchmark_tasks() if t.group in paper and t.impl] or benchmark_tasks()
+    tasks = ([t for t in benchmark_tasks() if t.group == QUICK_GROUP and t.impl]
+             or [t for t in benchmark_tasks() if t.group in paper and t.impl] or benchmark_tasks())
     ranked = sorted(tasks, key=lambda t: (pure_code_lines(t.impl or ""), len(t.impl or ""), t.name))
     return [t.name for t in ranked[:count]]
 

@@ -38,7 +38,10 @@ N_CTX = int(os.environ.get("STEPSMITH_LLAMACPP_N_CTX", "16384"))
 # either way; set STEPSMITH_LLAMACPP_PREFIX_REUSE=0 for order-independent (slow) sampling.
 PREFIX_REUSE = os.environ.get("STEPSMITH_LLAMACPP_PREFIX_REUSE", "1") != "0"
 STATE_CACHE_MB = int(os.environ.get("STEPSMITH_LLAMACPP_STATE_CACHE_MB", "1024"))
-SEED_BASE = 1_000_003
+# Sample i draws from seed `base + 7919 i`. STEPSMITH_LLAMACPP_SEED sets another base, to repeat
+# a run independently (e.g. how often the quick demo solves); a non-default base is part of the
+# call-cache key, so answers drawn with one base are never replayed for another.
+DEFAULT_SEED_BASE = 1_000_003
 
 _MODELS: dict[str, tuple[Any, threading.Lock, float]] = {}
 _MODELS_LOCK = threading.Lock()
@@ -71,9 +74,20 @@ def choose_threads() -> int:
     return max(1, min(MAX_THREADS, cores - others_running()))
 
 
-def seed_for(sample_index: int) -> int:
+def seed_base_setting() -> int:
+    """The seed base from STEPSMITH_LLAMACPP_SEED (default DEFAULT_SEED_BASE)."""
+    raw = os.environ.get("STEPSMITH_LLAMACPP_SEED", "").strip()
+    if not raw:
+        return DEFAULT_SEED_BASE
+    try:
+        return int(raw)
+    except ValueError:
+        raise LLMError(f"STEPSMITH_LLAMACPP_SEED must be an integer; found {raw!r}") from None
+
+
+def seed_for(sample_index: int, base: int = DEFAULT_SEED_BASE) -> int:
     """Deterministic per-sample seed: sample i of any prompt always draws the same way."""
-    return (SEED_BASE + 7919 * int(sample_index)) % (2**31 - 1)
+    return (base + 7919 * int(sample_index)) % (2**31 - 1)
 
 
 class _Cancelled(Exception):
@@ -172,6 +186,10 @@ class LlamaCppBackend:
         self.tokens_sampled = 0  # of the latest generation (observability; tests use it)
         self.threads_used = N_THREADS
         self.last_decode: DecodeResult | None = None  # of the latest constrained answer
+        self.seed_base = seed_base_setting()
+        # what, besides model and prompt, decides an answer (read by the call cache's key)
+        self.cache_identity = ({} if self.seed_base == DEFAULT_SEED_BASE
+                               else {"seed_base": str(self.seed_base)})
 
     @property
     def load_seconds(self) -> float:
@@ -205,7 +223,7 @@ class LlamaCppBackend:
             "logits_processor": llama_cpp.LogitsProcessorList([check_cancel]),
         }
         if temperature > 0:
-            kwargs["seed"] = seed_for(int(params.get("sample_index", 0)))
+            kwargs["seed"] = seed_for(int(params.get("sample_index", 0)), self.seed_base)
         with lock:
             if cancel.is_set():
                 raise _Cancelled()
@@ -259,7 +277,7 @@ class LlamaCppBackend:
                                  prefix_cache.system_prefix_len(llm, messages, tokens, chat_prompt))
             res = decode_constrained(
                 llm, lltokenizer(llm, str(self.path)), tokens, constraint, temperature=temperature,
-                seed=seed_for(int(params.get("sample_index", 0))),
+                seed=seed_for(int(params.get("sample_index", 0)), self.seed_base),
                 max_tokens=int(params.get("max_tokens") or 1024), cancel=cancel,
             )
         if cancel.is_set():

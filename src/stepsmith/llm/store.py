@@ -127,9 +127,12 @@ def cache_key(model: str, messages: list[dict], params: dict[str, Any], sample_i
 
 def server_identity(backend: object) -> dict[str, str]:
     """The cache identity of a backend's server: its base URL when it has one (an
-    OpenAI-compatible server, or an official API redirected by OPENAI_BASE_URL)."""
+    OpenAI-compatible server, or an official API redirected by OPENAI_BASE_URL), plus the
+    backend's own `cache_identity` fields (a local model's non-default seed base)."""
     url = getattr(backend, "base_url", None)
-    return {"base_url": str(url).rstrip("/")} if url else {}
+    ident = {"base_url": str(url).rstrip("/")} if url else {}
+    ident.update(getattr(backend, "cache_identity", {}))  # e.g. a local model's seed base
+    return ident
 
 
 def now_iso() -> str:
