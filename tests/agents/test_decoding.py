@@ -224,6 +224,40 @@ def test_no_return_before_every_task_fn_is_used() -> None:
     assert returned == {"step.Map(fn=fn_relu).apply(E5)"}
 
 
+@pytest.mark.parametrize("task", ALL, ids=lambda t: t.name)
+def test_no_offered_call_makes_a_kind_of_value_from_nothing(task) -> None:
+    """The fact `kinds_reachable` stands on, checked against the typing rule of every call
+    offered in every state of every reference program: a call's outputs hold only atoms of
+    the streams it consumes, or of fns' outputs reachable from them."""
+    from stepsmith.agents.decoding.space import atoms, closure
+
+    state = ProgramState.start(Facts.from_task(task))
+    fn_atoms = state.facts.fn_atoms
+    for line in program_lines(task.impl or ""):
+        types = {r.key: [r.stype.dtype] for r in state.refs()}
+        types.update({n: [t.dtype for t in ts] for n, ts in state.whole_lists()})
+        for c in [*state._calls(state.refs()), *state._comprehensions()]:
+            src = frozenset().union(*(atoms(d) for k in c.consumes for d in types[k]))
+            made = frozenset().union(*(atoms(o.dtype) for o in c.outs))
+            assert made <= closure(src, fn_atoms), (line, c.text)
+        state = advance(state, LineOptions.of(state), line)
+
+
+def test_a_statement_that_kills_a_needed_fn_input_is_not_offered() -> None:
+    """index_softmax_top2 needs the softmax twice (top-2 selection and the renormalisation):
+    consuming it in the selection without a Copy leaves fn_masked_renorm no Buffer input."""
+    task = get_task("index_softmax_top2")
+    state = ProgramState.start(Facts.from_task(task))
+    first = program_lines(task.impl or "")[0]  # probs = step.Map(fn=fn_softmax).apply(L)
+    state = advance(state, LineOptions.of(state), first)
+    offered = {c.text for cs in state.assignments().values() for c in cs}
+    assert "step.Copy().apply(probs)" in offered
+    assert "step.Map(fn=fn_top2).apply(probs)" not in offered
+    killed = next(c for c in state._calls(state.refs())
+                  if c.text == "step.Map(fn=fn_top2).apply(probs)")
+    assert not state._after(killed).kinds_reachable()
+
+
 def test_banned_lines_are_not_offered() -> None:
     task = get_task("gemm_bias_relu")
     cursor = TaskConstraint.for_task(task, "typed").lines()

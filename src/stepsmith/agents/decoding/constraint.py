@@ -16,7 +16,7 @@ from .statements import INDENT, PREFIX, SUFFIX, LineOptions, Rejected, advance
 
 # Bump when the language the decoder offers changes (statement spellings, domains): it is part
 # of the cache key, so answers decoded under an older space are not replayed.
-DECODER_VERSION = "typed-9"
+DECODER_VERSION = "typed-10"
 
 # A judge takes a whole answer (prefix, lines, return, suffix) and says whether it verifies.
 Judge = Callable[[str], bool]

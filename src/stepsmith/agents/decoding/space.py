@@ -26,7 +26,7 @@ from typing import Any
 
 from stepsmith import step
 from stepsmith.step.dims import Dim
-from stepsmith.step.dtypes import ElemType, elem_dims, fields_of
+from stepsmith.step.dtypes import Buffer, ElemType, elem_dims, fields_of
 from stepsmith.step.fn import Fn
 from stepsmith.step.registry import REGISTRY, Param, PrimitiveDef, int_literals, shapes_equal
 from stepsmith.step.stream import SType
@@ -59,6 +59,36 @@ DIMS_MARGIN = 3
 REACH_WINDOW = 1
 
 
+Atom = tuple[str, str]  # ("Scalar" | "Multihot", number type)
+
+
+def atoms(t: ElemType) -> frozenset[Atom]:
+    """What an element is made of: scalars or multihots of a number type. Primitives move,
+    copy, group, route and repeat values but never make a new kind of value; only a fn turns
+    its input's atoms into its output's (the tests check this against the typing rule of every
+    call offered for every reference program's states)."""
+    out = set()
+    for f in fields_of(t):
+        base = f.elem if isinstance(f, Buffer) else f
+        out.add((type(base).__name__, base.dtype))
+    return frozenset(out)
+
+
+def closure(have: frozenset[Atom],
+            fn_atoms: dict[str, tuple[frozenset[Atom], frozenset[Atom]]]) -> frozenset[Atom]:
+    """The atoms any stream made from streams of atoms `have` can hold: those, and the output
+    atoms of every fn whose input atoms are among them (repeatedly)."""
+    out = set(have)
+    grew = True
+    while grew:
+        grew = False
+        for ins, outs in fn_atoms.values():
+            if ins <= out and not outs <= out:
+                out |= outs
+                grew = True
+    return frozenset(out)
+
+
 def total_dims(t: SType) -> int:
     """Stream dims plus the largest buffer's dims: how big an element of work gets."""
     return len(t.shape) + max(len(elem_dims(f)) for f in fields_of(t.dtype))
@@ -79,6 +109,9 @@ class Facts:
     useful_tuples: frozenset[tuple[ElemType, ...]]
     max_rank: int = 8
     max_dims: int = 12
+    # each fn's (input atoms, output atoms), and the atoms the declared outputs are made of
+    fn_atoms: dict[str, tuple[frozenset[Atom], frozenset[Atom]]] = field(default_factory=dict)
+    out_atoms: frozenset[Atom] = frozenset()
     # can_return_within, by state signature (shared by every state of one task's decoding)
     reach_memo: dict[tuple[object, ...], bool] = field(default_factory=dict, compare=False,
                                                          repr=False, hash=False)
@@ -116,7 +149,10 @@ class Facts:
         return cls(fns=fns, sizes=sizes, ints=ints, inputs=inputs, outputs=outputs,
                    binding=values, reserved=reserved,
                    useful_tuples=frozenset(useful), max_rank=base + RANK_MARGIN,
-                   max_dims=dims + DIMS_MARGIN)
+                   max_dims=dims + DIMS_MARGIN,
+                   fn_atoms={k: (atoms(f.input_dtype), atoms(f.output_dtype))
+                             for k, f in fns.items()},
+                   out_atoms=frozenset().union(*(atoms(d) for d, _ in outputs)))
 
 
 @dataclass(frozen=True)
@@ -242,10 +278,24 @@ class ProgramState:
                 continue
             if dangling - self._produced_among(c.consumes) + len(c.outs) > MAX_DANGLING:
                 continue
+            if not self._after(c).kinds_reachable():
+                continue
             by.setdefault(0 if c.is_list else len(c.outs), []).append(c)
         for c in self._fn_lists():
             by.setdefault(0, []).append(c)
         return by
+
+    def kinds_reachable(self) -> bool:
+        """Whether every task fn not used yet can still get its input, and every declared
+        output its values. Any stream the program makes from here on is made of atoms of the
+        live streams, or of a fn's output once its input atoms are there (`atoms`), so a state
+        where a needed atom is out of reach is a dead branch however the budget is spent. The
+        0.5B model consumed the softmax it needed twice and wrote 13 shape statements more
+        (run 20261201-042419-e877); this cuts the branch at the statement that kills it."""
+        fn_atoms = self.facts.fn_atoms
+        have = closure(frozenset().union(*(atoms(r.stype.dtype) for r in self.refs())), fn_atoms)
+        return (self.facts.out_atoms <= have
+                and all(fn_atoms[f][0] <= have for f in set(fn_atoms) - self.fns_used))
 
     def dangling(self) -> int:
         """Streams the program produced and nothing consumed yet (list elements counted)."""
