@@ -16,6 +16,7 @@ Comprehension loop variables (`[... for f, p in zip(fns, parts)]`) may be any id
 from __future__ import annotations
 
 import ast
+import functools
 import itertools
 import keyword
 import re
@@ -62,6 +63,7 @@ REACH_WINDOW = 1
 Atom = tuple[str, str]  # ("Scalar" | "Multihot", number type)
 
 
+@functools.lru_cache(maxsize=4096)
 def atoms(t: ElemType) -> frozenset[Atom]:
     """What an element is made of: scalars or multihots of a number type. Primitives move,
     copy, group, route and repeat values but never make a new kind of value; only a fn turns
@@ -115,6 +117,9 @@ class Facts:
     # can_return_within, by state signature (shared by every state of one task's decoding)
     reach_memo: dict[tuple[object, ...], bool] = field(default_factory=dict, compare=False,
                                                          repr=False, hash=False)
+    # kinds_reachable, by (atoms of the live streams, fns used)
+    kinds_memo: dict[tuple[frozenset[Atom], frozenset[str]], bool] = field(
+        default_factory=dict, compare=False, repr=False, hash=False)
 
     @classmethod
     def from_task(cls, task: Task) -> Facts:
@@ -292,10 +297,15 @@ class ProgramState:
         where a needed atom is out of reach is a dead branch however the budget is spent. The
         0.5B model consumed the softmax it needed twice and wrote 13 shape statements more
         (run 20261201-042419-e877); this cuts the branch at the statement that kills it."""
-        fn_atoms = self.facts.fn_atoms
-        have = closure(frozenset().union(*(atoms(r.stype.dtype) for r in self.refs())), fn_atoms)
-        return (self.facts.out_atoms <= have
-                and all(fn_atoms[f][0] <= have for f in set(fn_atoms) - self.fns_used))
+        live = frozenset().union(*(atoms(r.stype.dtype) for r in self.refs()))
+        key = (live, self.fns_used)
+        memo = self.facts.kinds_memo
+        if key not in memo:
+            fn_atoms = self.facts.fn_atoms
+            have = closure(live, fn_atoms)
+            memo[key] = (self.facts.out_atoms <= have
+                         and all(fn_atoms[f][0] <= have for f in set(fn_atoms) - self.fns_used))
+        return memo[key]
 
     def dangling(self) -> int:
         """Streams the program produced and nothing consumed yet (list elements counted)."""
