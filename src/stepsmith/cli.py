@@ -48,6 +48,8 @@ def reference(
                                                       "(programs as Python functions)"),
     markdown: bool = typer.Option(False, "--markdown", help="the primitive reference as Markdown "
                                                             "(from the registry) instead"),
+    compact: bool = typer.Option(False, "--compact", help="the compact reference (no worked "
+                                                          "examples; `bench --reference compact`)"),
 ) -> None:
     """Print the STeP language reference exactly as the model sees it (its system message)."""
     if markdown:
@@ -57,7 +59,8 @@ def reference(
         return
     from stepsmith.agents.prompts import base_prompt
 
-    typer.echo(base_prompt(with_ir=not no_ir).rstrip("\n"))
+    style = "compact" if compact else "full"
+    typer.echo(base_prompt(with_ir=not no_ir, style=style).rstrip("\n"))
 
 
 def main() -> None:

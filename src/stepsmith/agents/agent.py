@@ -19,7 +19,7 @@ from stepsmith.agents.decoding.constraint import constraint_for
 from stepsmith.agents.decoding.judge import SEARCH_MODES, PrefixJudge
 from stepsmith.agents.extract import Unparsable, extract_impl
 from stepsmith.agents.guardian import GUARDIAN_MODES, run_guardian
-from stepsmith.agents.prompts import compose_messages
+from stepsmith.agents.prompts import REFERENCE_STYLES, compose_messages
 from stepsmith.demos import Demonstration
 from stepsmith.llm.base import Completion
 from stepsmith.llm.client import LLMClient
@@ -81,6 +81,7 @@ class Agent:
         max_tokens: int = 1024,
         constrain: str = "none",
         search: str = "none",
+        reference: str = "full",
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
@@ -111,6 +112,11 @@ class Agent:
         if search != "none" and self.constrain != "typed":
             raise ValueError("search 'prefix' judges typed prefixes: it needs constrain='typed'")
         self.search = search
+        if reference not in REFERENCE_STYLES:
+            raise ValueError(
+                f"reference must be one of {', '.join(REFERENCE_STYLES)}; got {reference!r}"
+            )
+        self.reference = reference
         self.judges: dict[str, PrefixJudge] = {}
         self._constraints: dict[str, Constraint | None] = {}
 
@@ -120,7 +126,9 @@ class Agent:
 
     def messages(self, task: Task, demonstrations: Sequence[Demonstration]) -> list[dict]:
         """The proposer's first prompt for `task` (raises LeakageError on a leaking demo)."""
-        return compose_messages(task, demonstrations, with_ir=self.with_ir)
+        return compose_messages(
+            task, demonstrations, with_ir=self.with_ir, reference=self.reference
+        )
 
     def constraint(self, task: Task) -> Constraint | None:
         """The decoding constraint for `task` (built once per task: it instantiates it)."""

@@ -36,7 +36,14 @@ __all__ = [
     "estimate_tokens",
     "reference_examples",
     "clear_caches",
+    "REFERENCE_STYLES",
 ]
+
+#: `full`: the paper's reference, a worked example for every primitive and idiom (~7k tokens).
+#: `compact`: the same language notes, primitive descriptions, idioms and rule without the
+#: worked examples (~2.5k tokens) — a small local model reads it in a third of the time and
+#: keeps more of its speed per token (measured: README, "compact reference").
+REFERENCE_STYLES = ("full", "compact")
 
 
 def estimate_tokens(text: str) -> int:
@@ -112,9 +119,14 @@ def _language_without_ir() -> str:
 
 
 @functools.lru_cache(maxsize=32)
-def base_prompt(with_ir: bool = True, exclude: tuple[str, ...] = ()) -> str:
-    """The system message: role, language, each primitive with a worked example, idioms, rule."""
-    examples = {e.topic: e for e in reference_examples(exclude)}
+def base_prompt(
+    with_ir: bool = True, exclude: tuple[str, ...] = (), style: str = "full"
+) -> str:
+    """The system message: role, language, each primitive (with a worked example unless
+    `style` is compact), idioms, rule."""
+    if style not in REFERENCE_STYLES:
+        raise ValueError(f"reference style must be one of {', '.join(REFERENCE_STYLES)}; got {style!r}")
+    examples = {e.topic: e for e in reference_examples(exclude)} if style == "full" else {}
     registry = reference._registry()
     parts = [
         "# STeP programming reference",
@@ -215,10 +227,15 @@ def clear_caches() -> None:
 
 
 def compose_messages(
-    task: Task, demonstrations: Sequence[Demonstration], *, with_ir: bool = True
+    task: Task,
+    demonstrations: Sequence[Demonstration],
+    *,
+    with_ir: bool = True,
+    reference: str = "full",
 ) -> list[dict]:
     """Chat messages for one proposer call: [system: reference, user: demonstrations + task]."""
     _check_leakage(task, demonstrations)
-    system = base_prompt(with_ir, _self_exclusion(task.name, task.impl))
+    exclude = _self_exclusion(task.name, task.impl) if reference == "full" else ()
+    system = base_prompt(with_ir, exclude, reference)
     user = render_demonstrations(demonstrations, with_ir) + render_task(task, with_ir)
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]

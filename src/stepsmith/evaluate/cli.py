@@ -21,6 +21,7 @@ from rich.progress import (
 from rich.table import Table
 
 from stepsmith.agents.guardian import GUARDIAN_MODES
+from stepsmith.evaluate.report import decoding_label
 from stepsmith.evaluate.runner import METHODS
 from stepsmith.improve.store import ExperienceStore, RunRow, SampleRecord
 
@@ -196,13 +197,6 @@ def _fail_infrastructure(exc: BaseException, run_id: str | None) -> None:
     raise typer.Exit(EXIT_INFRASTRUCTURE)
 
 
-def _decoding(config: dict) -> str:
-    """A run's decoding mode as the summary shows it, e.g. `typed+prefix`."""
-    mode = str(config.get("constrain", "none"))
-    search = str(config.get("search", "none"))
-    return mode if search == "none" else f"{mode}+{search}"
-
-
 def _split(values: list[str] | None) -> list[str]:
     """Repeated and comma-separated option values, flattened (`--k 2,5 --k 10`)."""
     out: list[str] = []
@@ -231,7 +225,7 @@ def _summary_table(summaries: list) -> Table:
         table.add_column(s.run_id, no_wrap=True, justify="right")
     rows = [
         ("method", lambda s: s.method),
-        ("decoding", lambda s: _decoding(s.config)),
+        ("decoding", lambda s: decoding_label(s.config)),
         ("model", lambda s: s.model if len(s.model) <= 28 else "…" + s.model[-27:]),
         ("status", lambda s: s.status + (f" ({s.reason})" if s.reason else "")),
         ("solved", lambda s: f"{sum(t.solved for t in s.tasks)}/{len(s.tasks)} tasks"),
@@ -272,6 +266,7 @@ def register(app: typer.Typer) -> None:
         concurrency: Annotated[int, typer.Option("--concurrency", help="Concurrent LLM requests.")] = 4,
         constrain: Annotated[str | None, typer.Option("--constrain", help="Decoding constraint: none | grammar (the task's CFG) | typed (only well-typed statements; local models). Default: typed for llamacpp: models, none otherwise.")] = None,
         search: Annotated[str | None, typer.Option("--search", help="none | prefix: after each typed line, the simulator judges returning the streams that have the output type; a verified one ends the sample. Default: prefix with --constrain typed.")] = None,
+        reference: Annotated[str | None, typer.Option("--reference", help="System prompt: full (a worked example per primitive, ~7k tokens) | compact (no worked examples, ~2.5k tokens; faster on small local models). Default: full.")] = None,
         server_kind: Annotated[str | None, typer.Option("--server-kind", help="Engine behind an openai-compatible: model, for --constrain grammar: vllm | sglang | llamacpp.")] = None,
         estimate: Annotated[bool, typer.Option(
             "--estimate", help="Print calls, tokens and cost of the first pass, then exit (no model call).")] = False,
@@ -336,6 +331,7 @@ def register(app: typer.Typer) -> None:
                     concurrency=concurrency, max_tokens=512 if quick else 1024,
                     constrain=constrain_mode,
                     search=search or ("prefix" if constrain_mode == "typed" else "none"),
+                    reference=reference or "full",
                 )
                 _note_full_protocol(cfg, quick, bool(task_refs or group_refs or n))
                 if estimate:

@@ -99,7 +99,9 @@ def estimate_bench(cfg: BenchConfig, tasks: Sequence[Task], demos: Sequence[Demo
     repair = CallLine(f"repair turns (at most {cfg.repair} per failed sample)", 0, 0, 0, 0)
     llm_guardian = cfg.method in ("agent", "self-improve") and cfg.guardian in LLM_GUARDIAN_MODES
     for task in tasks:
-        messages = compose_messages(task, visible_demos(task, list(demos)), with_ir=with_ir)
+        messages = compose_messages(
+            task, visible_demos(task, list(demos)), with_ir=with_ir, reference=cfg.reference
+        )
         prompt = prompt_tokens_upper(messages)
         proposer.calls += per_task
         proposer.input_tokens += prompt * per_task

@@ -129,6 +129,15 @@ def _ci(v: float, ci: tuple[float, float]) -> str:
     return f"{v:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]"
 
 
+def decoding_label(config: dict) -> str:
+    """A run's decoding as summaries show it, e.g. `typed+prefix, compact reference`."""
+    mode = str(config.get("constrain", "none"))
+    search = str(config.get("search", "none"))
+    decoding = mode if search == "none" else f"{mode}+{search}"
+    reference = str(config.get("reference", "full"))
+    return decoding if reference == "full" else f"{decoding}, {reference} reference"
+
+
 def summary_rows(summaries: Sequence[RunSummary]) -> tuple[list[str], list[list[str]]]:
     ks = sorted({k for s in summaries for k in s.ks})
     head = ["run", "method", "model", "decoding", "status", "tasks", "Pass@n (95% CI)"]
@@ -137,7 +146,7 @@ def summary_rows(summaries: Sequence[RunSummary]) -> tuple[list[str], list[list[
              "guardian corrupted", "model failed", "could not ask the model"]
     rows = []
     for s in summaries:
-        row = [s.run_id, s.method, s.model, str(s.config.get("constrain", "none")), s.status,
+        row = [s.run_id, s.method, s.model, decoding_label(s.config), s.status,
                str(len(s.tasks)), _ci(s.pass_at_n, s.pass_at_n_ci)]
         row += [_ci(s.pass_at[str(k)], s.pass_at_ci[str(k)]) if str(k) in s.pass_at else "–" for k in ks]
         row += [f"{s.avg_input_tokens:,.0f}", f"{s.avg_output_tokens:,.0f}", s.cost_text,

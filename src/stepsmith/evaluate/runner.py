@@ -21,6 +21,7 @@ from stepsmith.agents.agent import METHODS as AGENT_METHODS
 from stepsmith.agents.agent import Agent
 from stepsmith.agents.decoding.judge import SEARCH_MODES
 from stepsmith.agents.guardian import GUARDIAN_MODES
+from stepsmith.agents.prompts import REFERENCE_STYLES
 from stepsmith.demos import load_library
 from stepsmith.improve.loop import AgentLike, LoopConfig, LoopResult, ProgressSink, SelfImprover
 from stepsmith.improve.store import DemoRecord, ExperienceStore, RunBusyError
@@ -71,6 +72,7 @@ class BenchConfig:
     workers: int = 2
     constrain: str = "none"  # decoding constraint: none | grammar | typed
     search: str = "none"  # none | prefix (the simulator judges typed prefixes)
+    reference: str = "full"  # the system prompt: full (worked examples) | compact
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -101,6 +103,11 @@ class BenchConfig:
             )
         if self.search != "none" and self.constrain != "typed":
             raise BenchError("--search prefix judges well-typed prefixes: it needs --constrain typed")
+        if self.reference not in REFERENCE_STYLES:
+            raise BenchError(
+                f"--reference {self.reference!r} is not a style; choose one of "
+                f"{', '.join(REFERENCE_STYLES)}"
+            )
         if self.repair < 0:
             raise BenchError(f"--repair must be >= 0, got {self.repair}")
         if not self.temperatures:
@@ -226,7 +233,8 @@ def _make_agent(
     method = "agent" if cfg.method == "self-improve" else cfg.method
     guardian = cfg.guardian if method == "agent" else "none"
     return Agent(client, verifier, method=method, guardian=guardian, repair=cfg.repair,
-                 max_tokens=cfg.max_tokens, constrain=cfg.constrain, search=cfg.search)
+                 max_tokens=cfg.max_tokens, constrain=cfg.constrain, search=cfg.search,
+                 reference=cfg.reference)
 
 
 def _is_budget_stop(exc: BaseException) -> bool:
