@@ -191,3 +191,28 @@ def test_every_benchmark_task_composes_without_its_name_or_solution() -> None:
         shown = yaml.safe_load(user[user.index("task:") : user.index("\n\nAnswer")])["task"]
         assert [i["name"] for i in shown["inputs"]] == [i.name for i in task.spec.inputs], task.name
         assert "impl" not in shown and "test_name" not in shown
+
+
+def test_compact_reference_keeps_the_language_and_drops_only_the_worked_examples() -> None:
+    full, compact = yaml.safe_load(base_prompt(True)), yaml.safe_load(base_prompt(True, style="compact"))
+    assert list(compact) == list(full)
+    assert [p["name"] for p in compact["primitives"]] == list(step.REGISTRY)
+    for entry, whole in zip(compact["primitives"], full["primitives"], strict=True):
+        assert "example" not in entry
+        assert entry == {k: v for k, v in whole.items() if k != "example"}
+    assert all("example" not in i for i in compact["idioms"])
+    assert [i["description"] for i in compact["idioms"]] == [i["description"] for i in full["idioms"]]
+    for key in ("role", "language", "affine_rule", "answer_format"):
+        assert compact[key] == full[key]
+    assert prompts.estimate_tokens(base_prompt(True, style="compact")) * 2 < prompts.estimate_tokens(
+        base_prompt(True)
+    )
+
+
+def test_compose_messages_uses_the_chosen_reference(load) -> None:
+    task = load("reuse1")
+    compact = compose_messages(task, [], reference="compact")
+    assert compact[0]["content"] == base_prompt(True, style="compact")
+    assert compact[1] == compose_messages(task, [])[1]  # the task part is the same
+    with pytest.raises(ValueError, match="reference style must be one of full, compact"):
+        compose_messages(task, [], reference="tiny")

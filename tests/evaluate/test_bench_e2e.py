@@ -157,3 +157,19 @@ def test_token_budget_stops_cleanly_and_replay_runs_offline(tmp_path: Path) -> N
     with pytest.raises(Exception, match="(?i)cache|replay"):
         run_bench(_cfg(method="single", cache_mode="replay", n=3), store=store,
                   backend=ScriptedBackend(Model()), write_report=False)
+
+
+def test_compact_reference_reaches_the_model_and_the_summary(tmp_path: Path) -> None:
+    from stepsmith.agents.prompts import base_prompt
+    from stepsmith.evaluate.report import decoding_label
+
+    store = ExperienceStore(tmp_path / "s.db")
+    backend = ScriptedBackend(Model())
+    done = run_bench(_cfg(method="single", tasks=["expert_linear_sum"], reference="compact"),
+                     store=store, backend=backend, write_report=False)
+    assert done.result.solved == {"expert_linear_sum": 0}
+    assert {c["messages"][0]["content"] for c in backend.calls} == {base_prompt(True, style="compact")}
+    config = store.get_run(done.run_id).config
+    assert config["reference"] == "compact"
+    assert decoding_label(config) == "none, compact reference"
+    assert decoding_label({"constrain": "typed", "search": "prefix"}) == "typed+prefix"

@@ -47,6 +47,8 @@ def test_config_validation_messages() -> None:
         BenchConfig(model="m", n=2, ks=[1, 9]).validate()
     with pytest.raises(BenchError, match="-n must be >= 1"):
         BenchConfig(model="m", n=0).validate()
+    with pytest.raises(BenchError, match="--reference 'tiny' is not a style; choose one of full, compact"):
+        BenchConfig(model="m", reference="tiny").validate()
 
 
 def test_task_selection_names_groups_paths(tmp_path: Path) -> None:
