@@ -1,12 +1,14 @@
 """Seconds per sample on the local model: typed decoding vs unconstrained, in one run.
 
-For each task, the same proposer prompt is sampled `-n` times unconstrained and `-n` times under
-the typed constraint (same seeds, temperature, max tokens). Prints per-mode median and p90
+For each task, the proposer prompt is sampled `-n` times in each mode (default: unconstrained,
+then typed; same seeds, temperature, max tokens). A mode is `CONSTRAIN[:REFERENCE]`, so
+`--modes typed:full,typed:compact` compares the two system prompts under typed decoding. Prints per-mode median and p90
 seconds per sample, output tokens, how many samples verify and their failure kinds, the first
 call of the process (prompt reading, served from the on-disk prefix state when present) and
 the ratio of medians.
 
     python bench/bench_decode.py --model qwen2.5-coder-1.5b --tasks gemm_bias_relu,norm_rmsnorm_rows -n 2
+    python bench/bench_decode.py --model qwen2.5-coder-0.5b --modes typed:full,typed:compact
 """
 
 from __future__ import annotations
@@ -32,19 +34,25 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=2)
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--max-tokens", type=int, default=512)
+    ap.add_argument("--modes", default="none,typed",
+                    help="comma list of CONSTRAIN[:REFERENCE]; the ratio is last / first")
     args = ap.parse_args()
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if len(modes) < 2:
+        ap.error("--modes needs at least two modes to compare")
 
     client = LLMClient(f"llamacpp:{args.model}", store=CallStore(":memory:"))
     t0 = time.perf_counter()
     first = client.sample_sync([{"role": "user", "content": "Say OK."}], max_tokens=2)
     print(f"model load + first call: {time.perf_counter() - t0:.1f}s ({first.text!r})")
-    rows: dict[str, list[tuple[float, int, str]]] = {"none": [], "typed": []}
+    rows: dict[str, list[tuple[float, int, str]]] = {m: [] for m in modes}
     first_call: dict[str, float] = {}
     for name in args.tasks.split(","):
         task = get_task(name.strip())
-        msgs = compose_messages(task, [], with_ir=True)
-        for mode in ("none", "typed"):
-            c = constraint_for(task, mode)
+        for mode in modes:
+            constrain, _, reference = mode.partition(":")
+            msgs = compose_messages(task, [], with_ir=True, reference=reference or "full")
+            c = constraint_for(task, constrain)
             for i in range(args.n):
                 t = time.perf_counter()
                 comp = client.sample_sync(msgs, temperature=args.temperature, sample_index=i,
@@ -58,7 +66,7 @@ def main() -> None:
                 except Unparsable:
                     kind = "unparsable"
                 rows[mode].append((dt, comp.output_tokens, kind))
-                print(f"{name:28s} {mode:5s} #{i} {dt:6.1f}s {comp.output_tokens:4d} tok {kind}",
+                print(f"{name:28s} {mode:13s} #{i} {dt:6.1f}s {comp.output_tokens:4d} tok {kind}",
                       flush=True)
     med = {}
     for mode, rs in rows.items():
@@ -66,10 +74,11 @@ def main() -> None:
         med[mode] = statistics.median(secs)
         p90 = secs[min(len(secs) - 1, int(0.9 * len(secs)))]
         kinds = Counter(r[2] for r in rs)
-        print(f"{mode:5s}: median {med[mode]:.1f}s/sample, p90 {p90:.1f}s, "
+        print(f"{mode}: median {med[mode]:.1f}s/sample, p90 {p90:.1f}s, "
               f"mean output {statistics.mean(r[1] for r in rs):.0f} tok, "
               f"first call {first_call[mode]:.1f}s, kinds {dict(kinds)}")
-    print(f"typed / unconstrained median seconds per sample: {med['typed'] / med['none']:.2f}x")
+    print(f"{modes[-1]} / {modes[0]} median seconds per sample: "
+          f"{med[modes[-1]] / med[modes[0]]:.2f}x")
 
 
 if __name__ == "__main__":
