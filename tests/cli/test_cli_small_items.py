@@ -123,3 +123,21 @@ def test_naming_the_default_model_says_it_runs_the_full_protocol(tmp_path: Path)
     assert "runs the full protocol" in named.output and "without --model" in named.output
     quick = _run("bench", "--estimate", "--db", db)
     assert quick.exit_code == 0 and "full protocol" not in quick.output and "3 tasks" in quick.output
+
+
+@pytest.mark.timeout(120)
+def test_reference_compact_is_what_the_server_reads(server: FakeLLMServer, tmp_path: Path) -> None:
+    from stepsmith.agents.prompts import base_prompt
+
+    server.push(Reply(text="no program"))
+    result = _run("bench", "--model", "openai-compatible:fake", "--method", "single", "-n", "1",
+                  "--temperatures", "0.7", "--tasks", "demo_map_silu", "--reference", "compact",
+                  "--db", str(tmp_path / "db.sqlite"), "--out", str(tmp_path / "r"),
+                  env={"OPENAI_BASE_URL": f"{server.url}/v1", "COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    (request,) = server.requests
+    assert request["body"]["messages"][0]["content"] == base_prompt(True, style="compact")
+    assert "compact reference" in result.output
+    bad = _run("bench", "--model", "openai-compatible:fake", "--reference", "tiny", "--db",
+               str(tmp_path / "db.sqlite"))
+    assert bad.exit_code == 2 and "--reference 'tiny' is not a style" in bad.output
