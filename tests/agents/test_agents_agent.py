@@ -150,3 +150,22 @@ def test_bad_arguments_are_clear_errors(verifier, scripted) -> None:
         Agent(client, verifier, method="self-improve")
     with pytest.raises(ValueError, match="repair must be"):
         Agent(client, verifier, repair=-1)
+
+
+def test_search_deepen_gives_the_typed_constraint_a_judge_and_restart_budgets(
+    scripted, verifier
+) -> None:
+    from stepsmith.agents.decoding.constraint import DEEPEN_BUDGETS, TaskConstraint
+    from stepsmith.llm.testing import echo
+    from stepsmith.tasks.suite import get_task
+
+    task = get_task("gemm_bias_relu")
+    deep = Agent(scripted(echo), verifier, method="single", constrain="typed", search="deepen")
+    prefix = Agent(scripted(echo), verifier, method="single", constrain="typed", search="prefix")
+    c, p = deep.constraint(task), prefix.constraint(task)
+    assert isinstance(c, TaskConstraint) and isinstance(p, TaskConstraint)
+    assert c.budgets == DEEPEN_BUDGETS and p.budgets == ()
+    assert DEEPEN_BUDGETS[-1] == p.max_statements  # the last attempt has the full budget
+    assert c.judge is deep.judges[task.name] and p.judge is prefix.judges[task.name]
+    with pytest.raises(ValueError, match="search 'deepen' judges typed prefixes"):
+        Agent(scripted(echo), verifier, method="single", constrain="grammar", search="deepen")

@@ -158,3 +158,64 @@ def test_a_judged_return_ends_the_answer_where_the_output_was_written(tok) -> No
                                constraint_for(task, "typed"), temperature=0.0, seed=1,
                                max_tokens=4000, cancel=threading.Event())
     assert not plain.shortcut and plain.text != verified
+
+
+def _deepen_run(body: str, verified: str, budgets: tuple[int, ...], max_tokens: int = 8000):
+    task = get_task("norm_rmsnorm_rows")
+    judged: list[str] = []
+
+    def judge(answer: str) -> bool:
+        judged.append(answer)
+        return answer == verified
+
+    c = constraint_for(task, "typed", judge, budgets)
+    prompt = list(b"<prompt>" + PREFIX.encode())
+    model = ScriptedModel(body, len(prompt))
+    res = decode_constrained(model, tok=_TOK, prompt_tokens=prompt, constraint=c,
+                             temperature=0.0, seed=1, max_tokens=max_tokens,
+                             cancel=threading.Event())
+    return c, model, res, judged, len(prompt)
+
+
+_TOK = LLTokenizer(TokenizerWrapper(_Bytes()))
+
+
+def test_deepen_restarts_a_failed_short_attempt_with_a_larger_budget() -> None:
+    # the reference needs 6 statements: a 4-statement attempt cannot write it and fails the
+    # judge; the decoder undoes it and the 8-statement attempt writes the program that verifies
+    lines = program_lines(get_task("norm_rmsnorm_rows").impl or "")
+    assert len(lines) - 1 > 4
+    body = "".join(f"  {ln}\n" for ln in lines)
+    c, model, res, judged, n_prompt = _deepen_run(body, PREFIX + body + "```", (4, 8, 16))
+    assert res.text == PREFIX + body + c.suffix and res.finish_reason == "stop"
+    assert res.attempts == 2 and res.lines == len(lines)
+    assert any("attempt 1 not verified" in note for note in res.notes)
+    assert judged[-1] == res.text  # the judge verified the answer it gives
+    written = bytes(int(t) for t in model.input_ids[n_prompt:model.n_tokens])
+    # the failed attempt is gone from the context (the judged return is never fed to the model)
+    assert written.decode() == "".join(f"  {ln}\n" for ln in lines[:-1])
+    # one budget of 4 statements: one attempt, no restart, the model's best short program
+    c1, _, one, _, _ = _deepen_run(body, PREFIX + body + "```", (4,))
+    assert one.attempts == 1 and one.text != PREFIX + body + c1.suffix
+
+
+def test_deepen_gives_the_last_complete_attempt_when_none_verifies() -> None:
+    lines = program_lines(get_task("norm_rmsnorm_rows").impl or "")
+    body = "".join(f"  {ln}\n" for ln in lines)
+    c, _, res, judged, _ = _deepen_run(body, "never", (4, 8, 16))
+    assert res.attempts == 3 and res.finish_reason == "stop"
+    assert res.text.endswith(c.suffix) and "  return " in res.text  # a complete program
+    # the token budget is the sample's, shared by its attempts: a tight one stops restarting
+    tight_c, _, tight, _, _ = _deepen_run(body, "never", (4, 8, 16), max_tokens=150)
+    assert tight.sampled_tokens <= 150 and tight.attempts < 3
+
+
+def test_restarts_need_a_judge_and_are_part_of_the_cache_identity() -> None:
+    task = get_task("gemm_bias_relu")
+    with pytest.raises(ValueError, match="restarts need a judge"):
+        constraint_for(task, "typed", None, (4, 16))
+    plain = constraint_for(task, "typed", lambda answer: False)
+    deep = constraint_for(task, "typed", lambda answer: False, (4, 8, 16))
+    assert plain is not None and deep is not None
+    assert plain.identity != deep.identity and "+deepen4-8-16" in deep.identity
+    assert plain.lines(1) is None and deep.lines(2) is not None and deep.lines(3) is None

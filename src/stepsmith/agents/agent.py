@@ -15,7 +15,7 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from stepsmith.agents.decoding.constraint import constraint_for
+from stepsmith.agents.decoding.constraint import DEEPEN_BUDGETS, constraint_for
 from stepsmith.agents.decoding.judge import SEARCH_MODES, PrefixJudge
 from stepsmith.agents.extract import Unparsable, extract_impl
 from stepsmith.agents.guardian import GUARDIAN_MODES, run_guardian
@@ -110,7 +110,7 @@ class Agent:
         if search not in SEARCH_MODES:
             raise ValueError(f"search must be one of {', '.join(SEARCH_MODES)}; got {search!r}")
         if search != "none" and self.constrain != "typed":
-            raise ValueError("search 'prefix' judges typed prefixes: it needs constrain='typed'")
+            raise ValueError(f"search {search!r} judges typed prefixes: it needs constrain='typed'")
         self.search = search
         if reference not in REFERENCE_STYLES:
             raise ValueError(
@@ -136,9 +136,10 @@ class Agent:
             return None
         if task.name not in self._constraints:
             judge = None
-            if self.search == "prefix":
+            if self.search != "none":
                 judge = self.judges[task.name] = PrefixJudge(task, self.verifier)
-            self._constraints[task.name] = constraint_for(task, self.constrain, judge)
+            budgets = DEEPEN_BUDGETS if self.search == "deepen" else ()
+            self._constraints[task.name] = constraint_for(task, self.constrain, judge, budgets)
         return self._constraints[task.name]
 
     async def attempt(

@@ -71,7 +71,7 @@ class BenchConfig:
     max_tokens: int = 1024
     workers: int = 2
     constrain: str = "none"  # decoding constraint: none | grammar | typed
-    search: str = "none"  # none | prefix (the simulator judges typed prefixes)
+    search: str = "none"  # none | prefix | deepen (the simulator judges typed prefixes)
     reference: str = "full"  # the system prompt: full (worked examples) | compact
 
     def validate(self) -> None:
@@ -102,7 +102,9 @@ class BenchConfig:
                 f"--search {self.search!r} is not a mode; choose one of {', '.join(SEARCH_MODES)}"
             )
         if self.search != "none" and self.constrain != "typed":
-            raise BenchError("--search prefix judges well-typed prefixes: it needs --constrain typed")
+            raise BenchError(
+                f"--search {self.search} judges well-typed prefixes: it needs --constrain typed"
+            )
         if self.reference not in REFERENCE_STYLES:
             raise BenchError(
                 f"--reference {self.reference!r} is not a style; choose one of "

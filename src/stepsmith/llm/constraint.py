@@ -79,6 +79,13 @@ class Constraint(Protocol):
         """The same grammar in llguidance's Lark dialect (local `grammar` decoding)."""
         ...
 
-    def lines(self) -> LineCursor:
-        """A cursor at the first line (mode "typed")."""
+    def lines(self, attempt: int = 0) -> LineCursor | None:
+        """A cursor at the first line of attempt `attempt` (mode "typed"), or None when the
+        constraint makes no such attempt. Attempt 0 always exists; later ones are restarts
+        from the prompt's end (search `deepen`: growing statement budgets)."""
+        ...
+
+    def verified(self, answer: str) -> bool:
+        """Whether a complete answer is known to be right (a judge ran it); False when the
+        constraint has no judge. The decoder asks before it spends tokens on a restart."""
         ...

@@ -45,6 +45,7 @@ class DecodeResult:
     seconds: float = 0.0
     logprob: float = 0.0  # of the kept lines, under the constrained distribution
     shortcut: bool = False  # the last line was a judged return, not sampled
+    attempts: int = 0  # programs started (more than one under search `deepen`)
     notes: list[str] = field(default_factory=list)
 
 
@@ -177,8 +178,6 @@ def decode_constrained(llm: Any, tok: Any, prompt_tokens: list[int],
     `llm` is a llama_cpp.Llama (or anything with its `eval`, `n_tokens`, `input_ids`,
     `n_vocab()` and `_ctx.get_logits()`); `tok` is llguidance's tokenizer for its vocabulary.
     """
-    from llguidance import LLMatcher
-
     t0 = time.perf_counter()
     s = _Session(llm, tok, temperature, seed, max_tokens, cancel)
     s.feed_prompt(prompt_tokens)
@@ -186,25 +185,59 @@ def decode_constrained(llm: Any, tok: Any, prompt_tokens: list[int],
         return _decode_grammar(s, constraint, prompt_tokens, t0)
     res = DecodeResult(text="", prompt_tokens=len(prompt_tokens), sampled_tokens=0,
                        finish_reason="stop")
+    start_pos = s.position()
+    cursor = constraint.lines(0)
+    assert cursor is not None, "a typed constraint makes at least one attempt"
+    # the answer given: the verified attempt, else the last complete one, else the last one
+    kept: tuple[str, bool, float, int] | None = None  # (text, complete, logprob, lines)
+    while True:
+        res.attempts += 1
+        text, logprob, complete = _attempt(s, cursor, constraint, res)
+        answer = constraint.prefix + text + (constraint.suffix if complete else "")
+        if complete or kept is None or not kept[1]:
+            kept = (answer, complete, logprob, res.lines)
+        nxt = constraint.lines(res.attempts)
+        if (nxt is None or res.finish_reason in ("length", "cancel") or res.shortcut
+                or (complete and constraint.verified(answer))):
+            break
+        # restart from the prompt's end with the next statement budget (search `deepen`)
+        res.notes.append(f"attempt {res.attempts} not verified; restarting")
+        s.rewind(start_pos)
+        res.finish_reason = "stop"
+        cursor = nxt
+    res.text, complete, res.logprob, res.lines = kept
+    if complete:
+        res.finish_reason = "stop"
+    res.sampled_tokens = s.sampled
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _attempt(s: _Session, cursor: LineCursor, constraint: Constraint,
+             res: DecodeResult) -> tuple[str, float, bool]:
+    """Decode one program from the prompt's end: its lines, their log-prob, and whether it
+    is complete. Sets `res.finish_reason` when it stops early; counts into `res`."""
+    from llguidance import LLMatcher
+
     # the stack of kept lines: (cursor before the line, token position before it, line text,
     # its log-prob)
     stack: list[tuple[LineCursor, int, str, float]] = []
-    cursor: LineCursor = constraint.lines()
-    retries = 0
+    retries = backtracks = rejected = 0
     while not cursor.complete:
         pattern = cursor.pattern()
         if pattern is None:  # dead end: undo the last line and forbid it there
-            if not stack or res.backtracks >= MAX_BACKTRACKS:
+            if not stack or backtracks >= MAX_BACKTRACKS:
                 res.finish_reason = "dead_end"
                 res.notes.append("no well-typed line continues this program")
                 break
             prev, pos, line, _ = stack.pop()
+            backtracks += 1
             res.backtracks += 1
             s.rewind(pos)
             cursor = prev.ban(line)
             continue
         start = s.position()
-        matcher = LLMatcher(tok, LLMatcher.grammar_from_regex(pattern))
+        matcher = LLMatcher(s.tok, LLMatcher.grammar_from_regex(pattern))
         if matcher.is_error():
             raise LLMError(f"constrained decoding: bad line pattern: {matcher.get_error()}")
         try:
@@ -215,16 +248,17 @@ def decode_constrained(llm: Any, tok: Any, prompt_tokens: list[int],
         if why in ("length", "cancel"):
             res.finish_reason = why
             break
-        line = tok.decode_bytes(tokens).decode("utf-8", errors="replace") if tokens else ""
+        line = s.tok.decode_bytes(tokens).decode("utf-8", errors="replace") if tokens else ""
         try:
             if why == "reject":
                 raise LineRejected("the line could not be completed")
             nxt = cursor.feed(line)
         except LineRejected as exc:
+            rejected += 1
             res.rejected += 1
             res.notes.append(f"rejected {line.strip()!r}: {exc}")
             s.rewind(start)
-            if res.rejected >= MAX_REJECTIONS:
+            if rejected >= MAX_REJECTIONS:
                 res.finish_reason = "dead_end"
                 break
             retries += 1
@@ -241,13 +275,8 @@ def decode_constrained(llm: Any, tok: Any, prompt_tokens: list[int],
             cursor = cursor.feed(early)
             res.shortcut = True
             res.notes.append(f"judged return after {len(stack) - 1} line(s): {early.strip()}")
-    body = "".join(line for _, _, line, _ in stack)
-    res.text = constraint.prefix + body + (constraint.suffix if cursor.complete else "")
     res.lines = len(stack)
-    res.logprob = sum(lp for *_, lp in stack)
-    res.sampled_tokens = s.sampled
-    res.seconds = time.perf_counter() - t0
-    return res
+    return "".join(line for _, _, line, _ in stack), sum(lp for *_, lp in stack), cursor.complete
 
 
 def _decode_grammar(s: _Session, constraint: Constraint, prompt_tokens: list[int],

@@ -18,6 +18,13 @@ from .statements import INDENT, PREFIX, SUFFIX, LineOptions, Rejected, advance
 # of the cache key, so answers decoded under an older space are not replayed.
 DECODER_VERSION = "typed-10"
 
+# Search `deepen`: the statement budgets of a sample's successive attempts. Every solve of the
+# local models so far was a short program (1-3 statements, ~30 tokens) while failures wander
+# for 200-500 tokens; trying short programs first spends the same token budget on more
+# draws. The last budget is the full one, so every program the plain decoder can write stays
+# reachable.
+DEEPEN_BUDGETS = (4, 8, MAX_STATEMENTS)
+
 # A judge takes a whole answer (prefix, lines, return, suffix) and says whether it verifies.
 Judge = Callable[[str], bool]
 # At most this many returns are judged after one line (multi-output tasks can offer many).
@@ -114,20 +121,27 @@ class TaskConstraint:
     prefix: str = PREFIX
     suffix: str = SUFFIX
     judge: Judge | None = field(default=None, compare=False, repr=False)
+    # statement budgets of successive attempts (search `deepen`); () = one attempt
+    budgets: tuple[int, ...] = ()
 
     @classmethod
-    def for_task(cls, task: Task, mode: str, judge: Judge | None = None) -> TaskConstraint:
+    def for_task(cls, task: Task, mode: str, judge: Judge | None = None,
+                 budgets: tuple[int, ...] = ()) -> TaskConstraint:
         if mode not in CONSTRAIN_MODES or mode == "none":
             raise ValueError(f"constraint mode must be 'grammar' or 'typed'; found {mode!r}")
         if judge is not None and mode != "typed":
             raise ValueError("a prefix judge needs typed decoding (it judges whole lines)")
-        return cls(task=task, mode=mode, facts=Facts.from_task(task), judge=judge)
+        if budgets and (judge is None or any(b < 1 for b in budgets)):
+            raise ValueError("restarts need a judge (to know an attempt failed) and budgets >= 1")
+        return cls(task=task, mode=mode, facts=Facts.from_task(task), judge=judge,
+                   budgets=budgets)
 
     @property
     def identity(self) -> str:
         digest = hashlib.sha256(self.grammar().encode()).hexdigest()[:16]
         judged = "+judge" if self.judge is not None else ""
-        return f"{self.mode}{judged}:{DECODER_VERSION}:{digest}"
+        deepen = f"+deepen{'-'.join(map(str, self.budgets))}" if self.budgets else ""
+        return f"{self.mode}{judged}{deepen}:{DECODER_VERSION}:{digest}"
 
     def grammar(self) -> str:
         return task_grammar(self.task, self.facts)
@@ -135,13 +149,20 @@ class TaskConstraint:
     def lark(self) -> str:
         return task_lark(self.task, self.facts)
 
-    def lines(self) -> TypedCursor:
-        return TypedCursor(ProgramState.start(self.facts, self.max_statements),
-                           judge=self.judge)
+    def lines(self, attempt: int = 0) -> TypedCursor | None:
+        budgets = self.budgets or (self.max_statements,)
+        if attempt >= len(budgets):
+            return None
+        return TypedCursor(ProgramState.start(self.facts, budgets[attempt]), judge=self.judge)
+
+    def verified(self, answer: str) -> bool:
+        return self.judge is not None and self.judge(answer)
 
 
-def constraint_for(task: Task, mode: str, judge: Judge | None = None) -> Constraint | None:
-    """The constraint for `mode` (None for "none"); `judge` verifies prefixes (typed only)."""
+def constraint_for(task: Task, mode: str, judge: Judge | None = None,
+                   budgets: tuple[int, ...] = ()) -> Constraint | None:
+    """The constraint for `mode` (None for "none"); `judge` verifies prefixes (typed only);
+    `budgets` makes a sample restart with these statement budgets until one verifies."""
     if mode == "none":
         return None
-    return TaskConstraint.for_task(task, mode, judge)
+    return TaskConstraint.for_task(task, mode, judge, budgets)

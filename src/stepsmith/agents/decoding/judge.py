@@ -19,7 +19,10 @@ from stepsmith.agents.extract import Unparsable, extract_impl
 from stepsmith.tasks.task import Task
 from stepsmith.verify.verdict import Verdict, Verifier
 
-SEARCH_MODES = ("none", "prefix")
+# none: one attempt; prefix: the judge may end an attempt early; deepen: the judge also checks
+# each complete attempt, and a failed one restarts with a larger statement budget
+# (`constraint.DEEPEN_BUDGETS`) while the sample's token budget lasts.
+SEARCH_MODES = ("none", "prefix", "deepen")
 
 
 @dataclass
