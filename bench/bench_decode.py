@@ -1,14 +1,17 @@
 """Seconds per sample on the local model: typed decoding vs unconstrained, in one run.
 
 For each task, the proposer prompt is sampled `-n` times in each mode (default: unconstrained,
-then typed; same seeds, temperature, max tokens). A mode is `CONSTRAIN[:REFERENCE]`, so
-`--modes typed:full,typed:compact` compares the two system prompts under typed decoding. Prints per-mode median and p90
+then typed; same seeds, temperature, max tokens). A mode is `CONSTRAIN[+SEARCH][:REFERENCE]`,
+so `--modes typed:full,typed:compact` compares the two system prompts under typed decoding and
+`--modes typed+prefix,typed+deepen` the two searches (the simulator as judge). Prints per-mode median and p90
 seconds per sample, output tokens, how many samples verify and their failure kinds, the first
 call of the process (prompt reading, served from the on-disk prefix state when present) and
 the ratio of medians.
 
     python bench/bench_decode.py --model qwen2.5-coder-1.5b --tasks gemm_bias_relu,norm_rmsnorm_rows -n 2
     python bench/bench_decode.py --model qwen2.5-coder-0.5b --modes typed:full,typed:compact
+    python bench/bench_decode.py --model qwen2.5-coder-0.5b --modes typed+prefix,typed+deepen \
+        --tasks index_binary_predictor,index_softmax_top1,index_softmax_top2
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ import statistics
 import time
 from collections import Counter
 
-from stepsmith.agents.decoding.constraint import constraint_for
+from stepsmith.agents.decoding.constraint import DEEPEN_BUDGETS, constraint_for
+from stepsmith.agents.decoding.judge import SEARCH_MODES, PrefixJudge
 from stepsmith.agents.extract import Unparsable, extract_impl
 from stepsmith.agents.prompts import compose_messages
 from stepsmith.llm import LLMClient
 from stepsmith.llm.store import CallStore
 from stepsmith.tasks.suite import get_task
-from stepsmith.verify import verify
+from stepsmith.verify import default_pool, verify
 
 
 def main() -> None:
@@ -35,7 +39,7 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--max-tokens", type=int, default=512)
     ap.add_argument("--modes", default="none,typed",
-                    help="comma list of CONSTRAIN[:REFERENCE]; the ratio is last / first")
+                    help="comma list of CONSTRAIN[+SEARCH][:REFERENCE]; the ratio is last / first")
     args = ap.parse_args()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if len(modes) < 2:
@@ -50,9 +54,14 @@ def main() -> None:
     for name in args.tasks.split(","):
         task = get_task(name.strip())
         for mode in modes:
-            constrain, _, reference = mode.partition(":")
+            spec, _, reference = mode.partition(":")
+            constrain, _, search = spec.partition("+")
+            if search not in ("", *SEARCH_MODES):
+                ap.error(f"mode {mode!r}: search must be one of {', '.join(SEARCH_MODES)}")
             msgs = compose_messages(task, [], with_ir=True, reference=reference or "full")
-            c = constraint_for(task, constrain)
+            judge = PrefixJudge(task, default_pool()) if search in ("prefix", "deepen") else None
+            c = constraint_for(task, constrain, judge,
+                               DEEPEN_BUDGETS if search == "deepen" else ())
             for i in range(args.n):
                 t = time.perf_counter()
                 comp = client.sample_sync(msgs, temperature=args.temperature, sample_index=i,
