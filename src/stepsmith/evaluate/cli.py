@@ -265,7 +265,7 @@ def register(app: typer.Typer) -> None:
         max_iterations: Annotated[int | None, typer.Option("--max-iterations", help="Cap on Algorithm 1 iterations (quick demo 3).")] = None,
         concurrency: Annotated[int, typer.Option("--concurrency", help="Concurrent LLM requests.")] = 4,
         constrain: Annotated[str | None, typer.Option("--constrain", help="Decoding constraint: none | grammar (the task's CFG) | typed (only well-typed statements; local models). Default: typed for llamacpp: models, none otherwise.")] = None,
-        search: Annotated[str | None, typer.Option("--search", help="none | prefix: after each typed line, the simulator judges returning the streams that have the output type; a verified one ends the sample | deepen: prefix, and a complete program that fails restarts the sample with a larger statement budget (4, 8, 16) while its token budget lasts. Default: prefix with --constrain typed.")] = None,
+        search: Annotated[str | None, typer.Option("--search", help="none | prefix: after each typed line, the simulator judges returning the streams that have the output type; a verified one ends the sample | deepen: prefix, and a complete program that fails restarts the sample with a larger statement budget (4, 8, 16) while its token budget lasts. Default: deepen with --constrain typed.")] = None,
         reference: Annotated[str | None, typer.Option("--reference", help="System prompt: full (a worked example per primitive, ~7k tokens) | compact (no worked examples, ~2.5k tokens; faster on small local models). Default: full.")] = None,
         server_kind: Annotated[str | None, typer.Option("--server-kind", help="Engine behind an openai-compatible: model, for --constrain grammar: vllm | sglang | llamacpp.")] = None,
         estimate: Annotated[bool, typer.Option(
@@ -330,7 +330,7 @@ def register(app: typer.Typer) -> None:
                     demos_file=str(demos) if demos else None, ks=sorted({1, *_ints("--k", k)}),
                     concurrency=concurrency, max_tokens=512 if quick else 1024,
                     constrain=constrain_mode,
-                    search=search or ("prefix" if constrain_mode == "typed" else "none"),
+                    search=search or ("deepen" if constrain_mode == "typed" else "none"),
                     reference=reference or "full",
                 )
                 _note_full_protocol(cfg, quick, bool(task_refs or group_refs or n))
