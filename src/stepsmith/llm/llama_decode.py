@@ -192,7 +192,7 @@ def decode_constrained(llm: Any, tok: Any, prompt_tokens: list[int],
     kept: tuple[str, bool, float, int] | None = None  # (text, complete, logprob, lines)
     while True:
         res.attempts += 1
-        text, logprob, complete = _attempt(s, cursor, constraint, res)
+        text, logprob, complete = _attempt(s, cursor, res)
         answer = constraint.prefix + text + (constraint.suffix if complete else "")
         if complete or kept is None or not kept[1]:
             kept = (answer, complete, logprob, res.lines)
@@ -213,8 +213,7 @@ def decode_constrained(llm: Any, tok: Any, prompt_tokens: list[int],
     return res
 
 
-def _attempt(s: _Session, cursor: LineCursor, constraint: Constraint,
-             res: DecodeResult) -> tuple[str, float, bool]:
+def _attempt(s: _Session, cursor: LineCursor, res: DecodeResult) -> tuple[str, float, bool]:
     """Decode one program from the prompt's end: its lines, their log-prob, and whether it
     is complete. Sets `res.finish_reason` when it stops early; counts into `res`."""
     from llguidance import LLMatcher
