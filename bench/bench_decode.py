@@ -21,8 +21,7 @@ import statistics
 import time
 from collections import Counter
 
-from stepsmith.agents.decoding.constraint import DEEPEN_BUDGETS, constraint_for
-from stepsmith.agents.decoding.judge import SEARCH_MODES, PrefixJudge
+from stepsmith.agents.decoding.judge import SEARCH_MODES, searched_constraint
 from stepsmith.agents.extract import Unparsable, extract_impl
 from stepsmith.agents.prompts import compose_messages
 from stepsmith.llm import LLMClient
@@ -59,9 +58,7 @@ def main() -> None:
             if search not in ("", *SEARCH_MODES):
                 ap.error(f"mode {mode!r}: search must be one of {', '.join(SEARCH_MODES)}")
             msgs = compose_messages(task, [], with_ir=True, reference=reference or "full")
-            judge = PrefixJudge(task, default_pool()) if search in ("prefix", "deepen") else None
-            c = constraint_for(task, constrain, judge,
-                               DEEPEN_BUDGETS if search == "deepen" else ())
+            c, _ = searched_constraint(task, constrain, search or "none", default_pool())
             for i in range(args.n):
                 t = time.perf_counter()
                 comp = client.sample_sync(msgs, temperature=args.temperature, sample_index=i,

@@ -15,8 +15,7 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from stepsmith.agents.decoding.constraint import DEEPEN_BUDGETS, constraint_for
-from stepsmith.agents.decoding.judge import SEARCH_MODES, PrefixJudge
+from stepsmith.agents.decoding.judge import SEARCH_MODES, PrefixJudge, searched_constraint
 from stepsmith.agents.extract import Unparsable, extract_impl
 from stepsmith.agents.guardian import GUARDIAN_MODES, run_guardian
 from stepsmith.agents.prompts import REFERENCE_STYLES, compose_messages
@@ -135,11 +134,11 @@ class Agent:
         if self.constrain == "none":
             return None
         if task.name not in self._constraints:
-            judge = None
-            if self.search != "none":
-                judge = self.judges[task.name] = PrefixJudge(task, self.verifier)
-            budgets = DEEPEN_BUDGETS if self.search == "deepen" else ()
-            self._constraints[task.name] = constraint_for(task, self.constrain, judge, budgets)
+            constraint, judge = searched_constraint(task, self.constrain, self.search,
+                                                    self.verifier)
+            if judge is not None:
+                self.judges[task.name] = judge
+            self._constraints[task.name] = constraint
         return self._constraints[task.name]
 
     async def attempt(

@@ -266,7 +266,7 @@ def register(app: typer.Typer) -> None:
         concurrency: Annotated[int, typer.Option("--concurrency", help="Concurrent LLM requests.")] = 4,
         constrain: Annotated[str | None, typer.Option("--constrain", help="Decoding constraint: none | grammar (the task's CFG) | typed (only well-typed statements; local models). Default: typed for llamacpp: models, none otherwise.")] = None,
         search: Annotated[str | None, typer.Option("--search", help="none | prefix: after each typed line, the simulator judges returning the streams that have the output type; a verified one ends the sample | deepen: prefix, and a complete program that fails restarts the sample with a larger statement budget (4, 8, 16) while its token budget lasts. Default: deepen with --constrain typed.")] = None,
-        reference: Annotated[str | None, typer.Option("--reference", help="System prompt: full (a worked example per primitive, ~7k tokens) | compact (no worked examples, ~2.5k tokens; faster on small local models). Default: full.")] = None,
+        reference: Annotated[str | None, typer.Option("--reference", help="System prompt: full (a worked example per primitive, ~7k tokens) | compact (no worked examples, ~2.9k tokens; faster on small local models, but the 0.5B solved less with it). Default: full.")] = None,
         server_kind: Annotated[str | None, typer.Option("--server-kind", help="Engine behind an openai-compatible: model, for --constrain grammar: vllm | sglang | llamacpp.")] = None,
         estimate: Annotated[bool, typer.Option(
             "--estimate", help="Print calls, tokens and cost of the first pass, then exit (no model call).")] = False,

@@ -16,8 +16,11 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 from stepsmith.agents.extract import Unparsable, extract_impl
+from stepsmith.llm.constraint import Constraint
 from stepsmith.tasks.task import Task
 from stepsmith.verify.verdict import Verdict, Verifier
+
+from .constraint import DEEPEN_BUDGETS, constraint_for
 
 # none: one attempt; prefix: the judge may end an attempt early; deepen: the judge also checks
 # each complete attempt, and a failed one restarts with a larger statement budget
@@ -58,3 +61,13 @@ class PrefixJudge:
 
 async def _wait(result: Awaitable[Verdict]) -> Verdict:
     return await result
+
+
+def searched_constraint(task: Task, constrain: str, search: str,
+                        verifier: Verifier) -> tuple[Constraint | None, PrefixJudge | None]:
+    """The constraint a `search` mode decodes `task` under, and its judge (None for "none")."""
+    if search not in SEARCH_MODES:
+        raise ValueError(f"search must be one of {', '.join(SEARCH_MODES)}; got {search!r}")
+    judge = PrefixJudge(task, verifier) if search != "none" else None
+    budgets = DEEPEN_BUDGETS if search == "deepen" else ()
+    return constraint_for(task, constrain, judge, budgets), judge
