@@ -165,7 +165,7 @@ def test_search_deepen_gives_the_typed_constraint_a_judge_and_restart_budgets(
     c, p = deep.constraint(task), prefix.constraint(task)
     assert isinstance(c, TaskConstraint) and isinstance(p, TaskConstraint)
     assert c.budgets == DEEPEN_BUDGETS and p.budgets == ()
-    assert DEEPEN_BUDGETS[-1] == p.max_statements  # the last attempt has the full budget
+    assert DEEPEN_BUDGETS[-1].statements == p.max_statements  # the last attempt has the full budget
     assert c.judge is deep.judges[task.name] and p.judge is prefix.judges[task.name]
     with pytest.raises(ValueError, match="search 'deepen' judges typed prefixes"):
         Agent(scripted(echo), verifier, method="single", constrain="grammar", search="deepen")

@@ -25,6 +25,7 @@ from stepsmith.agents.decoding.statements import (
     program_lines,
 )
 from stepsmith.llm.constraint import LineRejected
+from stepsmith.step.registry import REGISTRY
 from stepsmith.tasks.suite import benchmark_tasks, demo_tasks, get_task
 from stepsmith.verify import VerifierPool
 
@@ -241,6 +242,78 @@ def test_no_offered_call_makes_a_kind_of_value_from_nothing(task) -> None:
             made = frozenset().union(*(atoms(o.dtype) for o in c.outs))
             assert made <= closure(src, fn_atoms), (line, c.text)
         state = advance(state, LineOptions.of(state), line)
+
+
+def _accepted_under(task, statements: int, stall: int | None) -> bool:
+    state = ProgramState.start(Facts.from_task(task), statements, stall)
+    for line in program_lines(task.impl or ""):
+        try:
+            state = advance(state, LineOptions.of(state), line)
+        except Rejected:
+            return False
+    return state.done
+
+
+def test_a_stall_bound_keeps_an_attempt_on_the_tasks_fns() -> None:
+    """Under `max_stall=1`, after one statement that names no new task fn, every offered
+    statement names one (the 0.5B model wrote 13 shape statements in a row otherwise)."""
+    task = get_task("attn_online_softmax")
+    state = ProgramState.start(Facts.from_task(task), 6, max_stall=1)
+    state = advance(state, LineOptions.of(state), "B = step.Bufferize(a=1).apply(E1)")
+    assert state.stall == 1
+    offered = [c.text for cs in state.assignments().values() for c in cs]
+    unused = set(state.facts.fns) - state.fns_used
+    assert offered and all(any(f in t for f in unused) for t in offered)
+    free = ProgramState.start(Facts.from_task(task), 6)
+    free = advance(free, LineOptions.of(free), "B = step.Bufferize(a=1).apply(E1)")
+    assert "step.Streamify().apply(B)" in {c.text for cs in free.assignments().values()
+                                           for c in cs}
+    # a statement naming a new fn resets the count
+    state = advance(state, LineOptions.of(state), "S = step.Map(fn=fn_scale_score).apply(E0)")
+    assert state.stall == 0
+
+
+def test_deepen_budgets_keep_short_references_and_end_with_the_plain_budget() -> None:
+    from stepsmith.agents.decoding.constraint import DEEPEN_BUDGETS
+    from stepsmith.agents.decoding.space import MAX_STATEMENTS
+
+    first, second, last = DEEPEN_BUDGETS
+    assert last.statements == MAX_STATEMENTS and last.stall is None
+    # references that chain the task's fns fit the first attempt
+    for name in ("gemm_bias_relu", "index_softmax_top1", "norm_rmsnorm_rows",
+                 "attn_online_softmax"):
+        assert _accepted_under(get_task(name), first.statements, first.stall), name
+    for name in ("attn_scan_divsum", "etoe_top1_unweighted"):
+        task = get_task(name)
+        assert not _accepted_under(task, first.statements, first.stall), name
+        assert _accepted_under(task, second.statements, second.stall), name
+    # seven plumbing statements in a row: only the plain budget writes it
+    assert not _accepted_under(get_task("gemm_abt_buffers"), second.statements, second.stall)
+
+
+def test_memoised_typing_gives_each_partition_its_own_lengths() -> None:
+    """Typing results are memoised by input types, except those with a fresh dynamic dim:
+    two Partitions of equal inputs must not get equal (zippable) lengths."""
+    task = get_task("etoe_top1_unweighted")
+    facts = Facts.from_task(task)
+    state = ProgramState.start(facts)
+    part = next(p for p in REGISTRY.values() if p.name == "Partition")
+    for line in program_lines(task.impl or ""):  # up to where a Partition types
+        calls = [c for c in state._calls(state.refs())
+                 if c.calls[0].startswith("step.Partition")]
+        if calls:
+            break
+        state = advance(state, LineOptions.of(state), line)
+    call = calls[0]
+    ins = [r.stype for r in state.refs() if r.key in call.consumes]
+    values = next(v for v, t in state._param_values(part, ins[0].rank)
+                  if f"step.Partition({', '.join(f'{k}={x}' for k, x in t.items())})"
+                  == call.calls[0])
+    a, b = state._type_call(part, values, ins), state._type_call(part, values, ins)
+    assert a is not None and b is not None and a[0].shape != b[0].shape
+    m = next(p for p in REGISTRY.values() if p.name == "Bufferize")
+    x = [next(iter(facts.inputs.values()))]
+    assert state._type_call(m, {"a": 1}, x) is state._type_call(m, {"a": 1}, x)
 
 
 def test_a_statement_that_kills_a_needed_fn_input_is_not_offered() -> None:

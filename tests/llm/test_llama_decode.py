@@ -218,4 +218,7 @@ def test_restarts_need_a_judge_and_are_part_of_the_cache_identity() -> None:
     deep = constraint_for(task, "typed", lambda answer: False, (4, 8, 16))
     assert plain is not None and deep is not None
     assert plain.identity != deep.identity and "+deepen4-8-16" in deep.identity
+    from stepsmith.agents.decoding.constraint import Budget
+    stalled = constraint_for(task, "typed", lambda answer: False, (Budget(4, 1), Budget(16)))
+    assert stalled is not None and "+deepen4s1-16" in stalled.identity
     assert plain.lines(1) is None and deep.lines(2) is not None and deep.lines(3) is None

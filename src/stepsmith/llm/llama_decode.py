@@ -192,7 +192,11 @@ def decode_constrained(llm: Any, tok: Any, prompt_tokens: list[int],
     kept: tuple[str, bool, float, int] | None = None  # (text, complete, logprob, lines)
     while True:
         res.attempts += 1
+        before = s.sampled
         text, logprob, complete = _attempt(s, cursor, res)
+        res.notes.append(f"attempt {res.attempts}: {text.count(chr(10))} line(s), "
+                         f"{'complete' if complete else res.finish_reason}, "
+                         f"{s.sampled - before} tokens")
         answer = constraint.prefix + text + (constraint.suffix if complete else "")
         if complete or kept is None or not kept[1]:
             kept = (answer, complete, logprob, res.lines)

@@ -18,12 +18,26 @@ from .statements import INDENT, PREFIX, SUFFIX, LineOptions, Rejected, advance
 # of the cache key, so answers decoded under an older space are not replayed.
 DECODER_VERSION = "typed-10"
 
-# Search `deepen`: the statement budgets of a sample's successive attempts. Every solve of the
-# local models so far was a short program (1-3 statements, ~30 tokens) while failures wander
-# for 200-500 tokens; trying short programs first spends the same token budget on more
-# draws. The last budget is the full one, so every program the plain decoder can write stays
-# reachable.
-DEEPEN_BUDGETS = (4, 8, MAX_STATEMENTS)
+@dataclass(frozen=True)
+class Budget:
+    """What one attempt of search `deepen` may write: at most `statements` statements, and
+    at most `stall` statements in a row that name no task fn not used before (None: any)."""
+
+    statements: int
+    stall: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.statements}" + ("" if self.stall is None else f"s{self.stall}")
+
+
+# Search `deepen`: the budgets of a sample's successive attempts. Every solve of the local
+# models so far was a short program chaining the task's fns, while failures wander for
+# 200-500 tokens through statements that compute nothing (Bufferize, Streamify, Promote,
+# Repeat...). Every reference program uses every task fn; of the 26 paper tasks' references,
+# 6 fit 6 statements with at most one statement in a row that names no new fn, and 14 fit 10
+# statements with at most two. So the first attempts stay on the task's computation, and the
+# last is the plain budget: every program the plain decoder can write stays reachable.
+DEEPEN_BUDGETS = (Budget(6, 1), Budget(10, 2), Budget(MAX_STATEMENTS))
 
 # A judge takes a whole answer (prefix, lines, return, suffix) and says whether it verifies.
 Judge = Callable[[str], bool]
@@ -121,20 +135,22 @@ class TaskConstraint:
     prefix: str = PREFIX
     suffix: str = SUFFIX
     judge: Judge | None = field(default=None, compare=False, repr=False)
-    # statement budgets of successive attempts (search `deepen`); () = one attempt
-    budgets: tuple[int, ...] = ()
+    # budgets of successive attempts (search `deepen`); () = one attempt
+    budgets: tuple[Budget, ...] = ()
 
     @classmethod
     def for_task(cls, task: Task, mode: str, judge: Judge | None = None,
-                 budgets: tuple[int, ...] = ()) -> TaskConstraint:
+                 budgets: tuple[Budget | int, ...] = ()) -> TaskConstraint:
         if mode not in CONSTRAIN_MODES or mode == "none":
             raise ValueError(f"constraint mode must be 'grammar' or 'typed'; found {mode!r}")
         if judge is not None and mode != "typed":
             raise ValueError("a prefix judge needs typed decoding (it judges whole lines)")
-        if budgets and (judge is None or any(b < 1 for b in budgets)):
+        plans = tuple(b if isinstance(b, Budget) else Budget(b) for b in budgets)
+        if plans and (judge is None or any(b.statements < 1 or (b.stall or 0) < 0
+                                           for b in plans)):
             raise ValueError("restarts need a judge (to know an attempt failed) and budgets >= 1")
         return cls(task=task, mode=mode, facts=Facts.from_task(task), judge=judge,
-                   budgets=budgets)
+                   budgets=plans)
 
     @property
     def identity(self) -> str:
@@ -150,17 +166,19 @@ class TaskConstraint:
         return task_lark(self.task, self.facts)
 
     def lines(self, attempt: int = 0) -> TypedCursor | None:
-        budgets = self.budgets or (self.max_statements,)
+        budgets = self.budgets or (Budget(self.max_statements),)
         if attempt >= len(budgets):
             return None
-        return TypedCursor(ProgramState.start(self.facts, budgets[attempt]), judge=self.judge)
+        b = budgets[attempt]
+        return TypedCursor(ProgramState.start(self.facts, b.statements, b.stall),
+                           judge=self.judge)
 
     def verified(self, answer: str) -> bool:
         return self.judge is not None and self.judge(answer)
 
 
 def constraint_for(task: Task, mode: str, judge: Judge | None = None,
-                   budgets: tuple[int, ...] = ()) -> Constraint | None:
+                   budgets: tuple[Budget | int, ...] = ()) -> Constraint | None:
     """The constraint for `mode` (None for "none"); `judge` verifies prefixes (typed only);
     `budgets` makes a sample restart with these statement budgets until one verifies."""
     if mode == "none":

@@ -120,6 +120,10 @@ class Facts:
     # kinds_reachable, by (atoms of the live streams, fns used)
     kinds_memo: dict[tuple[frozenset[Atom], frozenset[str]], bool] = field(
         default_factory=dict, compare=False, repr=False, hash=False)
+    # _type_call, by (primitive, parameter values, input types): the same calls on the same
+    # types recur at every line, and a rejected call costs an exception with its message
+    type_memo: dict[tuple[object, ...], tuple[SType, ...] | None] = field(
+        default_factory=dict, compare=False, repr=False, hash=False)
 
     @classmethod
     def from_task(cls, task: Task) -> Facts:
@@ -197,11 +201,16 @@ class ProgramState:
     max_statements: int = MAX_STATEMENTS
     calls: tuple[str, ...] = ()  # every `step.P(params)` written so far
     fns_used: frozenset[str] = frozenset()  # task fns named by the statements so far
+    # statements in a row that named no task fn not used before, and the most allowed (None:
+    # no bound). A bound keeps an attempt of search `deepen` on the task's computation.
+    stall: int = 0
+    max_stall: int | None = None
 
     @classmethod
-    def start(cls, facts: Facts, max_statements: int = MAX_STATEMENTS) -> ProgramState:
+    def start(cls, facts: Facts, max_statements: int = MAX_STATEMENTS,
+              max_stall: int | None = None) -> ProgramState:
         return cls(facts=facts, streams=tuple(facts.inputs.items()),
-                   max_statements=max_statements)
+                   max_statements=max_statements, max_stall=max_stall)
 
     # -- environment ---------------------------------------------------------------------------
     def bound(self) -> set[str]:
@@ -266,7 +275,8 @@ class ProgramState:
                        for n, xs in self.lists if n not in self.consumed)
         fls = sorted(fl for _, fl in self.fn_lists)
         return (tuple(live), tuple(lists), tuple(fls), tuple(sorted(self.calls)),
-                tuple(sorted(self.fns_used)), self.max_statements - self.statements)
+                tuple(sorted(self.fns_used)), self.max_statements - self.statements,
+                self.stall, self.max_stall)
 
     def _well_typed(self) -> dict[int, list[Candidate]]:
         if self.done or self.statements >= self.max_statements:
@@ -274,7 +284,11 @@ class ProgramState:
         by: dict[int, list[Candidate]] = {}
         dangling = self.dangling()
         used = {k: self.calls.count(k) for k in set(self.calls)}
+        stalled = self.max_stall is not None and self.stall >= self.max_stall
+        unused = set(self.facts.fns) - self.fns_used
         for c in [*self._calls(self.refs()), *self._comprehensions()]:
+            if stalled and not _fns_in(c.text, unused):
+                continue
             if any(t.rank > self.facts.max_rank or total_dims(t) > self.facts.max_dims
                    for t in c.outs):
                 continue
@@ -287,7 +301,8 @@ class ProgramState:
                 continue
             by.setdefault(0 if c.is_list else len(c.outs), []).append(c)
         for c in self._fn_lists():
-            by.setdefault(0, []).append(c)
+            if not stalled or set(c.fn_list or ()) & unused:
+                by.setdefault(0, []).append(c)
         return by
 
     def kinds_reachable(self) -> bool:
@@ -354,9 +369,11 @@ class ProgramState:
 
     def bind(self, names: Sequence[str], cand: Candidate) -> ProgramState:
         """The state after `names = <cand>` (names already checked with `name_ok`)."""
+        named = _fns_in(cand.text, self.facts.fns)
         after = replace(self, consumed=self.consumed | cand.consumes,
                         statements=self.statements + 1, calls=self.calls + cand.calls,
-                        fns_used=self.fns_used | _fns_in(cand.text, self.facts.fns))
+                        fns_used=self.fns_used | named,
+                        stall=0 if named - self.fns_used else self.stall + 1)
         if cand.fn_list is not None:
             return replace(after, fn_lists=self.fn_lists + ((names[0], cand.fn_list),))
         if cand.is_list:
@@ -398,6 +415,19 @@ class ProgramState:
     def _type_call(self, pdef: PrimitiveDef, values: dict[str, Any],
                    ins: Sequence[SType]) -> tuple[SType, ...] | None:
         """Output types if the primitive's constructor and typing rule accept, else None."""
+        key = (pdef.name, tuple((k, _hashable(v)) for k, v in values.items()),
+               tuple((x.dtype, x.shape) for x in ins))
+        memo = self.facts.type_memo
+        if key in memo:
+            return memo[key]
+        outs = self._type_call_uncached(pdef, values, ins)
+        # not a result with a fresh dim (Partition's lengths): each call must get its own
+        if outs is None or _symbols(outs) <= _symbols(ins) | set(self.facts.sizes):
+            memo[key] = outs
+        return outs
+
+    def _type_call_uncached(self, pdef: PrimitiveDef, values: dict[str, Any],
+                            ins: Sequence[SType]) -> tuple[SType, ...] | None:
         try:
             with step.Session(binding=dict(self.facts.binding)):
                 prim = pdef.cls(**values)
@@ -613,6 +643,20 @@ def _declared_ints(global_src: str | None) -> dict[str, int]:
                 and isinstance(node.value, ast.Constant) and type(node.value.value) is int):
             out[node.targets[0].id] = node.value.value
     return out
+
+
+def _symbols(types: Sequence[SType]) -> set[str]:
+    """The size symbols in the shapes and element types of `types`."""
+    dims = [d for t in types for d in t.shape]
+    dims += [d for t in types for f in fields_of(t.dtype) for d in elem_dims(f)]
+    return {sym for d in dims for sym in d.symbols}
+
+
+def _hashable(value: Any) -> object:
+    """A parameter value as a memo key (lists, e.g. `L=[1]`, as tuples)."""
+    if isinstance(value, list | tuple):
+        return tuple(_hashable(v) for v in value)
+    return value
 
 
 def _moves_nothing(ins: Sequence[SType], outs: tuple[SType, ...]) -> bool:
