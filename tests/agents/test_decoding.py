@@ -154,7 +154,7 @@ def test_programs_of_offered_statements_pass_every_static_check(name, pool) -> N
     rng = random.Random(7)
     checked = 0
     for _ in range(60):
-        if checked >= 8:
+        if checked >= 5:  # 8 cost CI 4.7 min on these five tasks; 5 keeps every task covered
             break
         src = _random_program(task, rng)
         if src is None:
@@ -163,7 +163,7 @@ def test_programs_of_offered_statements_pass_every_static_check(name, pool) -> N
         kind = verdict.kind.value if verdict.kind is not None else None
         assert kind not in STATIC_KINDS, f"{kind}: {verdict.feedback}\n{src}"
         checked += 1
-    assert checked >= 4
+    assert checked >= 3
 
 
 def test_the_statement_budget_leaves_a_margin_over_every_reference() -> None:
@@ -244,8 +244,8 @@ def test_no_offered_call_makes_a_kind_of_value_from_nothing(task) -> None:
         state = advance(state, LineOptions.of(state), line)
 
 
-def _accepted_under(task, statements: int, stall: int | None) -> bool:
-    state = ProgramState.start(Facts.from_task(task), statements, stall)
+def _accepted_under(task, statements: int, stall: int | None, in_order: bool = False) -> bool:
+    state = ProgramState.start(Facts.from_task(task), statements, stall, in_order)
     for line in program_lines(task.impl or ""):
         try:
             state = advance(state, LineOptions.of(state), line)
@@ -278,17 +278,43 @@ def test_deepen_budgets_keep_short_references_and_end_with_the_plain_budget() ->
     from stepsmith.agents.decoding.space import MAX_STATEMENTS
 
     first, second, last = DEEPEN_BUDGETS
-    assert last.statements == MAX_STATEMENTS and last.stall is None
+    assert last.statements == MAX_STATEMENTS and last.stall is None and not last.in_order
     # references that chain the task's fns fit the first attempt
     for name in ("gemm_bias_relu", "index_softmax_top1", "norm_rmsnorm_rows",
                  "attn_online_softmax"):
-        assert _accepted_under(get_task(name), first.statements, first.stall), name
+        assert _accepted_under(get_task(name), first.statements, first.stall,
+                               first.in_order), name
     for name in ("attn_scan_divsum", "etoe_top1_unweighted"):
         task = get_task(name)
-        assert not _accepted_under(task, first.statements, first.stall), name
-        assert _accepted_under(task, second.statements, second.stall), name
+        assert not _accepted_under(task, first.statements, first.stall, first.in_order), name
+        assert _accepted_under(task, second.statements, second.stall, second.in_order), name
     # seven plumbing statements in a row: only the plain budget writes it
-    assert not _accepted_under(get_task("gemm_abt_buffers"), second.statements, second.stall)
+    assert not _accepted_under(get_task("gemm_abt_buffers"), second.statements, second.stall,
+                               second.in_order)
+
+
+def test_every_reference_names_its_fns_in_declared_order() -> None:
+    """The in-order rule of the first deepen attempts rejects no reference program (benchmark
+    and demonstrations), at the budget of its own length."""
+    for task in ALL:
+        n = len(program_lines(task.impl or ""))
+        assert _accepted_under(task, n, None, in_order=True), task.name
+
+
+def test_in_order_offers_no_fn_before_the_ones_declared_before_it() -> None:
+    task = get_task("norm_rmsnorm_rows")  # fn_square, fn_mean, fn_addeps, fn_sqrt, fn_div
+    state = ProgramState.start(Facts.from_task(task), 6, in_order=True)
+    offered = {c.text for cs in state.assignments().values() for c in cs}
+    assert "step.Map(fn=fn_square).apply(E0)" in offered
+    assert not any("fn_mean" in t or "fn_div" in t for t in offered)
+    state = advance(state, LineOptions.of(state), "S = step.Map(fn=fn_square).apply(E0)")
+    offered = {c.text for cs in state.assignments().values() for c in cs}
+    assert "step.Map(fn=fn_mean).apply(S)" in offered
+    assert not any("fn_addeps" in t or "fn_sqrt" in t for t in offered)
+    # without the rule a later fn is offered first
+    free = ProgramState.start(Facts.from_task(task), 6)
+    assert "step.Map(fn=fn_mean).apply(E0)" in {c.text for cs in free.assignments().values()
+                                                for c in cs}
 
 
 def test_memoised_typing_gives_each_partition_its_own_lengths() -> None:

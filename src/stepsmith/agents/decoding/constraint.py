@@ -20,14 +20,17 @@ DECODER_VERSION = "typed-10"
 
 @dataclass(frozen=True)
 class Budget:
-    """What one attempt of search `deepen` may write: at most `statements` statements, and
-    at most `stall` statements in a row that name no task fn not used before (None: any)."""
+    """What one attempt of search `deepen` may write: at most `statements` statements, at
+    most `stall` statements in a row that name no task fn not used before (None: any), and,
+    when `in_order`, the task's fns first named in their declared order."""
 
     statements: int
     stall: int | None = None
+    in_order: bool = False
 
     def __str__(self) -> str:
-        return f"{self.statements}" + ("" if self.stall is None else f"s{self.stall}")
+        return (f"{self.statements}" + ("" if self.stall is None else f"s{self.stall}")
+                + ("o" if self.in_order else ""))
 
 
 # Search `deepen`: the budgets of a sample's successive attempts. Every solve of the local
@@ -170,7 +173,7 @@ class TaskConstraint:
         if attempt >= len(budgets):
             return None
         b = budgets[attempt]
-        return TypedCursor(ProgramState.start(self.facts, b.statements, b.stall),
+        return TypedCursor(ProgramState.start(self.facts, b.statements, b.stall, b.in_order),
                            judge=self.judge)
 
     def verified(self, answer: str) -> bool:
