@@ -14,7 +14,12 @@ import pytest
 from llguidance import LLMatcher, LLTokenizer, TokenizerWrapper
 from llguidance._grammar_from import grammar_from
 
-from stepsmith.agents.decoding.constraint import TaskConstraint, TypedCursor, constraint_for
+from stepsmith.agents.decoding.constraint import (
+    Budget,
+    TaskConstraint,
+    TypedCursor,
+    constraint_for,
+)
 from stepsmith.agents.decoding.space import Facts, ProgramState
 from stepsmith.agents.decoding.statements import (
     PREFIX,
@@ -24,6 +29,7 @@ from stepsmith.agents.decoding.statements import (
     advance,
     program_lines,
 )
+from stepsmith.agents.extract import extract_impl
 from stepsmith.llm.constraint import LineRejected
 from stepsmith.step.registry import REGISTRY
 from stepsmith.tasks.suite import benchmark_tasks, demo_tasks, get_task
@@ -33,6 +39,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "llm"))
 from llm_fake_server import FakeLLMServer  # noqa: E402
 
 ALL = [t for t in [*benchmark_tasks(), *demo_tasks()] if t.impl]
+_FACTS: dict[int, Facts] = {}
+
+
+def _shared_facts(task) -> Facts:
+    """One Facts per task for the walks over reference programs: its typing and reachability
+    memos are shared as in a real decoding (a sample's attempts share one), which keeps these
+    walks from re-typing the same calls in every test (CI time)."""
+    if id(task) not in _FACTS:
+        _FACTS[id(task)] = Facts.from_task(task)
+    return _FACTS[id(task)]
+
+
 STATIC_KINDS = {"unparsable", "parse_error", "disallowed", "type_error", "shape_error",
                 "dtype_error", "affine", "output_mismatch"}
 
@@ -70,7 +88,7 @@ def _accepts(tok: LLTokenizer, grammar: str, text: str) -> bool:
 
 @pytest.mark.parametrize("task", ALL, ids=lambda t: t.name)
 def test_every_reference_program_is_accepted_line_by_line(task, byte_tok) -> None:
-    state = ProgramState.start(Facts.from_task(task))
+    state = ProgramState.start(_shared_facts(task))
     for line in program_lines(task.impl or ""):
         opts = LineOptions.of(state)
         pattern = opts.pattern()
@@ -86,7 +104,7 @@ def test_a_budget_of_exactly_the_references_length_still_accepts_it(task) -> Non
     """The last statement of the budget is offered only when a return follows it: a budget
     that ends exactly where the reference does must keep every reference line."""
     lines = program_lines(task.impl or "")
-    state = ProgramState.start(Facts.from_task(task), max_statements=len(lines) - 1)
+    state = ProgramState.start(_shared_facts(task), max_statements=len(lines) - 1)
     for line in lines:
         state = advance(state, LineOptions.of(state), line)
     assert state.done
@@ -200,6 +218,38 @@ def test_a_consumed_stream_is_never_offered_again() -> None:
                 assert not re.search(rf"[(, ]{name}[),]", text), (name, text)
 
 
+def test_with_reuse_a_used_stream_is_offered_again_and_the_answer_gets_its_copy(pool) -> None:
+    """The 0.5B model chained rmsnorm's fns on x and then had no x left for the division;
+    with `reuse` it may name x again, and the answer handed on carries the `Copy`."""
+    task = get_task("norm_rmsnorm_rows")
+    c = TaskConstraint.for_task(task, "typed", judge=lambda _answer: False,
+                                budgets=(Budget(6, 1, in_order=True, reuse=True),))
+    cursor = c.lines(0)
+    assert cursor is not None
+    for line in ["x = step.Map(fn=fn_square).apply(E0)", "m = step.Map(fn=fn_mean).apply(x)",
+                 "e = step.Map(fn=fn_addeps).apply(m)", "s = step.Map(fn=fn_sqrt).apply(e)"]:
+        cursor = cursor.feed(f"  {line}\n")
+    offered = cursor.options().assignments[1]
+    assert "step.Map(fn=fn_div).apply((E0, s))" in offered
+    assert "step.Map(fn=fn_square).apply(E0)" not in offered  # written already: nothing new
+    cursor = cursor.feed("  y = step.Map(fn=fn_div).apply((E0, s))\n")
+    assert "x" not in cursor.options().returns  # consumed streams are still not returned
+    cursor = cursor.feed("  return y\n")
+    assert cursor.complete
+    answer = c.answer(cursor.body, True)
+    impl = extract_impl(answer)
+    assert impl.splitlines()[0].endswith("= step.Copy().apply(E0)")
+    assert impl.count("(E0)") == 1 and "(E0," not in impl  # E0 consumed once, by the Copy
+    assert pool.verify(task, impl).passed
+    # without reuse E0 is gone after its first use, and answers pass through unchanged
+    plain = TaskConstraint.for_task(task, "typed")
+    cursor = plain.lines(0)
+    assert cursor is not None
+    cursor = cursor.feed("  x = step.Map(fn=fn_square).apply(E0)\n")
+    assert not any("E0" in t for cs in cursor.options().assignments.values() for t in cs)
+    assert plain.answer(cursor.body, False) == PREFIX + cursor.body
+
+
 def test_only_streams_nothing_consumed_are_returned() -> None:
     """Returning does not consume, but no reference returns a consumed stream, and a small
     model writes `return E1` meaning `E15`: only sinks are offered."""
@@ -232,7 +282,7 @@ def test_no_offered_call_makes_a_kind_of_value_from_nothing(task) -> None:
     the streams it consumes, or of fns' outputs reachable from them."""
     from stepsmith.agents.decoding.space import atoms, closure
 
-    state = ProgramState.start(Facts.from_task(task))
+    state = ProgramState.start(_shared_facts(task))
     fn_atoms = state.facts.fn_atoms
     for line in program_lines(task.impl or ""):
         types = {r.key: [r.stype.dtype] for r in state.refs()}
@@ -244,8 +294,9 @@ def test_no_offered_call_makes_a_kind_of_value_from_nothing(task) -> None:
         state = advance(state, LineOptions.of(state), line)
 
 
-def _accepted_under(task, statements: int, stall: int | None, in_order: bool = False) -> bool:
-    state = ProgramState.start(Facts.from_task(task), statements, stall, in_order)
+def _accepted_under(task, budget: Budget) -> bool:
+    state = ProgramState.start(_shared_facts(task), budget.statements, budget.stall,
+                               budget.in_order, budget.reuse)
     for line in program_lines(task.impl or ""):
         try:
             state = advance(state, LineOptions.of(state), line)
@@ -273,6 +324,25 @@ def test_a_stall_bound_keeps_an_attempt_on_the_tasks_fns() -> None:
     assert state.stall == 0
 
 
+def test_the_statement_that_ends_the_stall_allowance_leaves_a_new_fn_to_name() -> None:
+    """At the stall bound only statements after which a new task fn (or the return) can be
+    named are offered: the 0.5B model's first line `x = step.Bufferize(a=1).apply(E0)` left
+    no fn applicable, and each such line cost the attempt a backtrack."""
+    task = get_task("norm_rmsnorm_rows")
+    state = ProgramState.start(Facts.from_task(task), 6, max_stall=1, in_order=True)
+    offered = {c.text for cs in state.assignments().values() for c in cs}
+    assert "step.Copy(n=2).apply(E0)" in offered or "step.Copy().apply(E0)" in offered
+    assert "step.Bufferize(a=1).apply(E0)" not in offered
+    for text in offered:
+        cand = next(c for cs in state.assignments().values() for c in cs if c.text == text)
+        after = state._after(cand)
+        assert after.returns() or any(after.assignments().values()), text
+    # without the bound the same statement stays offered (the plain budget loses nothing)
+    free = ProgramState.start(Facts.from_task(task), 6)
+    assert "step.Bufferize(a=1).apply(E0)" in {c.text for cs in free.assignments().values()
+                                               for c in cs}
+
+
 def test_deepen_budgets_keep_short_references_and_end_with_the_plain_budget() -> None:
     from stepsmith.agents.decoding.constraint import DEEPEN_BUDGETS
     from stepsmith.agents.decoding.space import MAX_STATEMENTS
@@ -282,23 +352,24 @@ def test_deepen_budgets_keep_short_references_and_end_with_the_plain_budget() ->
     # references that chain the task's fns fit the first attempt
     for name in ("gemm_bias_relu", "index_softmax_top1", "norm_rmsnorm_rows",
                  "attn_online_softmax"):
-        assert _accepted_under(get_task(name), first.statements, first.stall,
-                               first.in_order), name
+        assert _accepted_under(get_task(name), first), name
     for name in ("attn_scan_divsum", "etoe_top1_unweighted"):
         task = get_task(name)
-        assert not _accepted_under(task, first.statements, first.stall, first.in_order), name
-        assert _accepted_under(task, second.statements, second.stall, second.in_order), name
+        assert not _accepted_under(task, first), name
+        assert _accepted_under(task, second), name
     # seven plumbing statements in a row: only the plain budget writes it
-    assert not _accepted_under(get_task("gemm_abt_buffers"), second.statements, second.stall,
-                               second.in_order)
+    assert not _accepted_under(get_task("gemm_abt_buffers"), second)
 
 
 def test_every_reference_names_its_fns_in_declared_order() -> None:
     """The in-order rule of the first deepen attempts rejects no reference program (benchmark
-    and demonstrations), at the budget of its own length."""
+    and demonstrations), at the budget of its own length; nor does `reuse` (the last)."""
+    from stepsmith.agents.decoding.space import MAX_STATEMENTS
+
     for task in ALL:
         n = len(program_lines(task.impl or ""))
-        assert _accepted_under(task, n, None, in_order=True), task.name
+        assert _accepted_under(task, Budget(n, in_order=True)), task.name
+        assert _accepted_under(task, Budget(MAX_STATEMENTS, reuse=True)), task.name
 
 
 def test_in_order_offers_no_fn_before_the_ones_declared_before_it() -> None:

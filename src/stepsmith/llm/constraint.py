@@ -85,6 +85,12 @@ class Constraint(Protocol):
         from the prompt's end (search `deepen`: growing statement budgets)."""
         ...
 
+    def answer(self, body: str, complete: bool) -> str:
+        """The answer handed on for the decoded lines `body`: prefix, lines, and the suffix
+        when complete (a typed constraint may make what the lines imply explicit, e.g. the
+        `Copy` of a stream they use twice)."""
+        ...
+
     def verified(self, answer: str) -> bool:
         """Whether a complete answer is known to be right (a judge ran it); False when the
         constraint has no judge. The decoder asks before it spends tokens on a restart."""

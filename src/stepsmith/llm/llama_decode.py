@@ -197,7 +197,7 @@ def decode_constrained(llm: Any, tok: Any, prompt_tokens: list[int],
         res.notes.append(f"attempt {res.attempts}: {text.count(chr(10))} line(s), "
                          f"{'complete' if complete else res.finish_reason}, "
                          f"{s.sampled - before} tokens")
-        answer = constraint.prefix + text + (constraint.suffix if complete else "")
+        answer = constraint.answer(text, complete)
         if complete or kept is None or not kept[1]:
             kept = (answer, complete, logprob, res.lines)
         nxt = constraint.lines(res.attempts)

@@ -210,12 +210,22 @@ class ProgramState:
     # (it squares x, then wanders instead of taking the mean), so early attempts of search
     # `deepen` keep to the declared order.
     in_order: bool = False
+    # A stream may be used again after it was consumed: the answer then gets the `Copy` the
+    # affine rule needs, inserted by the STeP core's repair (`constraint.explicit_copies`).
+    # Models write `f(x)` and later `g(x, y)` as in Python; the 0.5B model chained rmsnorm's
+    # fns right and then had no stream of x left for the final division.
+    reuse: bool = False
+    # right-hand sides written so far (with `reuse`, the same call on the same streams could
+    # be written twice; it computes nothing new, and the 0.5B model did it on every line)
+    written: frozenset[str] = frozenset()
 
     @classmethod
     def start(cls, facts: Facts, max_statements: int = MAX_STATEMENTS,
-              max_stall: int | None = None, in_order: bool = False) -> ProgramState:
+              max_stall: int | None = None, in_order: bool = False,
+              reuse: bool = False) -> ProgramState:
         return cls(facts=facts, streams=tuple(facts.inputs.items()),
-                   max_statements=max_statements, max_stall=max_stall, in_order=in_order)
+                   max_statements=max_statements, max_stall=max_stall, in_order=in_order,
+                   reuse=reuse)
 
     # -- environment ---------------------------------------------------------------------------
     def bound(self) -> set[str]:
@@ -226,8 +236,9 @@ class ProgramState:
         return name.isidentifier() and not keyword.iskeyword(name) and name not in self.bound()
 
     def refs(self) -> list[Ref]:
-        """Unconsumed streams and unconsumed elements of unconsumed lists."""
-        out = [Ref(n, t, n) for n, t in self.streams if n not in self.consumed]
+        """Unconsumed streams (every stream, with `reuse`) and unconsumed elements of
+        unconsumed lists."""
+        out = [Ref(n, t, n) for n, t in self.streams if self.reuse or n not in self.consumed]
         for name, elems in self.lists:
             if name in self.consumed:
                 continue
@@ -273,15 +284,16 @@ class ProgramState:
         """The state up to the names of produced streams: what decides what may follow."""
         def t(x: SType) -> tuple[str, str]:
             return (repr(x.dtype), repr(x.shape))
-        live = sorted((t(x), n in self.facts.inputs) for n, x in self.streams
-                      if n not in self.consumed)
+        live = sorted((t(x), n in self.facts.inputs, n in self.consumed)
+                      for n, x in self.streams if self.reuse or n not in self.consumed)
         lists = sorted((tuple(t(x) for x in xs), tuple(f"{n}[{i}]" in self.consumed
                                                         for i in range(len(xs))))
                        for n, xs in self.lists if n not in self.consumed)
         fls = sorted(fl for _, fl in self.fn_lists)
         return (tuple(live), tuple(lists), tuple(fls), tuple(sorted(self.calls)),
                 tuple(sorted(self.fns_used)), self.max_statements - self.statements,
-                self.stall, self.max_stall, self.in_order)
+                self.stall, self.max_stall, self.in_order, self.reuse,
+                tuple(sorted(self.written)) if self.reuse else ())
 
     def _well_typed(self) -> dict[int, list[Candidate]]:
         if self.done or self.statements >= self.max_statements:
@@ -291,8 +303,14 @@ class ProgramState:
         used = {k: self.calls.count(k) for k in set(self.calls)}
         stalled = self.max_stall is not None and self.stall >= self.max_stall
         unused = set(self.facts.fns) - self.fns_used
-        for c in [*self._calls(self.refs()), *self._comprehensions()]:
-            if stalled and not _fns_in(c.text, unused):
+        # the statement that uses up the stall allowance is offered only when a statement
+        # naming a new task fn (or the return) can follow it: no dead end at the bound
+        last_stall = self.max_stall is not None and self.stall + 1 == self.max_stall
+        for c in [*self._calls(self.refs(), fn_only=stalled), *self._comprehensions()]:
+            names_new = bool(_fns_in(c.text, unused))
+            if stalled and not names_new:
+                continue
+            if c.text in self.written:
                 continue
             if not self._keeps_order(c.text):
                 continue
@@ -306,11 +324,21 @@ class ProgramState:
                 continue
             if not self._after(c).kinds_reachable():
                 continue
+            if last_stall and not names_new and not self._after(c).progresses():
+                continue
             by.setdefault(0 if c.is_list else len(c.outs), []).append(c)
         for c in self._fn_lists():
             if (not stalled or set(c.fn_list or ()) & unused) and self._keeps_order(c.text):
                 by.setdefault(0, []).append(c)
         return by
+
+    def progresses(self) -> bool:
+        """Whether a return or some statement is offered here (memoised per signature)."""
+        memo = self.facts.reach_memo
+        sig = (self._signature(), "progresses")
+        if sig not in memo:
+            memo[sig] = bool(self.returns()) or any(self._well_typed().values())
+        return memo[sig]
 
     def _keeps_order(self, text: str) -> bool:
         """Whether the task fns used after a statement naming `text` are a prefix of the
@@ -368,7 +396,8 @@ class ProgramState:
         # is legal, but no reference program returns one, and small models return an early
         # stream whose name is a prefix of the one they meant: `return E1` for E15). An input
         # returned unchanged computes nothing (write Identity() if that is meant).
-        every = [r for r in self.refs() if r.key not in self.facts.inputs]
+        every = [r for r in self.refs()
+                 if r.key not in self.facts.inputs and r.key not in self.consumed]
         options = [[r for r in every if _matches(r.stype, o)] for o in outs]
         found: list[Candidate] = []
         for combo in itertools.islice(itertools.product(*options), 0 if missing else 2000):
@@ -376,9 +405,10 @@ class ProgramState:
                 found.append(Candidate(", ".join(r.text for r in combo),
                                        tuple(r.stype for r in combo), frozenset()))
         if len(outs) == 1:  # `return step.P(...).apply(...)`
-            for c in self._calls(self.refs()):
+            for c in self._calls(self.refs(), fn_only=bool(missing)):
                 if (not c.is_list and len(c.outs) == 1 and _matches(c.outs[0], outs[0])
-                        and missing <= _fns_in(c.text, missing) and self._keeps_order(c.text)):
+                        and missing <= _fns_in(c.text, missing) and self._keeps_order(c.text)
+                        and c.text not in self.written):
                     found.append(c)
         return found
 
@@ -388,6 +418,7 @@ class ProgramState:
         after = replace(self, consumed=self.consumed | cand.consumes,
                         statements=self.statements + 1, calls=self.calls + cand.calls,
                         fns_used=self.fns_used | named,
+                        written=(self.written | {cand.text}) if self.reuse else self.written,
                         stall=0 if named - self.fns_used else self.stall + 1)
         if cand.fn_list is not None:
             return replace(after, fn_lists=self.fn_lists + ((names[0], cand.fn_list),))
@@ -402,8 +433,12 @@ class ProgramState:
                        statements=self.statements + 1)
 
     # -- enumeration ---------------------------------------------------------------------------
-    def _calls(self, refs: list[Ref]) -> Iterator[Candidate]:
+    def _calls(self, refs: list[Ref], fn_only: bool = False) -> Iterator[Candidate]:
+        """Every well-typed call on `refs`; with `fn_only`, only of primitives that take a fn
+        (the only ones that can name a task fn)."""
         for pdef in REGISTRY.values():
+            if fn_only and not any(p.kind.startswith("fn") for p in pdef.params):
+                continue
             for args_text, ins, keys in self._arguments(pdef, refs):
                 yield from self._typed(pdef, args_text, ins, keys)
 
