@@ -58,6 +58,11 @@ DIMS_MARGIN = 3
 # statement of look-ahead costs 0.1-0.9 s a line, two cost 7-70 s, so earlier lines rely on
 # the decoder's backtracking at dead ends.
 REACH_WINDOW = 1
+# With `reuse`, the consumed streams that stay usable: the task's inputs and the most recently
+# consumed of the others. Unbounded, every stream ever written stays an argument, and the
+# 4-stream tuples of rope's fn_muladd over 16 statements kept one line's options from being
+# computed for over 10 minutes.
+REUSE_RECENT = 3
 
 
 Atom = tuple[str, str]  # ("Scalar" | "Multihot", number type)
@@ -218,6 +223,7 @@ class ProgramState:
     # right-hand sides written so far (with `reuse`, the same call on the same streams could
     # be written twice; it computes nothing new, and the 0.5B model did it on every line)
     written: frozenset[str] = frozenset()
+    consumed_order: tuple[str, ...] = ()  # consumed streams, oldest first (for `reuse`)
 
     @classmethod
     def start(cls, facts: Facts, max_statements: int = MAX_STATEMENTS,
@@ -236,9 +242,10 @@ class ProgramState:
         return name.isidentifier() and not keyword.iskeyword(name) and name not in self.bound()
 
     def refs(self) -> list[Ref]:
-        """Unconsumed streams (every stream, with `reuse`) and unconsumed elements of
-        unconsumed lists."""
-        out = [Ref(n, t, n) for n, t in self.streams if self.reuse or n not in self.consumed]
+        """Unconsumed streams (with `reuse` also the inputs and the REUSE_RECENT streams
+        consumed last) and unconsumed elements of unconsumed lists."""
+        again = self._reusable()
+        out = [Ref(n, t, n) for n, t in self.streams if n not in self.consumed or n in again]
         for name, elems in self.lists:
             if name in self.consumed:
                 continue
@@ -247,6 +254,13 @@ class ProgramState:
                 if key not in self.consumed:
                     out.append(Ref(key, t, key, owner=name))
         return out
+
+    def _reusable(self) -> frozenset[str]:
+        """Consumed streams that may be used again (none without `reuse`)."""
+        if not self.reuse:
+            return frozenset()
+        recent = [n for n in reversed(self.consumed_order) if n not in self.facts.inputs]
+        return frozenset(self.facts.inputs) | frozenset(recent[:REUSE_RECENT])
 
     def whole_lists(self) -> list[tuple[str, tuple[SType, ...]]]:
         """Lists none of whose elements was consumed (usable in a comprehension or Merge)."""
@@ -270,7 +284,7 @@ class ProgramState:
         memo = self.facts.reach_memo
         sig = (self._signature(), k)
         if sig not in memo:
-            memo[sig] = bool(self.returns()) or (k > 0 and any(
+            memo[sig] = self.has_return() or (k > 0 and any(
                 self._after(c).can_return_within(k - 1)
                 for cs in self._well_typed().values() for c in cs))
         return memo[sig]
@@ -284,8 +298,9 @@ class ProgramState:
         """The state up to the names of produced streams: what decides what may follow."""
         def t(x: SType) -> tuple[str, str]:
             return (repr(x.dtype), repr(x.shape))
+        again = self._reusable()
         live = sorted((t(x), n in self.facts.inputs, n in self.consumed)
-                      for n, x in self.streams if self.reuse or n not in self.consumed)
+                      for n, x in self.streams if n not in self.consumed or n in again)
         lists = sorted((tuple(t(x) for x in xs), tuple(f"{n}[{i}]" in self.consumed
                                                         for i in range(len(xs))))
                        for n, xs in self.lists if n not in self.consumed)
@@ -337,7 +352,7 @@ class ProgramState:
         memo = self.facts.reach_memo
         sig = (self._signature(), "progresses")
         if sig not in memo:
-            memo[sig] = bool(self.returns()) or any(self._well_typed().values())
+            memo[sig] = self.has_return() or any(self._well_typed().values())
         return memo[sig]
 
     def _keeps_order(self, text: str) -> bool:
@@ -386,8 +401,16 @@ class ProgramState:
 
     def returns(self) -> list[Candidate]:
         """`return ...` texts whose streams have the task's declared output types, in order."""
+        return list(self._returns())
+
+    def has_return(self) -> bool:
+        """Whether some `return` is offered (stops at the first: the budget's last statement
+        asks this of every candidate)."""
+        return next(self._returns(), None) is not None
+
+    def _returns(self) -> Iterator[Candidate]:
         if self.done:
-            return []
+            return
         outs = self.facts.outputs
         # Only once every task fn is used: every reference program uses all of its task's fns,
         # and 40 of the 45 wrong answers of the 1.5B model returned before using them all.
@@ -399,18 +422,16 @@ class ProgramState:
         every = [r for r in self.refs()
                  if r.key not in self.facts.inputs and r.key not in self.consumed]
         options = [[r for r in every if _matches(r.stype, o)] for o in outs]
-        found: list[Candidate] = []
         for combo in itertools.islice(itertools.product(*options), 0 if missing else 2000):
             if len({r.key for r in combo}) == len(combo):
-                found.append(Candidate(", ".join(r.text for r in combo),
-                                       tuple(r.stype for r in combo), frozenset()))
+                yield Candidate(", ".join(r.text for r in combo),
+                                tuple(r.stype for r in combo), frozenset())
         if len(outs) == 1:  # `return step.P(...).apply(...)`
             for c in self._calls(self.refs(), fn_only=bool(missing)):
                 if (not c.is_list and len(c.outs) == 1 and _matches(c.outs[0], outs[0])
                         and missing <= _fns_in(c.text, missing) and self._keeps_order(c.text)
                         and c.text not in self.written):
-                    found.append(c)
-        return found
+                    yield c
 
     def bind(self, names: Sequence[str], cand: Candidate) -> ProgramState:
         """The state after `names = <cand>` (names already checked with `name_ok`)."""
@@ -419,6 +440,9 @@ class ProgramState:
                         statements=self.statements + 1, calls=self.calls + cand.calls,
                         fns_used=self.fns_used | named,
                         written=(self.written | {cand.text}) if self.reuse else self.written,
+                        consumed_order=(tuple(k for k in self.consumed_order
+                                              if k not in cand.consumes)
+                                        + tuple(sorted(cand.consumes))) if self.reuse else (),
                         stall=0 if named - self.fns_used else self.stall + 1)
         if cand.fn_list is not None:
             return replace(after, fn_lists=self.fn_lists + ((names[0], cand.fn_list),))
