@@ -250,6 +250,21 @@ def test_with_reuse_a_used_stream_is_offered_again_and_the_answer_gets_its_copy(
     assert plain.answer(cursor.body, False) == PREFIX + cursor.body
 
 
+def test_reuse_keeps_the_inputs_and_the_streams_consumed_last() -> None:
+    from stepsmith.agents.decoding.space import REUSE_RECENT
+
+    task = get_task("norm_rmsnorm_rows")
+    state = ProgramState.start(Facts.from_task(task), reuse=True)
+    lines = ["x = step.Map(fn=fn_square).apply(E0)", "m = step.Map(fn=fn_mean).apply(x)",
+             "e = step.Map(fn=fn_addeps).apply(m)", "s = step.Map(fn=fn_sqrt).apply(e)",
+             "y = step.Map(fn=fn_div).apply((E0, s))"]
+    for line in lines:
+        state = advance(state, LineOptions.of(state), line)
+    assert REUSE_RECENT == 3
+    usable = {r.key for r in state.refs()}
+    assert usable == {"E0", "y", "s", "e", "m"}  # x was consumed before the last three
+
+
 def test_only_streams_nothing_consumed_are_returned() -> None:
     """Returning does not consume, but no reference returns a consumed stream, and a small
     model writes `return E1` meaning `E15`: only sinks are offered."""
