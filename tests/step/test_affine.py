@@ -298,6 +298,17 @@ def test_four_uses_get_three_chained_copies() -> None:
     assert out.endswith("y = step.Map(fn=fn_f).apply((x_a, x_b, x_c, x_d))\nreturn y\n")
 
 
+def test_copies_of_a_name_ending_in_underscore_get_no_double_underscore() -> None:
+    """The allow-list refuses `x__a`; the 0.5B model named a stream `to_` (run 3f34)."""
+    from stepsmith.verify.allowlist import check_program
+
+    src = "a = step.Map(fn=fn_f).apply(to_)\nb = step.Map(fn=fn_g).apply((to_, a))\nreturn b\n"
+    out = repair(src, params=["to_"])
+    assert "__" not in out and check_source(out, params=["to_"]) == []
+    assert "to_a, to_b = step.Copy().apply(to_)\n" in out
+    check_program(out)  # raises on a disallowed construct
+
+
 def test_params_restrict_what_counts_as_a_stream() -> None:
     src = "y = step.Map(fn=fn_f).apply((x, w, w))\nreturn y\n"
     # w is not an input stream here (the caller says so): nothing to report or repair

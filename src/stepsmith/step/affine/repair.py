@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import itertools
+import re
 from dataclasses import dataclass
 
 from stepsmith.step.affine.check import (
@@ -64,6 +65,8 @@ class _Repairer:
         self.taken |= set(analyzer.params or [])
 
     def fresh(self, base: str) -> str:
+        # `x_` + `_a` would be `x__a`, and the allow-list refuses double-underscore names
+        base = re.sub(r"_{2,}", "_", base)
         for i in itertools.count(1):
             name = base if i == 1 else f"{base}{i}"
             if name not in self.taken and name not in _NON_STREAM_NAMES:
