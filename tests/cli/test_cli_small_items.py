@@ -122,7 +122,7 @@ def test_naming_the_default_model_says_it_runs_the_full_protocol(tmp_path: Path)
     assert named.exit_code == 0, named.output
     assert "runs the full protocol" in named.output and "without --model" in named.output
     quick = _run("bench", "--estimate", "--db", db)
-    assert quick.exit_code == 0 and "full protocol" not in quick.output and "3 tasks" in quick.output
+    assert quick.exit_code == 0 and "full protocol" not in quick.output and "4 tasks" in quick.output
 
 
 @pytest.mark.timeout(120)

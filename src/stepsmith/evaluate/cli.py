@@ -22,7 +22,7 @@ from rich.table import Table
 
 from stepsmith.agents.guardian import GUARDIAN_MODES
 from stepsmith.evaluate.report import decoding_label
-from stepsmith.evaluate.runner import METHODS
+from stepsmith.evaluate.runner import METHODS, QUICK_TASK_COUNT
 from stepsmith.improve.store import ExperienceStore, RunRow, SampleRecord
 
 if TYPE_CHECKING:
@@ -183,7 +183,7 @@ def _note_full_protocol(cfg: BenchConfig, quick: bool, chosen: bool) -> None:
         return
     _console().print(f"[yellow]note:[/yellow] --model {cfg.model} runs the full protocol (the paper's "
                      f"tasks, n={cfg.n} at {len(cfg.temperatures)} temperatures, guardian {cfg.guardian}); "
-                     "without --model, bench runs the quick demo (3 tasks, n=2).", highlight=False)
+                     f"without --model, bench runs the quick demo ({QUICK_TASK_COUNT} tasks, n=2).", highlight=False)
 
 
 def _fail_infrastructure(exc: BaseException, run_id: str | None) -> None:
