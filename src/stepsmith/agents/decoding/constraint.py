@@ -7,8 +7,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from stepsmith.agents.guardian import rule_repair
 from stepsmith.llm.constraint import CONSTRAIN_MODES, Constraint, LineRejected
-from stepsmith.step import affine
 from stepsmith.tasks.task import Task
 
 from .grammar import task_grammar, task_lark
@@ -132,7 +132,7 @@ def explicit_copies(answer: str, inputs: list[str]) -> str:
         return answer
     rest = answer[len(PREFIX):]
     body, sep, tail = rest.partition(SUFFIX)
-    return PREFIX + affine.repair(body, params=inputs) + sep + tail
+    return PREFIX + rule_repair(body, inputs) + sep + tail
 
 
 def _key(line: str) -> str:
