@@ -19,6 +19,7 @@ from stepsmith.agents.decoding.constraint import (
     TaskConstraint,
     TypedCursor,
     constraint_for,
+    without_dead_statements,
 )
 from stepsmith.agents.decoding.space import Facts, ProgramState
 from stepsmith.agents.decoding.statements import (
@@ -250,6 +251,38 @@ def test_with_reuse_a_used_stream_is_offered_again_and_the_answer_gets_its_copy(
     cursor = cursor.feed("  x = step.Map(fn=fn_square).apply(E0)\n")
     assert not any("E0" in t for cs in cursor.options().assignments.values() for t in cs)
     assert plain.answer(cursor.body, False) == PREFIX + cursor.body
+
+
+def test_answers_drop_the_statements_nothing_returned_depends_on(pool) -> None:
+    """The 1.5B model's first solve of attn_online_softmax (run 20261202-151453-375b) began
+    with a Bufferize of x that nothing used, so its answer carried a Copy of x for it; the
+    answer handed on drops the dead statement, and with it the Copy."""
+    task = get_task("attn_online_softmax")
+    c = TaskConstraint.for_task(task, "typed")
+    body = ("  E2 = step.Bufferize(a=1).apply(E0)\n"
+            "  E3 = step.Map(fn=fn_scale_score).apply(E0)\n"
+            "  E4 = step.Zip().apply((E3, E1))\n"
+            "  E5 = step.Accum(fn=fn_online_softmax, b=1).apply(E4)\n"
+            "  E6 = step.Map(fn=fn_take_output).apply(E5)\n"
+            "  return E6\n")
+    impl = extract_impl(c.answer(body, True))
+    assert "Bufferize" not in impl and "Copy" not in impl
+    assert impl.splitlines()[0] == "E3 = step.Map(fn=fn_scale_score).apply(E0)"
+    assert pool.verify(task, impl).passed
+    # whatever a statement is, it goes when no returned stream depends on it
+    assert without_dead_statements("  a = step.Map(fn=f).apply(E0)\n  return E1\n") == "  return E1\n"
+    # without a return (incomplete), or not one statement per line, nothing is dropped
+    assert without_dead_statements("  a = step.Map(fn=f).apply(E0)\n") == "  a = step.Map(fn=f).apply(E0)\n"
+    loop = "  for x in y:\n    z = x\n  return E1\n"
+    assert without_dead_statements(loop) == loop
+
+
+def test_no_reference_program_has_a_dead_statement() -> None:
+    """Pruning keeps every statement of the 57 reference programs: it drops only what no
+    returned stream depends on, and every reference statement feeds its outputs."""
+    for task in ALL:
+        body = "".join(f"  {ln}\n" for ln in program_lines(task.impl or ""))
+        assert without_dead_statements(body) == body, task.name
 
 
 def test_reuse_keeps_the_inputs_and_the_streams_consumed_last() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import re
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from .statements import INDENT, PREFIX, SUFFIX, LineOptions, Rejected, advance
 
 # Bump when the language the decoder offers changes (statement spellings, domains): it is part
 # of the cache key, so answers decoded under an older space are not replayed.
-DECODER_VERSION = "typed-13"
+DECODER_VERSION = "typed-14"
 
 @dataclass(frozen=True)
 class Budget:
@@ -123,16 +124,54 @@ class TypedCursor:
         return None
 
 
+def without_dead_statements(body: str) -> str:
+    """`body` (statements and a `return`) without the statements nothing returned depends on.
+
+    Typed answers often hold them: the model wrote a stream, went on without it, and the judge
+    returned a later one. A dead statement computes nothing the task sees, but it still costs a
+    `Copy` of what it reads, and a demonstration made from the answer teaches the next prompts
+    to write it. STeP streams have no side effects, so dropping it changes no returned value.
+    Bodies that are not one statement per line, or have no `return`, come back unchanged."""
+    lines = body.splitlines(keepends=True)
+    parsed: list[ast.stmt] = []
+    for line in lines:
+        try:
+            tree = ast.parse(line.strip())
+        except SyntaxError:
+            return body
+        if len(tree.body) != 1:
+            return body
+        parsed.append(tree.body[0])
+    if not parsed or not isinstance(parsed[-1], ast.Return):
+        return body
+    live = _loaded(parsed[-1])
+    keep = [True] * len(lines)
+    for i in range(len(parsed) - 2, -1, -1):
+        stmt = parsed[i]
+        if not isinstance(stmt, ast.Assign):
+            return body
+        bound = {n.id for t in stmt.targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+        if bound & live:
+            live |= _loaded(stmt.value)
+        else:
+            keep[i] = False
+    return "".join(line for line, k in zip(lines, keep, strict=True) if k)
+
+
+def _loaded(node: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
 def explicit_copies(answer: str, inputs: list[str]) -> str:
-    """`answer` with a `Copy` before each stream its lines use more than once (the STeP core's
-    affine repair). A typed decoding with `reuse` lets the model use a stream again; the answer
-    it hands on obeys the affine rule all the same. Answers that reuse nothing come back
-    unchanged."""
+    """`answer` without dead statements and with a `Copy` before each stream its lines use more
+    than once (the STeP core's affine repair). A typed decoding with `reuse` lets the model use
+    a stream again; the answer it hands on obeys the affine rule all the same. Answers that
+    reuse nothing and hold no dead statement come back unchanged."""
     if not answer.startswith(PREFIX):
         return answer
     rest = answer[len(PREFIX):]
     body, sep, tail = rest.partition(SUFFIX)
-    return PREFIX + rule_repair(body, inputs) + sep + tail
+    return PREFIX + rule_repair(without_dead_statements(body), inputs) + sep + tail
 
 
 def _key(line: str) -> str:
