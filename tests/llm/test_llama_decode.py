@@ -191,6 +191,11 @@ def test_deepen_restarts_a_failed_short_attempt_with_a_larger_budget() -> None:
     assert res.attempts == 2 and res.lines == len(lines)
     assert any("attempt 1 not verified" in note for note in res.notes)
     assert judged[-1] == res.text  # the judge verified the answer it gives
+    # the call log's trace tells both attempts, their programs and the judge's verdicts
+    trace = res.trace()
+    assert trace.startswith("2 attempt(s)") and "attempt 2: " in trace
+    assert "attempt 1: 3 line(s), dead_end" in trace and "dead end: undid" in trace
+    assert f"attempt 2: {len(lines)} line(s), verified" in trace and f"  {lines[1]}" in trace
     written = bytes(int(t) for t in model.input_ids[n_prompt:model.n_tokens])
     # the failed attempt is gone from the context (the judged return is never fed to the model)
     assert written.decode() == "".join(f"  {ln}\n" for ln in lines[:-1])

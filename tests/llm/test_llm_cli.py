@@ -89,3 +89,28 @@ def test_models_list_and_missing_model() -> None:
     assert "qwen2.5-coder-1.5b" in res.stdout
     res = run("models", "path", "nope")
     assert res.exit_code == 1 and "unknown local model 'nope'" in res.stderr
+
+
+def test_a_decoders_trace_is_logged_and_shown(tmp_path: Path) -> None:
+    """A local constrained decoder's search (attempts, their programs) lands in the call log,
+    `log show` prints it, and a cache hit hands the original call's trace back."""
+    from stepsmith.llm import CallStore, LLMClient
+    from stepsmith.llm.base import Completion
+    from stepsmith.llm.testing import ScriptedBackend
+
+    trace = "2 attempt(s), 90 tokens sampled\nattempt 1: 2 line(s), complete, not verified"
+
+    def decoded(_messages, _temperature, _index) -> Completion:
+        return Completion(text="return x", input_tokens=10, output_tokens=90,
+                          finish_reason="stop", trace=trace)
+
+    db = tmp_path / "t.db"
+    client = LLMClient(ScriptedBackend(decoded), store=CallStore(db), run_id="r")
+    msgs = [{"role": "user", "content": "q"}]
+    assert client.sample_sync(msgs).trace == trace
+    replayed = client.sample_sync(msgs)
+    assert replayed.cached and replayed.trace == trace
+    rows = json.loads(run("log", "--db", str(db), "--json").stdout)
+    first = min(r["id"] for r in rows)
+    shown = run("log", "show", str(first), "--db", str(db)).stdout
+    assert "decoding" in shown and "attempt 1: 2 line(s), complete, not verified" in shown

@@ -249,10 +249,10 @@ def test_store_migrates_an_old_calls_table(tmp_path: Path) -> None:
 
     store = CallStore(db)  # opening migrates in place
     cols = {r[1] for r in sqlite3.connect(db).execute("PRAGMA table_info(calls)")}
-    assert {"cache_read_tokens", "cache_write_tokens"} <= cols
+    assert {"cache_read_tokens", "cache_write_tokens", "trace"} <= cols
     version = sqlite3.connect(db).execute(
         "SELECT value FROM llm_meta WHERE key = 'schema_version'").fetchone()[0]
-    assert version == str(SCHEMA_VERSION) == "2"
+    assert version == str(SCHEMA_VERSION) == "3"
     row = store.lookup("k-old")
     assert row["response"] == "from v1" and row["input_tokens"] == 1000
     assert (row["cache_read_tokens"], row["cache_write_tokens"]) == (0, 0)
@@ -261,9 +261,11 @@ def test_store_migrates_an_old_calls_table(tmp_path: Path) -> None:
     new_id = store.record(model="scripted:test", provider="scripted", messages=msgs, params={},
                           sample_index=0, key=cache_key("scripted:test", msgs, {}, 0),
                           status="ok", run_id="new", response="v2", input_tokens=900,
-                          output_tokens=5, cache_read_tokens=800, cache_write_tokens=50)
+                          output_tokens=5, cache_read_tokens=800, cache_write_tokens=50,
+                          trace="1 attempt(s)")
     got = store.get(new_id)
     assert (got["cache_read_tokens"], got["cache_write_tokens"]) == (800, 50)
+    assert got["trace"] == "1 attempt(s)" and row["trace"] is None
 
     _v1_row(old, "k-old-2", "older process, after the migration")  # still works
     late = store.lookup("k-old-2")

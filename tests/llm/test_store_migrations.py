@@ -100,7 +100,7 @@ def test_a_pre_ledger_database_is_adopted_in_place(tmp_path: Path) -> None:
     calls.record(model="m", provider="p", messages=msgs, params={}, sample_index=0,
                  key=cache_key("m", msgs, {}, 0), status="ok", response="a")
     assert calls.lookup(cache_key("m", msgs, {}, 0))["response"] == "a"
-    assert old.execute("SELECT value FROM llm_meta").fetchone()[0] == "2"
+    assert old.execute("SELECT value FROM llm_meta").fetchone()[0] == "3"  # m003: trace
 
     # a second opening applies nothing; the schema is exactly what a fresh file gets
     assert EXPERIENCE.apply(store._conn) == [] and CALLS.apply(store._conn) == []

@@ -291,6 +291,7 @@ class LlamaCppBackend:
             "choices": [{"message": {"content": res.text}, "finish_reason": finish}],
             "usage": {"prompt_tokens": res.prompt_tokens,
                       "completion_tokens": res.sampled_tokens},
+            "trace": res.trace(),
         }
 
     async def complete(self, messages: list[dict], params: dict[str, Any]) -> Completion:
@@ -309,6 +310,7 @@ class LlamaCppBackend:
             input_tokens=int(usage.get("prompt_tokens", 0)),
             output_tokens=int(usage.get("completion_tokens", 0)),
             finish_reason=normalize_finish_reason(choice.get("finish_reason")),
+            trace=str(resp.get("trace") or ""),
         )
 
 

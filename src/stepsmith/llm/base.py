@@ -30,6 +30,7 @@ class Completion:
     model: str = ""
     cache_read_tokens: int = 0  # subset of input_tokens served from the provider's prompt cache
     cache_write_tokens: int = 0  # subset of input_tokens written to it (Anthropic charges extra)
+    trace: str = ""  # what a local constrained decoder did (attempts, backtracks); logged
 
 
 @runtime_checkable

@@ -168,6 +168,9 @@ def log_show(
         out.print(m["content"], markup=False, highlight=False)
     out.rule("response")
     out.print(row["response"] or "", markup=False, highlight=False)
+    if row.get("trace"):
+        out.rule("decoding")
+        out.print(row["trace"], markup=False, highlight=False)
 
 
 @log_app.command("totals")

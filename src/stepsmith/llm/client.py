@@ -171,7 +171,7 @@ class LLMClient:
             input_tokens=comp.input_tokens, output_tokens=comp.output_tokens,
             cache_read_tokens=comp.cache_read_tokens, cache_write_tokens=comp.cache_write_tokens,
             usage_estimated=comp.usage_estimated, cost_usd=cost, latency_s=latency,
-            attempts=attempts,
+            attempts=attempts, trace=comp.trace or None,
         )
         comp.cost_usd = cost or 0.0
         comp.cached = False
@@ -302,6 +302,7 @@ class LLMClient:
             call_id=call_id,
             usage_estimated=bool(hit["usage_estimated"]),
             model=self.model,
+            trace=hit.get("trace") or "",  # the row it replays (cache_source) keeps it
             cache_read_tokens=read,
             cache_write_tokens=write,
         )

@@ -35,6 +35,8 @@ _TOK_LOCK = threading.Lock()
 
 @dataclass
 class DecodeResult:
+    """One constrained answer and how the search got there (`notes`: the call log's trace)."""
+
     text: str
     prompt_tokens: int
     sampled_tokens: int  # tokens the model chose (every line, including undone ones)
@@ -47,6 +49,14 @@ class DecodeResult:
     shortcut: bool = False  # the last line was a judged return, not sampled
     attempts: int = 0  # programs started (more than one under search `deepen`)
     notes: list[str] = field(default_factory=list)
+
+    def trace(self) -> str:
+        """The search in words, for the call log (`stepsmith log show ID`)."""
+        head = (f"{self.attempts} attempt(s), {self.sampled_tokens} tokens sampled, "
+                f"{self.backtracks} backtrack(s), {self.rejected} rejected line(s), "
+                f"{self.seconds:.1f} s decoding (model lock held), finish {self.finish_reason}"
+                + (", judged return" if self.shortcut else ""))
+        return "\n".join([head, *self.notes])
 
 
 def lltokenizer(llm: Any, key: str) -> Any:
@@ -194,15 +204,16 @@ def decode_constrained(llm: Any, tok: Any, prompt_tokens: list[int],
         res.attempts += 1
         before = s.sampled
         text, logprob, complete = _attempt(s, cursor, res)
-        res.notes.append(f"attempt {res.attempts}: {text.count(chr(10))} line(s), "
-                         f"{'complete' if complete else res.finish_reason}, "
-                         f"{s.sampled - before} tokens")
         answer = constraint.answer(text, complete)
+        verified = complete and constraint.verified(answer)
+        outcome = ("verified" if verified else "complete, not verified") if complete \
+            else res.finish_reason
+        res.notes.append(f"attempt {res.attempts}: {text.count(chr(10))} line(s), {outcome}, "
+                         f"{s.sampled - before} tokens\n{text.rstrip()}")
         if complete or kept is None or not kept[1]:
             kept = (answer, complete, logprob, res.lines)
         nxt = constraint.lines(res.attempts)
-        if (nxt is None or res.finish_reason in ("length", "cancel") or res.shortcut
-                or (complete and constraint.verified(answer))):
+        if nxt is None or res.finish_reason in ("length", "cancel") or res.shortcut or verified:
             break
         # restart from the prompt's end with the next statement budget (search `deepen`)
         res.notes.append(f"attempt {res.attempts} not verified; restarting")
@@ -236,6 +247,7 @@ def _attempt(s: _Session, cursor: LineCursor, res: DecodeResult) -> tuple[str, f
             prev, pos, line, _ = stack.pop()
             backtracks += 1
             res.backtracks += 1
+            res.notes.append(f"dead end: undid {line.strip()!r}")
             s.rewind(pos)
             cursor = prev.ban(line)
             continue

@@ -7,8 +7,8 @@ Each write is one short transaction: a killed process leaves a consistent databa
 
 Schema: named migrations (`MIGRATIONS`, store "calls") in the ledger `stepsmith.db` shares
 with the experience store. m002 added `cache_read_tokens` / `cache_write_tokens` (provider
-prompt caching; parts of `input_tokens`): opening an older file adds them in place (old rows
-read 0), and every INSERT names its columns, so a process still running older code can keep
+prompt caching; parts of `input_tokens`), m003 `trace` (a local decoder's search): opening an
+older file adds them in place (old rows read 0 or NULL), and every INSERT names its columns, so a process still running older code can keep
 writing. `llm_meta.schema_version` is still kept (never lowered) for such older processes.
 """
 
@@ -28,7 +28,7 @@ from stepsmith.db import Migrations, add_column, execute_script, insert
 
 from .config import default_db_path
 
-SCHEMA_VERSION = 2  # what `llm_meta.schema_version` says after the migrations below
+SCHEMA_VERSION = 3  # what `llm_meta.schema_version` says after the migrations below
 
 MIGRATIONS = Migrations("calls")
 
@@ -83,6 +83,14 @@ def m002_prompt_cache_tokens(db: sqlite3.Connection) -> None:
     add_column(db, "calls", "cache_read_tokens", "INTEGER NOT NULL DEFAULT 0")
     add_column(db, "calls", "cache_write_tokens", "INTEGER NOT NULL DEFAULT 0")
     _raise_schema_version(db, 2)
+
+
+@MIGRATIONS.register
+def m003_decode_trace(db: sqlite3.Connection) -> None:
+    """What a local constrained decoder did in the call (attempts and their programs,
+    rejected lines, backtracks, its own seconds): the response alone hides the search."""
+    add_column(db, "calls", "trace", "TEXT")
+    _raise_schema_version(db, 3)
 
 
 def _raise_schema_version(db: sqlite3.Connection, version: int) -> None:
@@ -223,6 +231,7 @@ class CallStore:
         cache_source: int | None = None,
         error: str | None = None,
         started_at: str | None = None,
+        trace: str | None = None,
     ) -> int:
         """Insert one call row (and its prompt if new); returns the row id."""
         ph = prompt_hash(messages)
@@ -259,6 +268,7 @@ class CallStore:
                 "cached": int(cached),
                 "cache_source": cache_source,
                 "error": error,
+                "trace": trace,
             })
             assert cur.lastrowid is not None  # an INSERT always sets it
             return int(cur.lastrowid)
