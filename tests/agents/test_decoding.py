@@ -117,7 +117,9 @@ def test_the_last_statement_of_the_budget_always_leaves_a_return() -> None:
     task = get_task("gemm_abt_buffers")
     lines = program_lines(task.impl or "")
     state = ProgramState.start(Facts.from_task(task), max_statements=len(lines))
-    for line in lines[: len(lines) // 2]:
+    # one statement before the reference's last (from its midpoint, no single statement makes
+    # a stream computed from both inputs: nothing would be offered)
+    for line in lines[:-2]:
         state = advance(state, LineOptions.of(state), line)
     last = replace(state, max_statements=state.statements + 1)
     unfiltered = [c for cs in last._well_typed().values() for c in cs]
@@ -143,9 +145,15 @@ def test_task_grammar_accepts_the_reference_answer(task, byte_tok) -> None:
 
 
 def _random_program(task, rng: random.Random) -> str | None:
-    """A program made only of offered statements (fresh names, random choices)."""
+    """A program made only of offered statements: a random number of the reference's first
+    lines (each one offered, so fed through the cursor), then random choices with fresh names.
+    Starting part-way keeps complete programs likely: a return needs streams computed from
+    every input and fn, which a walk from the start rarely reaches within the budget."""
     cursor: TypedCursor = TaskConstraint.for_task(task, "typed").lines()
-    lines: list[str] = []
+    lines = program_lines(task.impl or "")[:-1]
+    lines = lines[: rng.randrange(len(lines) + 1)]
+    for line in lines:
+        cursor = cursor.feed(line)
     k = 0
     while not cursor.complete:
         opts = cursor.options()
@@ -154,10 +162,14 @@ def _random_program(task, rng: random.Random) -> str | None:
         if opts.returns and (rng.random() < 0.6 or not any(opts.assignments.values())):
             line = "return " + rng.choice(sorted(opts.returns))
         else:
-            # lean towards statements that use a task fn not used yet: a return needs them all
-            unused = set(cursor.state.facts.fns) - cursor.state.fns_used
+            # lean towards statements that use a task fn not used yet, or make a stream computed
+            # from more inputs and fns than any so far: a return needs them all
+            state = cursor.state
+            unused = set(state.facts.fns) - state.fns_used
+            widest = max(len(d) for _, d in state.deps)
             choices = sorted((a, rhs) for a, cs in opts.assignments.items() for rhs in cs)
-            useful = [c for c in choices if any(f in c[1] for f in unused)]
+            useful = [c for c in choices if any(f in c[1] for f in unused)
+                      or len(state.deps_of(c[1])) > widest]
             arity, rhs = rng.choice(useful if useful and rng.random() < 0.8 else choices)
             rhs = rhs.replace("\x00e", "p").replace("\x00f", "f")
             names = [f"v{k + i}" for i in range(max(1, arity))]
@@ -275,6 +287,29 @@ def test_answers_drop_the_statements_nothing_returned_depends_on(pool) -> None:
     assert without_dead_statements("  a = step.Map(fn=f).apply(E0)\n") == "  a = step.Map(fn=f).apply(E0)\n"
     loop = "  for x in y:\n    z = x\n  return E1\n"
     assert without_dead_statements(loop) == loop
+
+
+def test_a_return_must_be_computed_from_every_input_and_fn() -> None:
+    """The 1.5B model's typed-13 answer to gemm + bias + ReLU (run 20261202-151453-375b)
+    computed the right stream and returned a copy of the bias input instead; under typed-15
+    only streams computed from every input and fn may be returned."""
+    task = get_task("gemm_bias_relu")
+    cursor = TaskConstraint.for_task(task, "typed").lines(0)
+    assert cursor is not None
+    for line in ["E1a, E1b = step.Copy().apply(E1)", "E2a, E2b = step.Copy().apply(E2)",
+                 "E3 = step.Map(fn=fn_scale).apply((E0, E1a))",
+                 "E4 = step.Accum(fn=fn_addrow, b=1).apply(E3)",
+                 "E5 = step.Map(fn=fn_addbias).apply((E4, E2a))"]:
+        cursor = cursor.feed(f"  {line}\n")
+    # fn_relu is not used yet: only a returned call that applies it is offered
+    assert all("fn=fn_relu" in r for r in cursor.options().returns)
+    state = cursor.state
+    assert state.deps_of("E5") == {"E0", "E1", "E2", "fn_scale", "fn_addrow", "fn_addbias"}
+    cursor = cursor.feed("  E7 = step.Map(fn=fn_relu).apply(E5)\n")
+    returns = cursor.options().returns
+    assert "E7" in returns and "E2b" not in returns and "E1b" not in returns
+    with pytest.raises(LineRejected):
+        cursor.feed("  return E2b\n")
 
 
 def test_no_reference_program_has_a_dead_statement() -> None:

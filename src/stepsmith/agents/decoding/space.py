@@ -62,6 +62,8 @@ REACH_WINDOW = 1
 # consumed of the others. Unbounded, every stream ever written stays an argument, and the
 # 4-stream tuples of rope's fn_muladd over 16 statements kept one line's options from being
 # computed for over 10 minutes.
+# a name in a statement text, also the look-ahead's placeholder names ("\x01<stmt>_<i>")
+_IDENT = re.compile(r"[\x01A-Za-z_]\w*")
 REUSE_RECENT = 3
 
 
@@ -119,6 +121,8 @@ class Facts:
     # each fn's (input atoms, output atoms), and the atoms the declared outputs are made of
     fn_atoms: dict[str, tuple[frozenset[Atom], frozenset[Atom]]] = field(default_factory=dict)
     out_atoms: frozenset[Atom] = frozenset()
+    # what the returned streams must be computed from together: every input and every fn
+    needed: frozenset[str] = frozenset()
     # can_return_within, by state signature (shared by every state of one task's decoding)
     reach_memo: dict[tuple[object, ...], bool] = field(default_factory=dict, compare=False,
                                                          repr=False, hash=False)
@@ -166,7 +170,8 @@ class Facts:
                    max_dims=dims + DIMS_MARGIN,
                    fn_atoms={k: (atoms(f.input_dtype), atoms(f.output_dtype))
                              for k, f in fns.items()},
-                   out_atoms=frozenset().union(*(atoms(d) for d, _ in outputs)))
+                   out_atoms=frozenset().union(*(atoms(d) for d, _ in outputs)),
+                   needed=frozenset(inputs) | frozenset(fns))
 
 
 @dataclass(frozen=True)
@@ -224,6 +229,12 @@ class ProgramState:
     # be written twice; it computes nothing new, and the 0.5B model did it on every line)
     written: frozenset[str] = frozenset()
     consumed_order: tuple[str, ...] = ()  # consumed streams, oldest first (for `reuse`)
+    # What each bound name (stream, list, fn list) is computed from: the task inputs and fns
+    # among its ancestors. A `return` is offered only of streams that together depend on every
+    # input and every fn, as every reference program's outputs do; 2 of the 1.5B model's first
+    # 3 wrong answers on the paper's tasks (typed-13) returned a stream computed without an
+    # input, and a fn used only in a statement nothing returned counts for nothing.
+    deps: tuple[tuple[str, frozenset[str]], ...] = ()
 
     @classmethod
     def start(cls, facts: Facts, max_statements: int = MAX_STATEMENTS,
@@ -231,7 +242,7 @@ class ProgramState:
               reuse: bool = False) -> ProgramState:
         return cls(facts=facts, streams=tuple(facts.inputs.items()),
                    max_statements=max_statements, max_stall=max_stall, in_order=in_order,
-                   reuse=reuse)
+                   reuse=reuse, deps=tuple((n, frozenset({n})) for n in facts.inputs))
 
     # -- environment ---------------------------------------------------------------------------
     def bound(self) -> set[str]:
@@ -299,10 +310,14 @@ class ProgramState:
         def t(x: SType) -> tuple[str, str]:
             return (repr(x.dtype), repr(x.shape))
         again = self._reusable()
-        live = sorted((t(x), n in self.facts.inputs, n in self.consumed)
+        deps = dict(self.deps)
+
+        def d(n: str) -> tuple[str, ...]:
+            return tuple(sorted(deps.get(n, ())))
+        live = sorted((t(x), n in self.facts.inputs, n in self.consumed, d(n))
                       for n, x in self.streams if n not in self.consumed or n in again)
         lists = sorted((tuple(t(x) for x in xs), tuple(f"{n}[{i}]" in self.consumed
-                                                        for i in range(len(xs))))
+                                                        for i in range(len(xs))), d(n))
                        for n, xs in self.lists if n not in self.consumed)
         fls = sorted(fl for _, fl in self.fn_lists)
         return (tuple(live), tuple(lists), tuple(fls), tuple(sorted(self.calls)),
@@ -422,16 +437,27 @@ class ProgramState:
         every = [r for r in self.refs()
                  if r.key not in self.facts.inputs and r.key not in self.consumed]
         options = [[r for r in every if _matches(r.stype, o)] for o in outs]
+        needed = self.facts.needed
         for combo in itertools.islice(itertools.product(*options), 0 if missing else 2000):
-            if len({r.key for r in combo}) == len(combo):
+            if (len({r.key for r in combo}) == len(combo)
+                    and needed <= frozenset().union(*(self.deps_of(r.text) for r in combo))):
                 yield Candidate(", ".join(r.text for r in combo),
                                 tuple(r.stype for r in combo), frozenset())
         if len(outs) == 1:  # `return step.P(...).apply(...)`
             for c in self._calls(self.refs(), fn_only=bool(missing)):
                 if (not c.is_list and len(c.outs) == 1 and _matches(c.outs[0], outs[0])
                         and missing <= _fns_in(c.text, missing) and self._keeps_order(c.text)
-                        and c.text not in self.written):
+                        and c.text not in self.written and needed <= self.deps_of(c.text)):
                     yield c
+
+    def deps_of(self, text: str) -> frozenset[str]:
+        """The task inputs and fns a statement text (or a returned stream) is computed from:
+        the fns it names and the ancestors of the names it reads."""
+        deps = dict(self.deps)
+        out = set(_fns_in(text, self.facts.fns))
+        for name in _IDENT.findall(text):
+            out |= deps.get(name, frozenset())
+        return frozenset(out)
 
     def bind(self, names: Sequence[str], cand: Candidate) -> ProgramState:
         """The state after `names = <cand>` (names already checked with `name_ok`)."""
@@ -444,6 +470,8 @@ class ProgramState:
                                               if k not in cand.consumes)
                                         + tuple(sorted(cand.consumes))) if self.reuse else (),
                         stall=0 if named - self.fns_used else self.stall + 1)
+        came_from = self.deps_of(cand.text)
+        after = replace(after, deps=self.deps + tuple((n, came_from) for n in names))
         if cand.fn_list is not None:
             return replace(after, fn_lists=self.fn_lists + ((names[0], cand.fn_list),))
         if cand.is_list:
