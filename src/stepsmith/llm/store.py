@@ -8,8 +8,8 @@ Each write is one short transaction: a killed process leaves a consistent databa
 Schema: named migrations (`MIGRATIONS`, store "calls") in the ledger `stepsmith.db` shares
 with the experience store. m002 added `cache_read_tokens` / `cache_write_tokens` (provider
 prompt caching; parts of `input_tokens`), m003 `trace` (a local decoder's search): opening an
-older file adds them in place (old rows read 0 or NULL), and every INSERT names its columns, so a process still running older code can keep
-writing. `llm_meta.schema_version` is still kept (never lowered) for such older processes.
+older file adds them in place (old rows read 0 or NULL), and every INSERT names its columns,
+so a process still running older code can keep writing. `llm_meta.schema_version` is still kept (never lowered) for such older processes.
 """
 
 from __future__ import annotations

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -13,7 +12,7 @@ from stepsmith.llm.constraint import CONSTRAIN_MODES, Constraint, LineRejected
 from stepsmith.tasks.task import Task
 
 from .grammar import task_grammar, task_lark
-from .space import MAX_STATEMENTS, Facts, ProgramState
+from .space import IDENT, MAX_STATEMENTS, Facts, ProgramState
 from .statements import INDENT, PREFIX, SUFFIX, LineOptions, Rejected, advance
 
 # Bump when the language the decoder offers changes (statement spellings, domains): it is part
@@ -57,7 +56,6 @@ DEEPEN_BUDGETS = (Budget(6, 1, in_order=True, reuse=True),
 Judge = Callable[[str], bool]
 # At most this many returns are judged after one line (multi-output tasks can offer many).
 MAX_JUDGED_PER_LINE = 6
-_IDENT = re.compile(r"[A-Za-z_]\w*")
 
 
 @dataclass(frozen=True)
@@ -112,7 +110,7 @@ class TypedCursor:
             return None
         tried = 0
         for cand in self.options().returns.values():
-            if cand.consumes or not set(_IDENT.findall(cand.text)) & self.fresh:
+            if cand.consumes or not set(IDENT.findall(cand.text)) & self.fresh:
                 continue
             line = f"{INDENT}return {cand.text}\n"
             if self.judge(explicit_copies(PREFIX + self.body + line + SUFFIX,

@@ -62,9 +62,9 @@ REACH_WINDOW = 1
 # consumed of the others. Unbounded, every stream ever written stays an argument, and the
 # 4-stream tuples of rope's fn_muladd over 16 statements kept one line's options from being
 # computed for over 10 minutes.
-# a name in a statement text, also the look-ahead's placeholder names ("\x01<stmt>_<i>")
-_IDENT = re.compile(r"[\x01A-Za-z_]\w*")
 REUSE_RECENT = 3
+# a name in a statement text, also the look-ahead's placeholder names ("\x01<stmt>_<i>")
+IDENT = re.compile(r"[\x01A-Za-z_]\w*")
 
 
 Atom = tuple[str, str]  # ("Scalar" | "Multihot", number type)
@@ -231,9 +231,9 @@ class ProgramState:
     consumed_order: tuple[str, ...] = ()  # consumed streams, oldest first (for `reuse`)
     # What each bound name (stream, list, fn list) is computed from: the task inputs and fns
     # among its ancestors. A `return` is offered only of streams that together depend on every
-    # input and every fn, as every reference program's outputs do; 2 of the 1.5B model's first
-    # 3 wrong answers on the paper's tasks (typed-13) returned a stream computed without an
-    # input, and a fn used only in a statement nothing returned counts for nothing.
+    # input and every fn, as every reference program's outputs do; 8 of the 1.5B model's 12
+    # wrong answers on 21 paper tasks (typed-13) returned a stream computed without one, and a
+    # fn used only in a statement nothing returned counts for nothing.
     deps: tuple[tuple[str, frozenset[str]], ...] = ()
 
     @classmethod
@@ -310,7 +310,7 @@ class ProgramState:
         def t(x: SType) -> tuple[str, str]:
             return (repr(x.dtype), repr(x.shape))
         again = self._reusable()
-        deps = dict(self.deps)
+        deps = self._deps_map
 
         def d(n: str) -> tuple[str, ...]:
             return tuple(sorted(deps.get(n, ())))
@@ -450,12 +450,16 @@ class ProgramState:
                         and c.text not in self.written and needed <= self.deps_of(c.text)):
                     yield c
 
+    @functools.cached_property
+    def _deps_map(self) -> dict[str, frozenset[str]]:
+        return dict(self.deps)
+
     def deps_of(self, text: str) -> frozenset[str]:
         """The task inputs and fns a statement text (or a returned stream) is computed from:
         the fns it names and the ancestors of the names it reads."""
-        deps = dict(self.deps)
+        deps = self._deps_map
         out = set(_fns_in(text, self.facts.fns))
-        for name in _IDENT.findall(text):
+        for name in IDENT.findall(text):
             out |= deps.get(name, frozenset())
         return frozenset(out)
 
