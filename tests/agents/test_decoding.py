@@ -15,6 +15,7 @@ from llguidance import LLMatcher, LLTokenizer, TokenizerWrapper
 from llguidance._grammar_from import grammar_from
 
 from stepsmith.agents.decoding.constraint import (
+    DEEPEN_BUDGETS,
     Budget,
     TaskConstraint,
     TypedCursor,
@@ -111,6 +112,46 @@ def test_a_budget_of_exactly_the_references_length_still_accepts_it(task) -> Non
     for line in lines:
         state = advance(state, LineOptions.of(state), line)
     assert state.done
+
+
+@pytest.mark.parametrize("task", ALL, ids=lambda t: t.name)
+def test_look_ahead_after_a_dead_end_keeps_every_reference_line(task) -> None:
+    """The look-ahead a cursor gets where a dead end was backed up to is exact: under a
+    budget that ends where the reference does (where look-ahead prunes most), a careful
+    cursor at every position still offers the reference's next line."""
+    lines = program_lines(task.impl or "")
+    cursor = TypedCursor(ProgramState.start(_shared_facts(task), len(lines) - 1),
+                         careful=True)
+    for line in lines:
+        assert cursor.options().count() > 0
+        after = advance(cursor.state, cursor.options(), line)  # raises if not offered
+        cursor = TypedCursor(after, careful=True)
+    assert cursor.complete
+
+
+def test_a_dead_end_is_seen_from_the_line_before() -> None:
+    """rope_neox_stream under deepen's first budget (typed-15 trace): after `E3 = Bufferize`
+    three lines are offered and each leads nowhere. The careful cursor there offers nothing
+    and records the state dead; backing up, the line before no longer offers Bufferize (nor
+    any line into a dead state) and keeps lines that lead on."""
+    task = get_task("rope_neox_stream")
+    c = TaskConstraint.for_task(task, "typed", judge=lambda a: False, budgets=DEEPEN_BUDGETS)
+    first, bufferize = ("  E2 = step.Scan(fn=fn_add, b=1).apply(E0)\n",
+                        "  E3 = step.Bufferize(a=1).apply(E1)\n")
+    root = c.lines(0)
+    assert root is not None
+    before = root.feed(first)
+    dead = before.feed(bufferize)
+    plain = dead.options()
+    assert plain.count() > 0  # the one-statement window alone does not see it
+    careful = dead.ban(next(iter(plain.assignments[1])), dead_end=True)
+    assert careful.pattern() is None and not dead.state.viable()
+    backed = before.ban(bufferize, dead_end=True)
+    offered = [cand for cs in backed.options().assignments.values() for cand in cs.values()]
+    assert offered and all(before.state.leads_on(cand) for cand in offered)
+    unchecked = [cand for cs in LineOptions.of(before.state).assignments.values()
+                 for cand in cs.values()]
+    assert len(offered) < len(unchecked)
 
 
 def test_the_last_statement_of_the_budget_always_leaves_a_return() -> None:
@@ -475,7 +516,9 @@ def test_in_order_offers_no_fn_before_the_ones_declared_before_it() -> None:
 
 def test_memoised_typing_gives_each_partition_its_own_lengths() -> None:
     """Typing results are memoised by input types, except those with a fresh dynamic dim:
-    two Partitions of equal inputs must not get equal (zippable) lengths."""
+    two Partitions of one program (different statements) must not get equal (zippable)
+    lengths, while the alternatives offered for one statement share them (so the memos hit
+    on their parts in every state the search visits)."""
     task = get_task("etoe_top1_unweighted")
     facts = Facts.from_task(task)
     state = ProgramState.start(facts)
@@ -492,7 +535,10 @@ def test_memoised_typing_gives_each_partition_its_own_lengths() -> None:
                   if f"step.Partition({', '.join(f'{k}={x}' for k, x in t.items())})"
                   == call.calls[0])
     a, b = state._type_call(part, values, ins), state._type_call(part, values, ins)
-    assert a is not None and b is not None and a[0].shape != b[0].shape
+    later = replace(state, statements=state.statements + 1)._type_call(part, values, ins)
+    assert a is not None and b is not None and later is not None
+    assert a[0].shape == b[0].shape and a[0].shape != later[0].shape
+    assert len({o.shape for o in a}) == len(a)  # each part its own length
     m = next(p for p in REGISTRY.values() if p.name == "Bufferize")
     x = [next(iter(facts.inputs.values()))]
     assert state._type_call(m, {"a": 1}, x) is state._type_call(m, {"a": 1}, x)

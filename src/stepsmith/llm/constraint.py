@@ -37,8 +37,9 @@ class LineCursor(Protocol):
         """The cursor after `line`; raises `LineRejected` with a reason."""
         ...
 
-    def ban(self, line: str) -> LineCursor:
-        """The same position without `line` among the options (used when backtracking)."""
+    def ban(self, line: str, *, dead_end: bool = False) -> LineCursor:
+        """The same position without `line` among the options. `dead_end`: nothing could
+        follow `line` (the decoder backed up from it), so the cursor may look further ahead."""
         ...
 
     def shortcut(self) -> str | None:

@@ -249,7 +249,7 @@ def _attempt(s: _Session, cursor: LineCursor, res: DecodeResult) -> tuple[str, f
             res.backtracks += 1
             res.notes.append(f"dead end: undid {line.strip()!r}")
             s.rewind(pos)
-            cursor = prev.ban(line)
+            cursor = prev.ban(line, dead_end=True)
             continue
         start = s.position()
         matcher = LLMatcher(s.tok, LLMatcher.grammar_from_regex(pattern))

@@ -12,12 +12,12 @@ from stepsmith.llm.constraint import CONSTRAIN_MODES, Constraint, LineRejected
 from stepsmith.tasks.task import Task
 
 from .grammar import task_grammar, task_lark
-from .space import IDENT, MAX_STATEMENTS, Facts, ProgramState
+from .space import IDENT, MAX_STATEMENTS, Candidate, Facts, ProgramState
 from .statements import INDENT, PREFIX, SUFFIX, LineOptions, Rejected, advance
 
 # Bump when the language the decoder offers changes (statement spellings, domains): it is part
 # of the cache key, so answers decoded under an older space are not replayed.
-DECODER_VERSION = "typed-15"
+DECODER_VERSION = "typed-16"
 
 @dataclass(frozen=True)
 class Budget:
@@ -52,6 +52,24 @@ DEEPEN_BUDGETS = (Budget(6, 1, in_order=True, reuse=True),
                   Budget(10, 2, in_order=True, reuse=True),
                   Budget(MAX_STATEMENTS, reuse=True))
 
+# After a dead end the decoder looks one statement further ahead where it backs up to: it
+# offers only statements after which some line is offered (`ProgramState.leads_on`). Checked
+# everywhere, that look-ahead costs seconds a line; without it, the 1.5B model spent its 12
+# backtracks a sample on siblings of a line that had already died (typed-15 traces: 12 orders
+# of one fn list, 12 args of one Map). The look-ahead of one attempt may type at most this
+# many calls (a count, not seconds: the same search on every machine; 5-13 s on this
+# project's machine); statements left unchecked stay offered, so the bound costs
+# look-ahead, never a program.
+LOOKAHEAD_TYPINGS = 200_000
+
+
+@dataclass
+class LookAhead:
+    """The calls one attempt's look-ahead may still type (shared by its cursors)."""
+
+    left: int = LOOKAHEAD_TYPINGS
+
+
 # A judge takes a whole answer (prefix, lines, return, suffix) and says whether it verifies.
 Judge = Callable[[str], bool]
 # At most this many returns are judged after one line (multi-output tasks can offer many).
@@ -67,15 +85,40 @@ class TypedCursor:
     body: str = ""  # the lines so far
     fresh: frozenset[str] = frozenset()  # names the last line bound
     judge: Judge | None = field(default=None, compare=False, repr=False)
+    # set where a dead end was backed up to: offer only statements that lead on
+    careful: bool = False
+    lookahead: LookAhead = field(default_factory=LookAhead, compare=False, repr=False)
     _options: list[LineOptions] = field(default_factory=list, compare=False, repr=False)
 
     def options(self) -> LineOptions:
         if not self._options:
             opts = LineOptions.of(self.state)
+            if self.careful:
+                opts = self._leading_on(opts)
             if self.banned:
                 opts = _without(opts, self.banned)
             self._options.append(opts)
         return self._options[0]
+
+    def _leading_on(self, opts: LineOptions) -> LineOptions:
+        """`opts` without the statements after which nothing is offered; when none is left
+        (and no return), the state is recorded dead, so the look-ahead one line up sees it."""
+        kept: dict[int, dict[str, Candidate]] = {}
+        unchecked = 0
+        for arity, cands in opts.assignments.items():
+            for text, cand in cands.items():
+                if self.lookahead.left <= 0:
+                    unchecked += 1
+                else:
+                    before = self.state.facts.typed_calls[0]
+                    leads = self.state.leads_on(cand)
+                    self.lookahead.left -= self.state.facts.typed_calls[0] - before
+                    if not leads:
+                        continue
+                kept.setdefault(arity, {})[text] = cand
+        if not opts.returns and not kept and not unchecked:
+            self.state.mark_dead()
+        return LineOptions(kept, opts.returns, opts.taken)
 
     @property
     def complete(self) -> bool:
@@ -93,11 +136,13 @@ class TypedCursor:
         except Rejected as exc:
             raise LineRejected(str(exc)) from None
         return TypedCursor(after, body=self.body + line,
-                           fresh=frozenset(after.bound() - self.state.bound()), judge=self.judge)
+                           fresh=frozenset(after.bound() - self.state.bound()), judge=self.judge,
+                           lookahead=self.lookahead)
 
-    def ban(self, line: str) -> TypedCursor:
+    def ban(self, line: str, *, dead_end: bool = False) -> TypedCursor:
         return TypedCursor(self.state, self.banned | {_key(line)}, self.body, self.fresh,
-                           self.judge)
+                           self.judge, careful=self.careful or dead_end,
+                           lookahead=self.lookahead)
 
     def shortcut(self) -> str | None:
         """A `return` line the judge verified, returning a stream the last line made.

@@ -27,7 +27,15 @@ from typing import Any
 
 from stepsmith import step
 from stepsmith.step.dims import Dim
-from stepsmith.step.dtypes import Buffer, ElemType, elem_dims, fields_of
+from stepsmith.step.dtypes import (
+    Buffer,
+    ElemType,
+    Multihot,
+    Scalar,
+    TupleType,
+    elem_dims,
+    fields_of,
+)
 from stepsmith.step.fn import Fn
 from stepsmith.step.registry import REGISTRY, Param, PrimitiveDef, int_literals, shapes_equal
 from stepsmith.step.stream import SType
@@ -63,6 +71,8 @@ REACH_WINDOW = 1
 # 4-stream tuples of rope's fn_muladd over 16 statements kept one line's options from being
 # computed for over 10 minutes.
 REUSE_RECENT = 3
+# the most task fns one primitive call can name (its fn parameters, from the registry)
+MAX_FNS_PER_CALL = max(sum(p.kind.startswith("fn") for p in d.params) for d in REGISTRY.values())
 # a name in a statement text, also the look-ahead's placeholder names ("\x01<stmt>_<i>")
 IDENT = re.compile(r"[\x01A-Za-z_]\w*")
 
@@ -132,6 +142,17 @@ class Facts:
     # _type_call, by (primitive, parameter values, input types): the same calls on the same
     # types recur at every line, and a rejected call costs an exception with its message
     type_memo: dict[tuple[object, ...], tuple[SType, ...] | None] = field(
+        default_factory=dict, compare=False, repr=False, hash=False)
+    # calls typed so far (the look-ahead's measure of work: a count, not seconds, so a
+    # bounded search decodes the same on every machine)
+    typed_calls: list[int] = field(default_factory=lambda: [0], compare=False, repr=False,
+                                  hash=False)
+    # _param_values by (primitive, its parameters, rank); _per_element's heads by the list's
+    # element types (the same lists stay in every later state of a decoding)
+    param_memo: dict[tuple[object, ...], list[tuple[dict[str, Any], dict[str, str]]]] = field(
+        default_factory=dict, compare=False, repr=False, hash=False)
+    comprehension_memo: dict[tuple[object, ...],
+                             list[tuple[str, tuple[SType, ...], tuple[str, ...]]]] = field(
         default_factory=dict, compare=False, repr=False, hash=False)
 
     @classmethod
@@ -283,12 +304,35 @@ class ProgramState:
         """Right-hand sides by the number of names on the left (0: a name bound to a list).
         In the last REACH_WINDOW statements of the budget, only those after which a return
         stays reachable in the statements left."""
-        by = self._well_typed()
+        by: dict[int, list[Candidate]] = {}
+        for k, c in self._offered():
+            by.setdefault(k, []).append(c)
+        return by
+
+    def _offered(self) -> Iterator[tuple[int, Candidate]]:
         left = self.max_statements - self.statements - 1  # assignments allowed after this one
-        if left >= REACH_WINDOW:
-            return by
-        return {k: kept for k, cs in by.items()
-                if (kept := [c for c in cs if self._after(c).can_return_within(left)])}
+        for k, c in self._well_typed_iter():
+            if left >= REACH_WINDOW or self._after(c).can_return_within(left):
+                yield k, c
+
+    def viable(self) -> bool:
+        """Whether any line is offered here (a return or a statement), or False once
+        `mark_dead` proved that none leads anywhere. Memoised per signature."""
+        memo = self.facts.reach_memo
+        sig = (self._signature(), "viable")
+        if sig not in memo:
+            memo[sig] = self.has_return() or next(self._offered(), None) is not None
+        return memo[sig]
+
+    def leads_on(self, cand: Candidate) -> bool:
+        """Whether some line is offered after the statement `cand` (one statement of
+        look-ahead; exact, so it never removes a program that could be completed)."""
+        return self._after(cand).viable()
+
+    def mark_dead(self) -> None:
+        """Record that no statement offered here leads on (each was checked with `leads_on`):
+        every state with this signature is a dead end, so the states before it can see it."""
+        self.facts.reach_memo[(self._signature(), "viable")] = False
 
     def can_return_within(self, k: int) -> bool:
         """Whether some `return` is well typed now or after at most `k` more statements."""
@@ -326,9 +370,16 @@ class ProgramState:
                 tuple(sorted(self.written)) if self.reuse else ())
 
     def _well_typed(self) -> dict[int, list[Candidate]]:
-        if self.done or self.statements >= self.max_statements:
-            return {}
         by: dict[int, list[Candidate]] = {}
+        for k, c in self._well_typed_iter():
+            by.setdefault(k, []).append(c)
+        return by
+
+    def _well_typed_iter(self) -> Iterator[tuple[int, Candidate]]:
+        """Every well-typed statement (with its left-hand arity), lazily: asking whether
+        there is one stops at the first."""
+        if self.done or self.statements >= self.max_statements:
+            return
         dangling = self.dangling()
         used = {k: self.calls.count(k) for k in set(self.calls)}
         stalled = self.max_stall is not None and self.stall >= self.max_stall
@@ -336,7 +387,8 @@ class ProgramState:
         # the statement that uses up the stall allowance is offered only when a statement
         # naming a new task fn (or the return) can follow it: no dead end at the bound
         last_stall = self.max_stall is not None and self.stall + 1 == self.max_stall
-        for c in [*self._calls(self.refs(), fn_only=stalled), *self._comprehensions()]:
+        for c in itertools.chain(self._calls(self.refs(), fn_only=stalled),
+                                 self._comprehensions(fn_only=stalled)):
             names_new = bool(_fns_in(c.text, unused))
             if stalled and not names_new:
                 continue
@@ -356,18 +408,17 @@ class ProgramState:
                 continue
             if last_stall and not names_new and not self._after(c).progresses():
                 continue
-            by.setdefault(0 if c.is_list else len(c.outs), []).append(c)
+            yield 0 if c.is_list else len(c.outs), c
         for c in self._fn_lists():
             if (not stalled or set(c.fn_list or ()) & unused) and self._keeps_order(c.text):
-                by.setdefault(0, []).append(c)
-        return by
+                yield 0, c
 
     def progresses(self) -> bool:
         """Whether a return or some statement is offered here (memoised per signature)."""
         memo = self.facts.reach_memo
         sig = (self._signature(), "progresses")
         if sig not in memo:
-            memo[sig] = self.has_return() or any(self._well_typed().values())
+            memo[sig] = self.has_return() or next(self._well_typed_iter(), None) is not None
         return memo[sig]
 
     def _keeps_order(self, text: str) -> bool:
@@ -443,8 +494,9 @@ class ProgramState:
                     and needed <= frozenset().union(*(self.deps_of(r.text) for r in combo))):
                 yield Candidate(", ".join(r.text for r in combo),
                                 tuple(r.stype for r in combo), frozenset())
-        if len(outs) == 1:  # `return step.P(...).apply(...)`
-            for c in self._calls(self.refs(), fn_only=bool(missing)):
+        # `return step.P(...).apply(...)`: one call names at most MAX_FNS_PER_CALL fns
+        if len(outs) == 1 and len(missing) <= MAX_FNS_PER_CALL:
+            for c in self._calls(self.refs(), fn_only=bool(missing), covering=needed):
                 if (not c.is_list and len(c.outs) == 1 and _matches(c.outs[0], outs[0])
                         and missing <= _fns_in(c.text, missing) and self._keeps_order(c.text)
                         and c.text not in self.written and needed <= self.deps_of(c.text)):
@@ -489,13 +541,20 @@ class ProgramState:
                        statements=self.statements + 1)
 
     # -- enumeration ---------------------------------------------------------------------------
-    def _calls(self, refs: list[Ref], fn_only: bool = False) -> Iterator[Candidate]:
+    def _calls(self, refs: list[Ref], fn_only: bool = False,
+               covering: frozenset[str] | None = None) -> Iterator[Candidate]:
         """Every well-typed call on `refs`; with `fn_only`, only of primitives that take a fn
-        (the only ones that can name a task fn)."""
+        (the only ones that can name a task fn); with `covering`, only on arguments computed
+        from all of it but the fns one call can name (checked before any typing)."""
+        fns = frozenset(self.facts.fns)
         for pdef in REGISTRY.values():
             if fn_only and not any(p.kind.startswith("fn") for p in pdef.params):
                 continue
             for args_text, ins, keys in self._arguments(pdef, refs):
+                if covering is not None:
+                    rest = covering - self.deps_of(args_text)
+                    if len(rest) > MAX_FNS_PER_CALL or not rest <= fns:
+                        continue
                 yield from self._typed(pdef, args_text, ins, keys)
 
     def _typed(self, pdef: PrimitiveDef, args_text: str, ins: Sequence[SType],
@@ -524,13 +583,25 @@ class ProgramState:
         key = (pdef.name, tuple((k, _hashable(v)) for k, v in values.items()),
                tuple((x.dtype, x.shape) for x in ins))
         memo = self.facts.type_memo
+        self.facts.typed_calls[0] += 1
         if key in memo:
             return memo[key]
         outs = self._type_call_uncached(pdef, values, ins)
-        # not a result with a fresh dim (Partition's lengths): each call must get its own
-        if outs is None or _symbols(outs) <= _symbols(ins) | set(self.facts.sizes):
+        if outs is None or not self._fresh_in(outs, ins):
             memo[key] = outs
-        return outs
+            return outs
+        # A fresh dim (a Partition's lengths) is named after the statement that makes it, not
+        # by a process-wide counter: within one program each statement gets its own, and every
+        # sibling state the search visits shares them, so the memos above hit on the parts
+        # (with counter names, the expert tasks spent 150 s on one line's options).
+        old = sorted(_symbols(outs) - _symbols(ins) - set(self.facts.sizes))
+        names = {x: f"P_dyn_s{self.statements}_{i}" for i, x in enumerate(old)}
+        return tuple(_renamed(x, names) for x in outs)
+
+    def _fresh_in(self, outs: Sequence[SType], ins: Sequence[SType]) -> bool:
+        """Whether `outs` hold a dim symbol neither `ins` nor the task has (a Partition's
+        lengths): such a result may not be memoised, each call must get its own."""
+        return not _symbols(outs) <= _symbols(ins) | set(self.facts.sizes)
 
     def _type_call_uncached(self, pdef: PrimitiveDef, values: dict[str, Any],
                             ins: Sequence[SType]) -> tuple[SType, ...] | None:
@@ -549,6 +620,14 @@ class ProgramState:
     def _param_values(self, pdef: PrimitiveDef, rank: int
                       ) -> list[tuple[dict[str, Any], dict[str, str]]]:
         """Every combination of parameter values from the kinds' domains: (value, text)."""
+        key = (pdef.name, tuple(p.name for p in pdef.params), rank)
+        memo = self.facts.param_memo
+        if key not in memo:
+            memo[key] = self._param_values_uncached(pdef, rank)
+        return memo[key]
+
+    def _param_values_uncached(self, pdef: PrimitiveDef, rank: int
+                               ) -> list[tuple[dict[str, Any], dict[str, str]]]:
         domains: list[list[tuple[str, Any, str] | None]] = []
         for p in pdef.params:
             dom: list[tuple[str, Any, str] | None] = [
@@ -624,21 +703,45 @@ class ProgramState:
 
         yield from grow((), ())
 
-    def _comprehensions(self) -> Iterator[Candidate]:
+    def _comprehensions(self, fn_only: bool = False) -> Iterator[Candidate]:
         """`[step.P(...).apply(p) for p in L]`, its one-level nested form
         `[step.P(...).apply(step.Q(...).apply(p)) for p in L]`, and
-        `[step.P(fn=f, ...).apply(p) for f, p in zip([fn_a, ...] | fs, L)]`."""
+        `[step.P(fn=f, ...).apply(p) for f, p in zip([fn_a, ...] | fs, L)]`; with `fn_only`,
+        only those whose outer primitive takes a fn."""
         for name, elems in self.whole_lists():
             keys = frozenset({name})
-            yield from self._per_element(name, elems, keys, inner=None)
+            yield from self._per_element(name, elems, keys, None, fn_only)
             for q in REGISTRY.values():
                 if q.args == "stream" and q.outputs == 1 and not any(
                         p.kind.startswith("fn") for p in q.params):
-                    yield from self._per_element(name, elems, keys, inner=q)
+                    yield from self._per_element(name, elems, keys, q, fn_only)
             yield from self._zipped(name, elems, keys)
 
     def _per_element(self, name: str, elems: tuple[SType, ...], keys: frozenset[str],
-                     inner: PrimitiveDef | None) -> Iterator[Candidate]:
+                     inner: PrimitiveDef | None, fn_only: bool = False) -> Iterator[Candidate]:
+        """The comprehensions over list `name` (memoised by its element types: every state
+        after a Partition, and every state the look-ahead visits, offers the same ones)."""
+        key = (tuple((e.dtype, e.shape) for e in elems), inner and inner.name, fn_only)
+        memo = self.facts.comprehension_memo
+        found = memo.get(key)
+        heads = self._per_element_heads(elems, inner, fn_only) if found is None else found
+        seen = []
+        for head, outs, calls in heads:
+            seen.append((head, outs, calls))
+            yield Candidate(f"[{head} for {ELEM} in {name}]", outs, keys, is_list=True,
+                            calls=calls)
+        # reached only when the caller took them all (asking whether one exists stops early)
+        if found is None and not any(self._fresh_in(outs, elems) for _, outs, _ in seen):
+            memo[key] = seen
+
+    def _per_element_heads(self, elems: tuple[SType, ...], inner: PrimitiveDef | None,
+                           fn_only: bool
+                           ) -> Iterator[tuple[str, tuple[SType, ...], tuple[str, ...]]]:
+        outer = [p for p in REGISTRY.values()
+                 if p.args in ("stream", "streams") and p.outputs == 1
+                 and (not fn_only or any(x.kind.startswith("fn") for x in p.params))]
+        if not outer:
+            return
         inner_sets: list[tuple[str, tuple[SType, ...], tuple[str, ...]]] = []
         if inner is None:
             inner_sets = [(ELEM, elems, ())]
@@ -651,18 +754,14 @@ class ProgramState:
                     inner_sets.append((f"{icall}.apply({ELEM})",
                                        tuple(o[0] for o in outs if o is not None), (icall,)))
         for arg, ins, icalls in inner_sets:
-            for pdef in REGISTRY.values():
-                if pdef.args not in ("stream", "streams") or pdef.outputs != 1:
-                    continue
+            for pdef in outer:
                 for values, texts in self._param_values(pdef, ins[0].rank):
                     outs = [self._type_call(pdef, values, [e]) for e in ins]
                     if any(o is None or len(o) != 1 for o in outs):
                         continue
                     call = f"step.{pdef.name}({', '.join(f'{k}={v}' for k, v in texts.items())})"
-                    yield Candidate(
-                        f"[{call}.apply({arg}) for {ELEM} in {name}]",
-                        tuple(o[0] for o in outs if o is not None), keys, is_list=True,
-                        calls=(call, *icalls))
+                    yield (f"{call}.apply({arg})", tuple(o[0] for o in outs if o is not None),
+                           (call, *icalls))
 
     def _zipped(self, name: str, elems: tuple[SType, ...], keys: frozenset[str]
                 ) -> Iterator[Candidate]:
@@ -756,6 +855,28 @@ def _symbols(types: Sequence[SType]) -> set[str]:
     dims = [d for t in types for d in t.shape]
     dims += [d for t in types for f in fields_of(t.dtype) for d in elem_dims(f)]
     return {sym for d in dims for sym in d.symbols}
+
+
+def _renamed(t: SType, names: dict[str, str]) -> SType:
+    """`t` with the dim symbols in `names` renamed."""
+    def d(x: Dim) -> Dim:
+        if not any(sym in names for sym, _ in x.factors):
+            return x
+        return Dim(x.coeff, tuple(sorted((names.get(sym, sym), p) for sym, p in x.factors)),
+                   tuple(names.get(sym, sym) for sym in x.order))
+
+    def e(x: Scalar | Multihot) -> Scalar | Multihot:
+        return Multihot(x.dtype, d(x.n)) if isinstance(x, Multihot) else x
+
+    def f(x: Scalar | Multihot | Buffer) -> Scalar | Multihot | Buffer:
+        if isinstance(x, Buffer):
+            return Buffer(e(x.elem), tuple(d(y) for y in x.shape))
+        return e(x)
+
+    dtype = t.dtype
+    new = TupleType(tuple(f(x) for x in dtype.fields)) if isinstance(dtype, TupleType) \
+        else f(dtype)
+    return SType(new, tuple(d(y) for y in t.shape), t.name)
 
 
 def _hashable(value: Any) -> object:
