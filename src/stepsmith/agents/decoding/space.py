@@ -304,10 +304,7 @@ class ProgramState:
         """Right-hand sides by the number of names on the left (0: a name bound to a list).
         In the last REACH_WINDOW statements of the budget, only those after which a return
         stays reachable in the statements left."""
-        by: dict[int, list[Candidate]] = {}
-        for k, c in self._offered():
-            by.setdefault(k, []).append(c)
-        return by
+        return _by_arity(self._offered())
 
     def _offered(self) -> Iterator[tuple[int, Candidate]]:
         left = self.max_statements - self.statements - 1  # assignments allowed after this one
@@ -318,10 +315,15 @@ class ProgramState:
     def viable(self) -> bool:
         """Whether any line is offered here (a return or a statement), or False once
         `mark_dead` proved that none leads anywhere. Memoised per signature."""
+        return self._some_line("viable", self._offered())
+
+    def _some_line(self, tag: str, statements: Iterator[tuple[int, Candidate]]) -> bool:
+        """Whether a return or one of `statements` is offered, memoised per signature and
+        `tag` (`statements` is consumed only up to the first, and only on a memo miss)."""
         memo = self.facts.reach_memo
-        sig = (self._signature(), "viable")
+        sig = (self._signature(), tag)
         if sig not in memo:
-            memo[sig] = self.has_return() or next(self._offered(), None) is not None
+            memo[sig] = self.has_return() or next(statements, None) is not None
         return memo[sig]
 
     def leads_on(self, cand: Candidate) -> bool:
@@ -370,10 +372,7 @@ class ProgramState:
                 tuple(sorted(self.written)) if self.reuse else ())
 
     def _well_typed(self) -> dict[int, list[Candidate]]:
-        by: dict[int, list[Candidate]] = {}
-        for k, c in self._well_typed_iter():
-            by.setdefault(k, []).append(c)
-        return by
+        return _by_arity(self._well_typed_iter())
 
     def _well_typed_iter(self) -> Iterator[tuple[int, Candidate]]:
         """Every well-typed statement (with its left-hand arity), lazily: asking whether
@@ -414,12 +413,8 @@ class ProgramState:
                 yield 0, c
 
     def progresses(self) -> bool:
-        """Whether a return or some statement is offered here (memoised per signature)."""
-        memo = self.facts.reach_memo
-        sig = (self._signature(), "progresses")
-        if sig not in memo:
-            memo[sig] = self.has_return() or next(self._well_typed_iter(), None) is not None
-        return memo[sig]
+        """Whether a return or some well-typed statement (budget window aside) follows."""
+        return self._some_line("progresses", self._well_typed_iter())
 
     def _keeps_order(self, text: str) -> bool:
         """Whether the task fns used after a statement naming `text` are a prefix of the
@@ -855,6 +850,13 @@ def _symbols(types: Sequence[SType]) -> set[str]:
     dims = [d for t in types for d in t.shape]
     dims += [d for t in types for f in fields_of(t.dtype) for d in elem_dims(f)]
     return {sym for d in dims for sym in d.symbols}
+
+
+def _by_arity(statements: Iterable[tuple[int, Candidate]]) -> dict[int, list[Candidate]]:
+    by: dict[int, list[Candidate]] = {}
+    for k, c in statements:
+        by.setdefault(k, []).append(c)
+    return by
 
 
 def _renamed(t: SType, names: dict[str, str]) -> SType:
