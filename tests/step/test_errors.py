@@ -151,6 +151,24 @@ def test_partition_merge_errors() -> None:
         step.Merge(fn=add).apply((parts[:2], s2))
 
 
+def test_merge_refuses_a_selector_that_did_not_route_its_parts() -> None:
+    """Typed before any data runs: a Repeat of the selector has E*M positions, not M."""
+    add = fn("fn_add", "return [state[0] + input[0]]", "fp32", "fp32", init=[0])
+    s1, s2 = step.Copy().apply(inp("S", "Multihot(fp32, E)", ["M"], torch.ones(3, 3)))
+    parts = step.Partition(N=3).apply((inp("X", "fp32", ["D", "M"], torch.randn(3, 6)), s1))
+    outs = [step.Map(fn=EXP).apply(p) for p in parts]
+    with pytest.raises(step.StepShapeError) as e:
+        step.Merge(fn=add).apply((outs, step.Repeat(n=2).apply(s2)))
+    msg = str(e.value)
+    assert "routed by a Partition whose selector has M elements" in msg
+    assert "has 2*M" in msg and "same selector" in msg
+    # the same positions in another shape still merge (Promote adds a dim of size 1)
+    s1, s2 = step.Copy().apply(inp("S", "Multihot(fp32, E)", ["M"], torch.ones(3, 3)))
+    parts = step.Partition(N=3).apply((inp("X", "fp32", ["D", "M"], torch.randn(3, 6)), s1))
+    merged = step.Merge(fn=add).apply((parts, step.Promote(b=1).apply(s2)))
+    assert merged.fields[0].shape == (1, 3, 6)
+
+
 def test_fn_body_failures_become_step_errors() -> None:
     bad = fn("fn_bad", "return [input[3]]", "fp32", "fp32")
     with pytest.raises(step.StepRuntimeError) as e:

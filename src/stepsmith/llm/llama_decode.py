@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,7 +73,11 @@ def lltokenizer(llm: Any, key: str) -> Any:
                     "constrained decoding needs the llguidance package (pip install "
                     "'stepsmith[local]')"
                 ) from exc
-            tok = lltokenizer_from_vocab(llama_cpp.llama_model_get_vocab(llm.model))
+            # llguidance reads each of the vocabulary's tokens through a llama_cpp call that
+            # warns as deprecated: 152k warnings on Qwen, which pytest records one by one
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                tok = lltokenizer_from_vocab(llama_cpp.llama_model_get_vocab(llm.model))
             _TOKENIZERS[key] = tok
         return tok
 

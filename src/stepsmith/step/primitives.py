@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -335,6 +336,43 @@ def _count_matches(prim: Primitive, n: int | Dim, e: Dim, sel: SType, what: str)
     )
 
 
+# Partition's fresh length symbols -> the element count of the selector that routed them, so
+# that Merge refuses a selector that cannot match its parts' lengths (a Repeat or Flatten of
+# it, say) when the program is typed, before any data runs. Fresh symbols are unique in the
+# process, so one table serves every session; it is bounded (the decoder types many
+# Partitions), and a symbol that fell out is checked on the data at run time as before.
+_ROUTED_BY: OrderedDict[str, Dim] = OrderedDict()
+_ROUTED_MAX = 1 << 16
+
+
+def _selector_count(sel: SType) -> Dim:
+    return math.prod(sel.shape, start=Dim.const(1))
+
+
+def _check_routing(prim: Primitive, i: int, part: SType, sel: SType) -> None:
+    """Part i's length was set by a Partition's selector: this one must have as many
+    elements, or expert i's positions cannot match the part's chunks."""
+    if not part.shape or len(part.shape[-1].factors) != 1 or part.shape[-1].coeff != 1:
+        return
+    origin = _ROUTED_BY.get(part.shape[-1].symbols[0])
+    here = _selector_count(sel)
+    if origin is None or origin == here:
+        return
+    binding = current_session().binding
+    ov, hv = origin.try_evaluate(binding), here.try_evaluate(binding)
+    if ov is None or hv is None or ov == hv:
+        return
+    raise StepShapeError(
+        f"part {i} {display(part)} was routed by a Partition whose selector has {origin} "
+        f"elements, but this selector {display(sel)} has {here} ({sel.type_str()}): expert "
+        f"{i}'s positions cannot match the part's chunks",
+        primitive=prim.label, stream=display(sel), expected=f"a selector of {origin} elements",
+        found=f"{here} elements",
+        hint="Merge must get the parts produced by a Partition with a copy of the same "
+        "selector",
+    )
+
+
 def _positions(prim: Primitive, sel: Stream, n: int, given: str) -> torch.Tensor:
     """Selector as a (P, E) matrix, P = selector positions in stream order; E must be n."""
     t = sel.fields[0]
@@ -402,7 +440,14 @@ class Partition(Primitive):
         _count_matches(self, self.N, mh.n, sel, f"N={self.N}")
         n = self._n()
         chunk = tuple(data.shape[: a - b])
-        return [(data.dtype, chunk + (fresh_dim("P"),)) for _ in range(n)]
+        outs: list[OutType] = []
+        for _ in range(n):
+            length = fresh_dim("P")
+            _ROUTED_BY[length.symbols[0]] = _selector_count(sel)
+            outs.append((data.dtype, chunk + (length,)))
+        while len(_ROUTED_BY) > _ROUTED_MAX:
+            _ROUTED_BY.popitem(last=False)
+        return outs
 
     def _prepare(self, ins: list[Stream]) -> tuple[list[torch.Tensor], torch.Tensor]:
         data, sel = ins
@@ -486,6 +531,8 @@ class Merge(Primitive):
                     found=f"{p.dtype} with chunk {shape_str(p.shape[:-1])}",
                 )
         _count_matches(self, len(parts), mh.n, sel, f"the number of parts ({len(parts)})")
+        for i, p in enumerate(parts):
+            _check_routing(self, i, p, sel)
         fn = check_fn(self, self.fn, first, stateful=True)
         return [(fn.output_dtype, tuple(first.shape[:-1]) + tuple(sel.shape))]
 
