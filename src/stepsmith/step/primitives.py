@@ -492,7 +492,8 @@ class Partition(Primitive):
     params=(Param("fn", "fn_stateful"),), args="parts_sel", arg_names=("parts", "sel"),
     description=(
         "Inverse of Partition with a reduction. parts: list of n streams `Strm<T, a, C + "
-        "[len_i]>`; sel `Strm<Multihot(E), b, Ss>`; n == E; f is stateful with input type T. "
+        "[len_i]>`; sel `Strm<Multihot(E), b, Ss>`; n == E; sel has as many elements as the "
+        "selector the parts were partitioned by (a Copy of it); f is stateful with input type T. "
         "For each selector element in stream order, take the next chunk from every selected "
         "part (ascending index) and fold them element-wise with f from init; an all-zero "
         "selector emits init. Out `Strm<f.output, a+b, C + Ss>`."
