@@ -127,6 +127,26 @@ def test_a_rejected_line_is_undone_in_the_context(tok) -> None:
     assert written.decode().startswith(kept)  # the rejected line is gone from the context
 
 
+def test_undone_lines_are_not_evaluated_again(tok, monkeypatch) -> None:
+    """A resampled line that starts as the undone one did reuses its KV cells and logits:
+    the same answer for fewer evaluated tokens (the scripted logits depend on the context
+    only, so any stale cell would change the answer)."""
+    from stepsmith.llm import llama_decode
+
+    script = "  a, a = step.Copy().apply(E0)\n"
+    monkeypatch.setattr(llama_decode._Session, "REUSE_UNDONE", False)
+    _, _, plain_model, plain = _run("gemm_bias_relu", script, tok, max_tokens=800)
+    monkeypatch.setattr(llama_decode._Session, "REUSE_UNDONE", True)
+    _, c, model, res = _run("gemm_bias_relu", script, tok, max_tokens=800)
+    assert res.text == plain.text and res.rejected == plain.rejected >= 1
+    assert plain.reused == 0 and res.reused > 0
+    assert plain.evaluated > res.evaluated
+    assert model.evals < plain_model.evals
+    kept = res.text[len(PREFIX):].removesuffix(c.suffix)
+    written = bytes(int(t) for t in model.input_ids[len(b"<prompt>") + len(PREFIX):model.n_tokens])
+    assert written.decode().startswith(kept)  # the context holds the kept answer
+
+
 def test_the_token_budget_stops_decoding(tok) -> None:
     task = get_task("gemm_bias_relu")
     body = "".join(f"  {ln}\n" for ln in program_lines(task.impl or ""))

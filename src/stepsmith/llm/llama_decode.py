@@ -49,12 +49,15 @@ class DecodeResult:
     logprob: float = 0.0  # of the kept lines, under the constrained distribution
     shortcut: bool = False  # the last line was a judged return, not sampled
     attempts: int = 0  # programs started (more than one under search `deepen`)
+    evaluated: int = 0  # answer tokens the model evaluated (forced ones included)
+    reused: int = 0  # answer tokens whose evaluation was kept from an undone line
     notes: list[str] = field(default_factory=list)
 
     def trace(self) -> str:
         """The search in words, for the call log (`stepsmith log show ID`)."""
         head = (f"{self.attempts} attempt(s), {self.sampled_tokens} tokens sampled, "
                 f"{self.backtracks} backtrack(s), {self.rejected} rejected line(s), "
+                f"{self.evaluated} evaluated, {self.reused} reused, "
                 f"{self.seconds:.1f} s decoding (model lock held), finish {self.finish_reason}"
                 + (", judged return" if self.shortcut else ""))
         return "\n".join([head, *self.notes])
@@ -83,7 +86,18 @@ def lltokenizer(llm: Any, key: str) -> Any:
 
 
 class _Session:
-    """One answer being decoded: the model's position, the RNG, counters."""
+    """One answer being decoded: the model's position, the RNG, counters.
+
+    Undoing a line (a dead end, a rejected line, a restart) moves the position back but keeps
+    the KV cells past it, with the logits seen after each evaluated batch: the next line
+    usually starts as the undone one did (`E4 = step.Repeat(n=2).apply(` before another
+    argument), and tokens that agree with the undone ones are not evaluated again.
+    """
+
+    # logits kept per position (each a row of n_vocab floats: 0.6 MB on Qwen); the oldest
+    # beyond this are dropped, and a position without its row costs one token re-evaluated
+    MAX_KEPT_LOGITS = 384
+    REUSE_UNDONE = True  # off: every token is evaluated where it is written (bench A/B)
 
     def __init__(self, llm: Any, tok: Any, temperature: float, seed: int, max_tokens: int,
                  cancel: threading.Event) -> None:
@@ -94,8 +108,12 @@ class _Session:
         self.max_tokens = max_tokens
         self.cancel = cancel
         self.sampled = 0
+        self.evaluated = 0
+        self.reused = 0
         self.n_vocab = llm.n_vocab()
         self.logits: np.ndarray | None = None
+        self.valid_end = 0  # the KV cells [0, valid_end) hold input_ids[:valid_end]
+        self.kept: dict[int, np.ndarray] = {}  # position -> the logits after input_ids[:it]
 
     # -- model position ------------------------------------------------------------------------
     def feed_prompt(self, tokens: list[int]) -> None:
@@ -109,21 +127,54 @@ class _Session:
             common += 1
         common = min(common, len(tokens) - 1)  # re-evaluate one token: fresh logits
         llm.n_tokens = common
-        self._eval(tokens[common:])
+        self.valid_end = common
+        self._run(tokens[common:])
+        self.evaluated = 0  # count the answer's tokens only
 
     def _eval(self, tokens: list[int]) -> None:
-        self.llm.eval(tokens)
+        """Advance over `tokens`; where they agree with an undone line's, keep its work."""
+        llm = self.llm
+        n = int(llm.n_tokens)
+        agree = 0
+        while (self.REUSE_UNDONE and agree < len(tokens) and n + agree < self.valid_end
+               and int(llm.input_ids[n + agree]) == tokens[agree]):
+            agree += 1
+        if agree == len(tokens) and n + agree in self.kept:
+            llm.n_tokens = n + agree
+            self.logits = self.kept[n + agree]
+            self.reused += agree
+            return
+        agree = min(agree, len(tokens) - 1)  # the last token evaluated again: its logits
+        llm.n_tokens = n + agree
+        self.reused += agree
+        self._run(tokens[agree:])
+
+    def _run(self, tokens: list[int]) -> None:
+        llm = self.llm
+        start = int(llm.n_tokens)
+        llm.eval(tokens)  # drops the KV cells from `start` on first
         import numpy.ctypeslib as npc
 
+        self.evaluated += len(tokens)
+        self.valid_end = int(llm.n_tokens)
+        for p in [p for p in self.kept if p > start]:
+            del self.kept[p]
         # the last evaluated token's logits (llama.cpp keeps one row without logits_all)
-        self.logits = npc.as_array(self.llm._ctx.get_logits(), shape=(self.n_vocab,)).copy()
+        self.logits = npc.as_array(llm._ctx.get_logits(), shape=(self.n_vocab,)).copy()
+        self.kept[self.valid_end] = self.logits
+        while len(self.kept) > self.MAX_KEPT_LOGITS:
+            del self.kept[next(iter(self.kept))]
 
     def position(self) -> int:
         return int(self.llm.n_tokens)
 
     def rewind(self, pos: int) -> None:
-        """Back to `pos` tokens (undo the tokens after it) with fresh logits."""
+        """Back to `pos` tokens (the tokens after it undone) with the logits seen there."""
         llm = self.llm
+        if self.REUSE_UNDONE and pos <= self.valid_end and pos in self.kept:
+            llm.n_tokens = pos
+            self.logits = self.kept[pos]
+            return
         last = int(llm.input_ids[pos - 1])
         llm.n_tokens = pos - 1
         self._eval([last])
@@ -229,6 +280,7 @@ def decode_constrained(llm: Any, tok: Any, prompt_tokens: list[int],
     if complete:
         res.finish_reason = "stop"
     res.sampled_tokens = s.sampled
+    res.evaluated, res.reused = s.evaluated, s.reused
     res.seconds = time.perf_counter() - t0
     return res
 
@@ -320,4 +372,4 @@ def _decode_grammar(s: _Session, constraint: Constraint, prompt_tokens: list[int
     text = constraint.prefix + s.tok.decode_bytes(tokens).decode("utf-8", errors="replace")
     return DecodeResult(text=text, prompt_tokens=len(prompt_tokens), sampled_tokens=s.sampled,
                         finish_reason=why, seconds=time.perf_counter() - t0, logprob=logp,
-                        notes=notes)
+                        evaluated=s.evaluated, notes=notes)
