@@ -3,7 +3,9 @@
 For each task, the proposer prompt is sampled `-n` times in each mode (default: unconstrained,
 then typed; same seeds, temperature, max tokens). A mode is `CONSTRAIN[+SEARCH][:REFERENCE]`,
 so `--modes typed:full,typed:compact` compares the two system prompts under typed decoding and
-`--modes typed+prefix,typed+deepen` the two searches (the simulator as judge). Prints per-mode median and p90
+`--modes typed+prefix,typed+deepen` the two searches (the simulator as judge). A `/noreuse`
+suffix turns off the reuse of undone lines' KV cells (`--modes typed+deepen/noreuse,typed+deepen`
+times that reuse: same seeds, evaluated tokens printed). Prints per-mode median and p90
 seconds per sample, output tokens, how many samples verify and their failure kinds, the first
 call of the process (prompt reading, served from the on-disk prefix state when present) and
 the ratio of medians.
@@ -25,6 +27,7 @@ from stepsmith.agents.decoding.judge import SEARCH_MODES, searched_constraint
 from stepsmith.agents.extract import Unparsable, extract_impl
 from stepsmith.agents.prompts import compose_messages
 from stepsmith.llm import LLMClient
+from stepsmith.llm.llama_decode import _Session
 from stepsmith.llm.store import CallStore
 from stepsmith.tasks.suite import get_task
 from stepsmith.verify import default_pool, verify
@@ -44,7 +47,9 @@ def main() -> None:
     if len(modes) < 2:
         ap.error("--modes needs at least two modes to compare")
 
-    client = LLMClient(f"llamacpp:{args.model}", store=CallStore(":memory:"))
+    # refresh: every mode calls the model (two modes may share a cache key, e.g. /noreuse)
+    client = LLMClient(f"llamacpp:{args.model}", store=CallStore(":memory:"),
+                       cache_mode="refresh")
     t0 = time.perf_counter()
     first = client.sample_sync([{"role": "user", "content": "Say OK."}], max_tokens=2)
     print(f"model load + first call: {time.perf_counter() - t0:.1f}s ({first.text!r})")
@@ -53,7 +58,11 @@ def main() -> None:
     for name in args.tasks.split(","):
         task = get_task(name.strip())
         for mode in modes:
-            spec, _, reference = mode.partition(":")
+            head, _, flag = mode.partition("/")
+            if flag not in ("", "noreuse"):
+                ap.error(f"mode {mode!r}: the only suffix is /noreuse")
+            _Session.REUSE_UNDONE = flag != "noreuse"
+            spec, _, reference = head.partition(":")
             constrain, _, search = spec.partition("+")
             if search not in ("", *SEARCH_MODES):
                 ap.error(f"mode {mode!r}: search must be one of {', '.join(SEARCH_MODES)}")
@@ -72,8 +81,9 @@ def main() -> None:
                 except Unparsable:
                     kind = "unparsable"
                 rows[mode].append((dt, comp.output_tokens, kind))
-                print(f"{name:28s} {mode:13s} #{i} {dt:6.1f}s {comp.output_tokens:4d} tok {kind}",
-                      flush=True)
+                evaluated = _evaluated(client, comp.call_id)
+                print(f"{name:28s} {mode:13s} #{i} {dt:6.1f}s {comp.output_tokens:4d} tok "
+                      f"{kind} {evaluated}", flush=True)
     med = {}
     for mode, rs in rows.items():
         secs = sorted(r[0] for r in rs)
@@ -85,6 +95,14 @@ def main() -> None:
               f"first call {first_call[mode]:.1f}s, kinds {dict(kinds)}")
     print(f"{modes[-1]} / {modes[0]} median seconds per sample: "
           f"{med[modes[-1]] / med[modes[0]]:.2f}x")
+
+
+def _evaluated(client: LLMClient, call_id: int | None) -> str:
+    """`N evaluated, M reused` from the call's decoding trace (typed answers only)."""
+    call = client.store.get(call_id) if call_id is not None else None
+    head = str((call or {}).get("trace") or "").split("\n", 1)[0]
+    parts = [p.strip() for p in head.split(",") if "evaluated" in p or "reused" in p]
+    return ", ".join(parts)
 
 
 if __name__ == "__main__":
