@@ -76,10 +76,16 @@ def main() -> None:
                 dt = time.perf_counter() - t
                 first_call.setdefault(mode, dt)
                 try:
-                    v = verify(task, extract_impl(comp.text))
-                    kind = "PASS" if v.passed else (v.kind.value if v.kind else "fail")
+                    impl = extract_impl(comp.text)
                 except Unparsable:
                     kind = "unparsable"
+                else:
+                    if c is not None and not any(ln.startswith("return")
+                                                 for ln in impl.splitlines()):
+                        kind = "incomplete"  # as the agent records a typed answer without return
+                    else:
+                        v = verify(task, impl)
+                        kind = "PASS" if v.passed else (v.kind.value if v.kind else "fail")
                 rows[mode].append((dt, comp.output_tokens, kind))
                 evaluated = _evaluated(client, comp.call_id)
                 print(f"{name:28s} {mode:13s} #{i} {dt:6.1f}s {comp.output_tokens:4d} tok "
