@@ -343,6 +343,7 @@ def _count_matches(prim: Primitive, n: int | Dim, e: Dim, sel: SType, what: str)
 # Partitions), and a symbol that fell out is checked on the data at run time as before.
 _ROUTED_BY: OrderedDict[str, Dim] = OrderedDict()
 _ROUTED_MAX = 1 << 16
+_MERGE_HINT = "Merge must get the parts produced by a Partition with a copy of the same selector"
 
 
 def _selector_count(sel: SType) -> Dim:
@@ -368,8 +369,7 @@ def _check_routing(prim: Primitive, i: int, part: SType, sel: SType) -> None:
         f"{i}'s positions cannot match the part's chunks",
         primitive=prim.label, stream=display(sel), expected=f"a selector of {origin} elements",
         found=f"{here} elements",
-        hint="Merge must get the parts produced by a Partition with a copy of the same "
-        "selector",
+        hint=_MERGE_HINT,
     )
 
 
@@ -550,8 +550,7 @@ class Merge(Primitive):
                     f"expert {i} at {r.numel()} positions",
                     primitive=self.label, stream=display(p), expected=f"{r.numel()} chunks",
                     found=f"{have} chunks",
-                    hint="Merge must get the parts produced by a Partition with a copy of the "
-                    "same selector",
+                    hint=_MERGE_HINT,
                 )
             rows.append(r)
         return parts, pos, rows
