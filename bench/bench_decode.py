@@ -23,6 +23,7 @@ import statistics
 import time
 from collections import Counter
 
+from stepsmith.agents.agent import has_return
 from stepsmith.agents.decoding.judge import SEARCH_MODES, searched_constraint
 from stepsmith.agents.extract import Unparsable, extract_impl
 from stepsmith.agents.prompts import compose_messages
@@ -80,8 +81,7 @@ def main() -> None:
                 except Unparsable:
                     kind = "unparsable"
                 else:
-                    if c is not None and not any(ln.startswith("return")
-                                                 for ln in impl.splitlines()):
+                    if c is not None and not has_return(impl):
                         kind = "incomplete"  # as the agent records a typed answer without return
                     else:
                         v = verify(task, impl)

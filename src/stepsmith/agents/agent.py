@@ -194,7 +194,7 @@ class Agent:
                 if completion.finish_reason == "length":
                     feedback += " (the answer hit the output token limit; write a shorter answer)"
             else:
-                if constraint is not None and constraint.mode == "typed" and not _returns(impl):
+                if constraint is not None and constraint.mode == "typed" and not has_return(impl):
                     # a typed answer that never reached `return` (statement budget, dead end or
                     # token limit) is no program at all: say so instead of "wrong outputs"
                     verdict, failure = None, "incomplete"
@@ -329,6 +329,6 @@ class Agent:
         return "\n\n".join(lines)
 
 
-def _returns(impl: str) -> bool:
+def has_return(impl: str) -> bool:
     """Whether a program body has a `return` statement (at its top level)."""
     return any(line.startswith("return") for line in impl.splitlines())

@@ -350,13 +350,12 @@ def _selector_count(sel: SType) -> Dim:
     return math.prod(sel.shape, start=Dim.const(1))
 
 
-def _check_routing(prim: Primitive, i: int, part: SType, sel: SType) -> None:
-    """Part i's length was set by a Partition's selector: this one must have as many
-    elements, or expert i's positions cannot match the part's chunks."""
+def _check_routing(prim: Primitive, i: int, part: SType, sel: SType, here: Dim) -> None:
+    """Part i's length was set by a Partition's selector: this one (`here` elements) must
+    have as many, or expert i's positions cannot match the part's chunks."""
     if not part.shape or len(part.shape[-1].factors) != 1 or part.shape[-1].coeff != 1:
         return
     origin = _ROUTED_BY.get(part.shape[-1].symbols[0])
-    here = _selector_count(sel)
     if origin is None or origin == here:
         return
     binding = current_session().binding
@@ -441,9 +440,10 @@ class Partition(Primitive):
         n = self._n()
         chunk = tuple(data.shape[: a - b])
         outs: list[OutType] = []
+        count = _selector_count(sel)
         for _ in range(n):
             length = fresh_dim("P")
-            _ROUTED_BY[length.symbols[0]] = _selector_count(sel)
+            _ROUTED_BY[length.symbols[0]] = count
             outs.append((data.dtype, chunk + (length,)))
         while len(_ROUTED_BY) > _ROUTED_MAX:
             _ROUTED_BY.popitem(last=False)
@@ -532,8 +532,9 @@ class Merge(Primitive):
                     found=f"{p.dtype} with chunk {shape_str(p.shape[:-1])}",
                 )
         _count_matches(self, len(parts), mh.n, sel, f"the number of parts ({len(parts)})")
+        count = _selector_count(sel)
         for i, p in enumerate(parts):
-            _check_routing(self, i, p, sel)
+            _check_routing(self, i, p, sel, count)
         fn = check_fn(self, self.fn, first, stateful=True)
         return [(fn.output_dtype, tuple(first.shape[:-1]) + tuple(sel.shape))]
 
