@@ -353,6 +353,24 @@ def test_a_return_must_be_computed_from_every_input_and_fn() -> None:
         cursor.feed("  return E2b\n")
 
 
+def test_a_shape_reference_is_not_an_ancestor() -> None:
+    """RepeatRef reads its ref only for a count (the registry's `shape_args`). The 1.5B
+    model's answer to bmm_mnk_mdk (run 20261203-081245-9f08, iteration 1) multiplied E1 by
+    itself and took the count from E0: typed-17 counted E0 as an ancestor and offered the
+    return; 15 of the 53 wrong answers the typed runs of 2026-12-02/03 completed were of
+    that kind, none of the 53 right ones."""
+    assert REGISTRY["RepeatRef"].shape_args == ("ref",)
+    cursor = TaskConstraint.for_task(get_task("bmm_mnk_mdk"), "typed").lines(0)
+    assert cursor is not None
+    for line in ["E3, E4 = step.Copy(n=2).apply(E1)", "E5 = step.Map(fn=fn_dot).apply((E3, E4))",
+                 "E6 = step.Bufferize(a=1).apply(E5)", "E7 = step.RepeatRef().apply((E6, E0))"]:
+        cursor = cursor.feed(f"  {line}\n")
+    assert "E0" not in cursor.state.deps_of("E7")
+    assert not any("E7" in r for r in cursor.options().returns)
+    with pytest.raises(LineRejected):
+        cursor.feed("  return step.Streamify().apply(E7)\n")
+
+
 def test_no_reference_program_has_a_dead_statement() -> None:
     """Pruning keeps every statement of the 57 reference programs: it drops only what no
     returned stream depends on, and every reference statement feeds its outputs."""

@@ -1010,7 +1010,7 @@ class Repeat(_Repeating):
 
 @primitive(
     signature="step.RepeatRef().apply((s, ref))",
-    args="pair", arg_names=("s", "ref"),
+    args="pair", arg_names=("s", "ref"), shape_args=("ref",),
     description=(
         "Like Repeat, with the count taken from ref's innermost dim (ref's values are ignored; "
         "ref is consumed): needs `ref.rank == r+1` and `ref.shape[1:] == S`; out "

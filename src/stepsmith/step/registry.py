@@ -120,6 +120,9 @@ class PrimitiveDef:
     outputs: int | str = 1
     arg_names: tuple[str, ...] = ("s",)
     category: Category = "elementwise"
+    # arguments whose values the primitive ignores (only their shape counts): a program's
+    # result is not computed from them (the typed decoder's ancestry of a stream)
+    shape_args: tuple[str, ...] = ()
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -147,6 +150,7 @@ _PrimT = TypeVar("_PrimT", bound="Primitive")
 def primitive(*, signature: str, description: str, example: Example,
               params: tuple[Param, ...] = (), args: ArgForm = "stream", outputs: int | str = 1,
               arg_names: tuple[str, ...] = ("s",), category: Category = "elementwise",
+              shape_args: tuple[str, ...] = (),
               ) -> Callable[[type[_PrimT]], type[_PrimT]]:
     """Class decorator registering a primitive with its documentation and facts (parameters
     with their kinds, how `.apply` takes streams, how many streams it returns, its category).
@@ -161,7 +165,10 @@ def primitive(*, signature: str, description: str, example: Example,
         REGISTRY[name] = PrimitiveDef(
             name=name, signature=signature, description=description, example=example, cls=cls,
             params=params, args=args, outputs=outputs, arg_names=arg_names, category=category,
+            shape_args=shape_args,
         )
+        if not set(shape_args) <= set(arg_names):
+            raise ValueError(f"{name}: shape_args {shape_args} must name arguments of {arg_names}")
         _check_parameters(cls, REGISTRY[name])
         return cls
 

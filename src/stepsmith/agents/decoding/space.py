@@ -215,6 +215,8 @@ class Candidate:
     is_list: bool = False  # binds one name to a list of streams
     fn_list: tuple[str, ...] | None = None  # `[fn_a, fn_b]`: binds a list of fns
     calls: tuple[str, ...] = ()  # each `step.P(params)` it writes (for MAX_SAME_CALL)
+    # names it reads only for their shape (the registry's `shape_args`): not its ancestry
+    shape_only: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -494,20 +496,23 @@ class ProgramState:
             for c in self._calls(self.refs(), fn_only=bool(missing), covering=needed):
                 if (not c.is_list and len(c.outs) == 1 and _matches(c.outs[0], outs[0])
                         and missing <= _fns_in(c.text, missing) and self._keeps_order(c.text)
-                        and c.text not in self.written and needed <= self.deps_of(c.text)):
+                        and c.text not in self.written
+                        and needed <= self.deps_of(c.text, c.shape_only)):
                     yield c
 
     @functools.cached_property
     def _deps_map(self) -> dict[str, frozenset[str]]:
         return dict(self.deps)
 
-    def deps_of(self, text: str) -> frozenset[str]:
+    def deps_of(self, text: str, shape_only: frozenset[str] = frozenset()) -> frozenset[str]:
         """The task inputs and fns a statement text (or a returned stream) is computed from:
-        the fns it names and the ancestors of the names it reads."""
+        the fns it names and the ancestors of the names it reads for their values (not of
+        `shape_only`: RepeatRef's ref gives a count, no value)."""
         deps = self._deps_map
         out = set(_fns_in(text, self.facts.fns))
         for name in IDENT.findall(text):
-            out |= deps.get(name, frozenset())
+            if name not in shape_only:
+                out |= deps.get(name, frozenset())
         return frozenset(out)
 
     def bind(self, names: Sequence[str], cand: Candidate) -> ProgramState:
@@ -521,7 +526,7 @@ class ProgramState:
                                               if k not in cand.consumes)
                                         + tuple(sorted(cand.consumes))) if self.reuse else (),
                         stall=0 if named - self.fns_used else self.stall + 1)
-        came_from = self.deps_of(cand.text)
+        came_from = self.deps_of(cand.text, cand.shape_only)
         after = replace(after, deps=self.deps + tuple((n, came_from) for n in names))
         if cand.fn_list is not None:
             return replace(after, fn_lists=self.fn_lists + ((names[0], cand.fn_list),))
@@ -545,17 +550,17 @@ class ProgramState:
         for pdef in REGISTRY.values():
             if fn_only and not any(p.kind.startswith("fn") for p in pdef.params):
                 continue
-            for args_text, ins, keys in self._arguments(pdef, refs):
+            for args_text, ins, keys, shape_only in self._arguments(pdef, refs):
                 if covering is not None:
-                    rest = covering - self.deps_of(args_text)
+                    rest = covering - self.deps_of(args_text, shape_only)
                     if len(rest) > MAX_FNS_PER_CALL or not rest <= fns:
                         continue
-                yield from self._typed(pdef, args_text, ins, keys)
+                yield from self._typed(pdef, args_text, ins, keys, shape_only=shape_only)
 
     def _typed(self, pdef: PrimitiveDef, args_text: str, ins: Sequence[SType],
                keys: frozenset[str],
-               param_sets: list[tuple[dict[str, Any], dict[str, str]]] | None = None
-               ) -> Iterator[Candidate]:
+               param_sets: list[tuple[dict[str, Any], dict[str, str]]] | None = None,
+               shape_only: frozenset[str] = frozenset()) -> Iterator[Candidate]:
         rank = ins[0].rank
         has_fn = any(p.kind.startswith("fn") for p in pdef.params)
         for values, texts in (param_sets or self._param_values(pdef, rank)):
@@ -567,10 +572,12 @@ class ProgramState:
             n = pdef.output_count(values)
             call = f"step.{pdef.name}({', '.join(f'{k}={v}' for k, v in texts.items())})"
             text = f"{call}.apply({args_text})"
-            yield Candidate(text, outs, keys, calls=(call,))  # `a = ...`, `a, b = ...`
+            # `a = ...`, `a, b = ...`
+            yield Candidate(text, outs, keys, calls=(call,), shape_only=shape_only)
             if pdef.outputs != 1 and n is not None and pdef.args != "stream":
                 # Partition: `parts = ...` binds a list
-                yield Candidate(text, outs, keys, is_list=True, calls=(call,))
+                yield Candidate(text, outs, keys, is_list=True, calls=(call,),
+                                shape_only=shape_only)
 
     def _type_call(self, pdef: PrimitiveDef, values: dict[str, Any],
                    ins: Sequence[SType]) -> tuple[SType, ...] | None:
@@ -657,25 +664,29 @@ class ProgramState:
         raise ValueError(f"unknown parameter kind {p.kind!r} of {p.name}")
 
     def _arguments(self, pdef: PrimitiveDef, refs: list[Ref]
-                   ) -> Iterator[tuple[str, list[SType], frozenset[str]]]:
+                   ) -> Iterator[tuple[str, list[SType], frozenset[str], frozenset[str]]]:
+        """(text, types, what it consumes, names read only for their shape) of each way to
+        apply `pdef` to `refs`."""
         form = pdef.args
+        none: frozenset[str] = frozenset()
         if form in ("stream", "streams"):
             for r in refs:
-                yield r.text, [r.stype], frozenset({r.key})
+                yield r.text, [r.stype], frozenset({r.key}), none
         if form in ("streams", "zip"):
             for combo in self._tuples(refs):
                 yield ("(" + ", ".join(r.text for r in combo) + ")",
-                       [r.stype for r in combo], frozenset(r.key for r in combo))
+                       [r.stype for r in combo], frozenset(r.key for r in combo), none)
         if form == "pair":
             for a, b in itertools.permutations(refs, 2):
-                yield f"({a.text}, {b.text})", [a.stype, b.stype], frozenset({a.key, b.key})
+                yield (f"({a.text}, {b.text})", [a.stype, b.stype], frozenset({a.key, b.key}),
+                       _shape_only(pdef, (a, b)))
         if form == "parts_sel":
             for name, elems in self.whole_lists():
                 for r in refs:
                     if r.owner == name:
                         continue
                     yield (f"({name}, {r.text})", [*elems, r.stype],
-                           frozenset({name, r.key}))
+                           frozenset({name, r.key}), none)
 
     def _tuples(self, refs: list[Ref]) -> Iterator[tuple[Ref, ...]]:
         """Ordered tuples (2..MAX_TUPLE streams, one shape) whose concatenated fields are a
@@ -806,6 +817,18 @@ class ProgramState:
                 continue
             for combo in itertools.islice(itertools.product(stateless, repeat=n), 256):
                 yield Candidate("[" + ", ".join(combo) + "]", (), frozenset(), fn_list=combo)
+
+
+def _shape_only(pdef: PrimitiveDef, args: Sequence[Ref]) -> frozenset[str]:
+    """The names among `args` (one per `pdef.arg_names`) that only the registry's
+    `shape_args` read: their values never reach the result."""
+    if not pdef.shape_args:
+        return frozenset()
+    shaped: set[str] = set()
+    valued: set[str] = set()
+    for arg_name, ref in zip(pdef.arg_names, args, strict=True):
+        (shaped if arg_name in pdef.shape_args else valued).update(IDENT.findall(ref.text))
+    return frozenset(shaped - valued)
 
 
 def _paper_values(task: Task) -> dict[str, int]:
