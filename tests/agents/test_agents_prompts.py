@@ -216,3 +216,29 @@ def test_compose_messages_uses_the_chosen_reference(load) -> None:
     assert compact[1] == compose_messages(task, [])[1]  # the task part is the same
     with pytest.raises(ValueError, match="reference style must be one of full, compact"):
         compose_messages(task, [], reference="tiny")
+
+
+def test_the_nearest_sibling_is_repeated_right_before_the_task() -> None:
+    """With `sibling`, the demonstration of the task's own group that reads most like it comes
+    again between the demonstrations and the task (valid YAML, no task name); other groups'
+    demonstrations are never the sibling, and without a solved sibling nothing is added."""
+    from stepsmith.tasks.suite import get_task
+
+    target = get_task("bmm_mnk_mdk")
+    demos = [demo_of(get_task(n)) for n in ("gemm_outer_k", "bmm_outer_product", "bmm_mnk_mkd")]
+    assert prompts.nearest_sibling(target, demos) in demos[1:]
+    user = compose_messages(target, demos, sibling=True)[1]["content"]
+    plain = compose_messages(target, demos)[1]["content"]
+    near = prompts.nearest_sibling(target, demos)
+    assert near is not None
+    head, task_part = user.split("# Your task", 1)
+    sibling_part = head[head.index("# The solved task most like yours"):]
+    parsed = yaml.safe_load(sibling_part)
+    assert parsed["sibling"]["impl"] == near.impl
+    assert user.replace(sibling_part, "") == plain
+    for d in demos:
+        assert d.task_name not in user
+    only_other_groups = [demo_of(get_task("gemm_outer_k"))]
+    assert prompts.nearest_sibling(target, only_other_groups) is None
+    assert (compose_messages(target, only_other_groups, sibling=True)
+            == compose_messages(target, only_other_groups))

@@ -13,6 +13,7 @@ never shown its own solution (`LeakageError`).
 
 from __future__ import annotations
 
+import difflib
 import functools
 from collections.abc import Sequence
 
@@ -178,6 +179,27 @@ def render_demonstrations(demonstrations: Sequence[Demonstration], with_ir: bool
     return "\n".join(lines) + "\n"
 
 
+def nearest_sibling(task: Task, demonstrations: Sequence[Demonstration]) -> Demonstration | None:
+    """The demonstration of the task's own group whose task reads most like it (None when no
+    sibling is solved): the one a small model should copy from."""
+    siblings = [d for d in demonstrations if d.group == task.group and d.task_name != task.name]
+    if not siblings:
+        return None
+    ir = task_ir(task)
+    return max(siblings, key=lambda d: difflib.SequenceMatcher(None, d.task_ir, ir).ratio())
+
+
+def render_sibling(demo: Demonstration, with_ir: bool = True) -> str:
+    """The nearest sibling again, right before the task: with a dozen demonstrations (7k
+    tokens) the relevant one can sit far from where a small model writes."""
+    if with_ir:
+        return ("# The solved task most like yours (shown above too):\n"
+                "sibling:\n  task:\n" + _indent(demo.task_ir.strip(), 4) + "\n"
+                + _block("impl", demo.impl, 2) + "\n\n")
+    return ("# The solved task most like yours (shown above too):\n```python\n"
+            + python_scaffold(ir_document(demo.task_ir), demo.impl) + "\n```\n\n")
+
+
 def render_task(task: Task, with_ir: bool = True) -> str:
     """The task to solve, last in the prompt."""
     ir = task_ir(task)
@@ -232,10 +254,15 @@ def compose_messages(
     *,
     with_ir: bool = True,
     reference: str = "full",
+    sibling: bool = False,
 ) -> list[dict]:
-    """Chat messages for one proposer call: [system: reference, user: demonstrations + task]."""
+    """Chat messages for one proposer call: [system: reference, user: demonstrations (+ the
+    nearest sibling again, with `sibling`) + task]."""
     _check_leakage(task, demonstrations)
     exclude = _self_exclusion(task.name, task.impl) if reference == "full" else ()
     system = base_prompt(with_ir, exclude, reference)
-    user = render_demonstrations(demonstrations, with_ir) + render_task(task, with_ir)
+    near = nearest_sibling(task, demonstrations) if sibling else None
+    user = (render_demonstrations(demonstrations, with_ir)
+            + (render_sibling(near, with_ir) if near is not None else "")
+            + render_task(task, with_ir))
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
