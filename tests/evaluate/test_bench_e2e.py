@@ -173,3 +173,33 @@ def test_compact_reference_reaches_the_model_and_the_summary(tmp_path: Path) -> 
     assert config["reference"] == "compact"
     assert decoding_label(config) == "none, compact reference"
     assert decoding_label({"constrain": "typed", "search": "prefix"}) == "typed+prefix"
+    assert (decoding_label({"constrain": "typed", "search": "deepen", "sibling": True})
+            == "typed+deepen, sibling")
+
+
+def test_sibling_repeats_the_nearest_demonstration_before_the_task(tmp_path: Path) -> None:
+    """`sibling=True` reaches the prompt: the earned expert demonstration comes again right
+    before a task of the expert group (and the run's config and summary say so)."""
+    from stepsmith.demos import export_library
+    from stepsmith.evaluate.report import decoding_label
+
+    store = ExperienceStore(tmp_path / "s.db")
+    earned = run_bench(_cfg(tasks=["expert_linear_sum"]), store=store,
+                       backend=ScriptedBackend(Model()), write_report=False)
+    lib = export_library(store.demos(earned.run_id), tmp_path / "lib.yaml", run_id=earned.run_id)
+    users: list[str] = []
+
+    def record(messages, temperature, sample_index) -> str:
+        users.append(messages[1]["content"])
+        return "no program"
+
+    for sibling in (False, True):
+        done = run_bench(_cfg(method="single", tasks=["expert_gate_weighted"], n=1, ks=[1],
+                              demos_file=str(lib), sibling=sibling),
+                         store=store, backend=ScriptedBackend(record), write_report=False)
+        assert done.status == "finished"
+    plain, with_sibling = users
+    head = "# The solved task most like yours"
+    assert head not in plain and head in with_sibling
+    assert with_sibling.index(head) < with_sibling.index("# Your task")
+    assert decoding_label(store.get_run(done.run_id).config) == "none, sibling"

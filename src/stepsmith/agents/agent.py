@@ -81,6 +81,7 @@ class Agent:
         constrain: str = "none",
         search: str = "none",
         reference: str = "full",
+        sibling: bool = False,
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
@@ -116,6 +117,7 @@ class Agent:
                 f"reference must be one of {', '.join(REFERENCE_STYLES)}; got {reference!r}"
             )
         self.reference = reference
+        self.sibling = sibling
         self.judges: dict[str, PrefixJudge] = {}
         self._constraints: dict[str, Constraint | None] = {}
 
@@ -126,7 +128,8 @@ class Agent:
     def messages(self, task: Task, demonstrations: Sequence[Demonstration]) -> list[dict]:
         """The proposer's first prompt for `task` (raises LeakageError on a leaking demo)."""
         return compose_messages(
-            task, demonstrations, with_ir=self.with_ir, reference=self.reference
+            task, demonstrations, with_ir=self.with_ir, reference=self.reference,
+            sibling=self.sibling,
         )
 
     def constraint(self, task: Task) -> Constraint | None:

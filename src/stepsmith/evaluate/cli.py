@@ -267,6 +267,7 @@ def register(app: typer.Typer) -> None:
         constrain: Annotated[str | None, typer.Option("--constrain", help="Decoding constraint: none | grammar (the task's CFG) | typed (only well-typed statements; local models). Default: typed for llamacpp: models, none otherwise.")] = None,
         search: Annotated[str | None, typer.Option("--search", help="none | prefix: after each typed line, the simulator judges returning the streams that have the output type; a verified one ends the sample | deepen: prefix, and a complete program that fails restarts the sample with a larger statement budget (6, 10, 16; streams may be used again, the answer gets the Copy) while its token budget lasts. Default: deepen with --constrain typed.")] = None,
         reference: Annotated[str | None, typer.Option("--reference", help="System prompt: full (a worked example per primitive, ~7k tokens) | compact (no worked examples, ~2.9k tokens; faster on small local models, but the 0.5B solved less with it). Default: full.")] = None,
+        sibling: Annotated[bool, typer.Option("--sibling/--no-sibling", help="Repeat the demonstration of the task's own group that reads most like it right before the task (self-improvement's prompt holds a dozen demonstrations; the relevant one can sit 7k tokens away).")] = False,
         server_kind: Annotated[str | None, typer.Option("--server-kind", help="Engine behind an openai-compatible: model, for --constrain grammar: vllm | sglang | llamacpp.")] = None,
         estimate: Annotated[bool, typer.Option(
             "--estimate", help="Print calls, tokens and cost of the first pass, then exit (no model call).")] = False,
@@ -331,7 +332,7 @@ def register(app: typer.Typer) -> None:
                     concurrency=concurrency, max_tokens=512 if quick else 1024,
                     constrain=constrain_mode,
                     search=search or ("deepen" if constrain_mode == "typed" else "none"),
-                    reference=reference or "full",
+                    reference=reference or "full", sibling=sibling,
                 )
                 _note_full_protocol(cfg, quick, bool(task_refs or group_refs or n))
                 if estimate:

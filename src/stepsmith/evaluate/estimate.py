@@ -100,7 +100,8 @@ def estimate_bench(cfg: BenchConfig, tasks: Sequence[Task], demos: Sequence[Demo
     llm_guardian = cfg.method in ("agent", "self-improve") and cfg.guardian in LLM_GUARDIAN_MODES
     for task in tasks:
         messages = compose_messages(
-            task, visible_demos(task, list(demos)), with_ir=with_ir, reference=cfg.reference
+            task, visible_demos(task, list(demos)), with_ir=with_ir, reference=cfg.reference,
+            sibling=cfg.sibling
         )
         prompt = prompt_tokens_upper(messages)
         proposer.calls += per_task

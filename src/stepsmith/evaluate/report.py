@@ -130,12 +130,17 @@ def _ci(v: float, ci: tuple[float, float]) -> str:
 
 
 def decoding_label(config: dict) -> str:
-    """A run's decoding as summaries show it, e.g. `typed+prefix, compact reference`."""
+    """A run's decoding and prompt as summaries show them, e.g. `typed+prefix, compact
+    reference, sibling`."""
     mode = str(config.get("constrain", "none"))
     search = str(config.get("search", "none"))
-    decoding = mode if search == "none" else f"{mode}+{search}"
+    parts = [mode if search == "none" else f"{mode}+{search}"]
     reference = str(config.get("reference", "full"))
-    return decoding if reference == "full" else f"{decoding}, {reference} reference"
+    if reference != "full":
+        parts.append(f"{reference} reference")
+    if config.get("sibling"):
+        parts.append("sibling")
+    return ", ".join(parts)
 
 
 def summary_rows(summaries: Sequence[RunSummary]) -> tuple[list[str], list[list[str]]]:

@@ -76,6 +76,7 @@ class BenchConfig:
     constrain: str = "none"  # decoding constraint: none | grammar | typed
     search: str = "none"  # none | prefix | deepen (the simulator judges typed prefixes)
     reference: str = "full"  # the system prompt: full (worked examples) | compact
+    sibling: bool = False  # repeat the nearest solved sibling right before the task
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -239,7 +240,7 @@ def _make_agent(
     guardian = cfg.guardian if method == "agent" else "none"
     return Agent(client, verifier, method=method, guardian=guardian, repair=cfg.repair,
                  max_tokens=cfg.max_tokens, constrain=cfg.constrain, search=cfg.search,
-                 reference=cfg.reference)
+                 reference=cfg.reference, sibling=cfg.sibling)
 
 
 def _is_budget_stop(exc: BaseException) -> bool:

@@ -30,7 +30,11 @@ from .models import KNOWN_MODELS, ensure_model
 THREADS_SETTING = os.environ.get("STEPSMITH_LLAMACPP_THREADS", "auto")
 MAX_THREADS = 2
 N_THREADS = MAX_THREADS if THREADS_SETTING == "auto" else max(1, int(THREADS_SETTING))
-N_CTX = int(os.environ.get("STEPSMITH_LLAMACPP_N_CTX", "16384"))
+# The embedded Qwen2.5-Coder models' trained context. Self-improvement's prompt grows with its
+# library: the 1.5B model's 26-task run had 13 demonstrations in iteration 2, a 16.9k-token
+# prompt that 16384 could not hold (run 20261203-081245-9f08). The KV cache is allocated for
+# all of it at load: ~0.9 GB on the 1.5B model, ~0.4 GB on the 0.5B.
+N_CTX = int(os.environ.get("STEPSMITH_LLAMACPP_N_CTX", "32768"))
 # Reusing evaluated prompt prefixes (in the context, and from a RAM cache of recent states so
 # proposer/guardian/repair prompts that alternate still hit) saves re-evaluating thousands of
 # shared prompt tokens per call. Its price: logits depend slightly on how the prompt was split
