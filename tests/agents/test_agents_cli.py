@@ -45,6 +45,20 @@ def test_prompt_withholds_the_tasks_own_solution(tmp_path: Path) -> None:
     assert other.impl.splitlines()[0].strip() in user
 
 
+def test_prompt_shows_the_sibling_bench_would_repeat(tmp_path: Path) -> None:
+    from stepsmith.agents.prompts import compose_messages
+    from stepsmith.demos import load_library
+
+    sibling = get_task("gemm_outer_k")
+    lib = export_library([_demo("gemm_outer_k", sibling.impl)], tmp_path / "lib.yaml")
+    res = CliRunner().invoke(app, ["prompt", "gemm_bias_relu", "--demos", str(lib), "--sibling",
+                                   "--json"])
+    assert res.exit_code == 0, res.output
+    messages = json.loads(res.stdout)
+    assert messages == compose_messages(get_task("gemm_bias_relu"), load_library(lib), sibling=True)
+    assert "# The solved task most like yours" in messages[1]["content"]
+
+
 def test_prompt_errors_are_clear(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["prompt", "no_such_task"])
     assert res.exit_code == 2 and "no_such_task" in res.stderr

@@ -31,6 +31,8 @@ def register(app: typer.Typer) -> None:
             "--no-ir", help="The single-no-ir baseline's prompt (Python scaffold, no structural IR).")] = False,
         as_json: Annotated[bool, typer.Option(
             "--json", help="Print the messages as a JSON list (role, content).")] = False,
+        sibling: Annotated[bool, typer.Option(
+            "--sibling", help="Also repeat the nearest solved sibling before the task (bench --sibling).")] = False,
     ) -> None:
         """Print the proposer's messages for TASK (system reference + demonstrations + task)."""
         from stepsmith.agents.prompts import compose_messages, estimate_tokens
@@ -56,7 +58,7 @@ def register(app: typer.Typer) -> None:
             shown = visible_demos(the_task, library)
             hidden = len(library) - len(shown)
         try:
-            messages = compose_messages(the_task, shown, with_ir=not no_ir)
+            messages = compose_messages(the_task, shown, with_ir=not no_ir, sibling=sibling)
         except LeakageError as exc:
             _fail(str(exc))
             return
