@@ -33,7 +33,7 @@ from stepsmith.improve.store import ExperienceStore
 from stepsmith.llm import prefix_cache
 from stepsmith.llm.backend_llamacpp import chat_prompt, load_llama, resolve_model
 from stepsmith.llm.llama_decode import _Session, lltokenizer
-from stepsmith.tasks.suite import benchmark_tasks, get_task
+from stepsmith.tasks.suite import get_task
 from stepsmith.tasks.task import Task
 
 ARMS = ("none", "demos", "sibling")
@@ -49,13 +49,24 @@ def score(llm, tok, path: str, messages: list[dict], target: str) -> tuple[float
     session.feed_prompt(tokens)
     full = llm.tokenize((prompt + target).encode(), add_bos=False, special=True)
     assert full[: len(tokens)] == tokens, "the target must not merge with the prompt's end"
+    answer = full[len(tokens):]
+    assert session.logits is not None and 0 < len(answer) <= llm.n_batch
+    # one batch over the answer with logits at every position (llama.cpp keeps only the last
+    # row through Llama.eval); the cells past the prompt are dropped by the next eval
+    n_past = int(llm.n_tokens)
+    llm._ctx.kv_cache_seq_rm(-1, n_past, -1)
+    rows = [session.logits]
+    if len(answer) > 1:
+        llm._batch.set_batch(batch=answer[:-1], n_past=n_past, logits_all=True)
+        llm._ctx.decode(llm._batch)
+        rows += list(np.ctypeslib.as_array(llm._ctx.get_logits(),
+                                           shape=(len(answer) - 1, llm.n_vocab())))
     total = 0.0
-    for t in full[len(tokens):]:
-        logits = session.logits.astype(np.float64)
+    for row, t in zip(rows, answer, strict=True):
+        logits = row.astype(np.float64)
         top = logits.max()
         total += float(logits[t] - top - np.log(np.exp(logits - top).sum()))
-        session._eval([t])
-    return total, len(full) - len(tokens)
+    return total, len(answer)
 
 
 def arm_messages(arm: str, task: Task, demos: Sequence[DemoRecord]) -> list[dict]:
@@ -70,12 +81,14 @@ def main() -> None:
     ap.add_argument("--tasks", default="", help="comma-separated (default: the run's unsolved)")
     ap.add_argument("--arms", default=",".join(ARMS))
     args = ap.parse_args()
-    demos = ExperienceStore().demos(args.run, active_only=True)
+    store = ExperienceStore()
+    demos = store.demos(args.run, active_only=True)
     if not demos:
         raise SystemExit(f"run {args.run} has no demonstrations")
     solved = {d.task_name for d in demos}
     names = ([n for n in args.tasks.split(",") if n] if args.tasks
-             else [t.name for t in benchmark_tasks() if t.name not in solved])
+             else [n for n in store.find_run(args.run).config.get("task_names", [])
+                   if n not in solved])
     tasks = [get_task(n) for n in names]
     arms = [a for a in args.arms.split(",") if a]
     if bad := sorted(set(arms) - set(ARMS)):
