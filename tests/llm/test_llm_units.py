@@ -133,3 +133,28 @@ def test_local_thread_choice_backs_off_when_the_cpu_is_shared(monkeypatch) -> No
     monkeypatch.setattr(L, "THREADS_SETTING", "2")
     monkeypatch.setattr(L, "N_THREADS", 2)
     assert L.choose_threads() == 2
+
+
+def test_loaded_models_are_closed_at_exit_unless_a_decode_holds_them(monkeypatch) -> None:
+    """`_close_models` (registered with atexit on the first load) frees every loaded model
+    while llama_cpp is still importable, and skips one whose lock a decode still holds."""
+    import threading
+
+    from stepsmith.llm import backend_llamacpp as B
+
+    class FakeLlama:
+        def __init__(self) -> None:
+            self.closed = 0
+
+        def close(self) -> None:
+            self.closed += 1
+
+    idle, busy = FakeLlama(), FakeLlama()
+    busy_lock = threading.Lock()
+    busy_lock.acquire()
+    monkeypatch.setattr(B, "_MODELS", {"idle": (idle, threading.Lock(), 0.1),
+                                       "busy": (busy, busy_lock, 0.1)})
+    monkeypatch.setattr(B, "CLOSE_WAIT_S", 0.05)
+    B._close_models()
+    assert idle.closed == 1 and busy.closed == 0 and B._MODELS == {}
+    assert not busy_lock.acquire(blocking=False)  # still held by the "decode"

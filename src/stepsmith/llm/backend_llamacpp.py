@@ -10,6 +10,7 @@ GGUF's own chat template, reuse of evaluated prompt prefixes, and a seed derived
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import threading
 import time
@@ -143,8 +144,27 @@ def load_llama(path: Path) -> tuple[Any, threading.Lock, float]:
         if PREFIX_REUSE and STATE_CACHE_MB > 0:
             llm.set_cache(_compact_ram_cache(llama_cpp, STATE_CACHE_MB << 20))
         entry = (llm, threading.Lock(), time.perf_counter() - t0)
+        if not _MODELS:
+            atexit.register(_close_models)
         _MODELS[key] = entry
         return entry
+
+
+CLOSE_WAIT_S = 5.0  # at exit, how long to wait for a decode that holds a model's lock
+
+
+def _close_models() -> None:
+    """Free the loaded models while llama_cpp's module is still whole: left to the garbage
+    collector at interpreter exit, `Llama.__del__` ran after its C bindings were torn down
+    and printed `TypeError: 'NoneType' object is not callable` (the end of the slow tests)."""
+    with _MODELS_LOCK:
+        for llm, lock, _ in _MODELS.values():
+            if lock.acquire(timeout=CLOSE_WAIT_S):  # a decode still running: leave it be
+                try:
+                    llm.close()
+                finally:
+                    lock.release()
+        _MODELS.clear()
 
 
 def _compact_ram_cache(llama_cpp: Any, capacity_bytes: int) -> Any:
