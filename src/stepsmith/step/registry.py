@@ -161,14 +161,14 @@ def primitive(*, signature: str, description: str, example: Example,
 
     def deco(cls: type[_PrimT]) -> type[_PrimT]:
         name = cls.__name__
+        if not set(shape_args) <= set(arg_names):
+            raise ValueError(f"{name}: shape_args {shape_args} must name arguments of {arg_names}")
         cls.NAME = name
         REGISTRY[name] = PrimitiveDef(
             name=name, signature=signature, description=description, example=example, cls=cls,
             params=params, args=args, outputs=outputs, arg_names=arg_names, category=category,
             shape_args=shape_args,
         )
-        if not set(shape_args) <= set(arg_names):
-            raise ValueError(f"{name}: shape_args {shape_args} must name arguments of {arg_names}")
         _check_parameters(cls, REGISTRY[name])
         return cls
 
