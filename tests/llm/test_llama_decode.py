@@ -250,3 +250,37 @@ def test_restarts_need_a_judge_and_are_part_of_the_cache_identity() -> None:
     stalled = constraint_for(task, "typed", lambda answer: False, (Budget(4, 1), Budget(16)))
     assert stalled is not None and "+deepen4s1-16" in stalled.identity
     assert plain.lines(1) is None and deep.lines(2) is not None and deep.lines(3) is None
+
+
+def test_nearby_edits_a_failed_program_instead_of_restarting() -> None:
+    # the model writes attn_scan_divsum with the Zip's streams in the wrong order (the 1.5B
+    # model's answer, all fp32, so the types allow it); under search nearby the verifier
+    # judges its one-line neighbours before a restart, and the swapped Zip verifies
+    from stepsmith.agents.decoding.constraint import DEEPEN_BUDGETS
+    from stepsmith.agents.decoding.judge import PrefixJudge
+    from stepsmith.agents.decoding.nearby import MAX_NEARBY
+    from stepsmith.agents.extract import extract_impl
+    from stepsmith.verify.pool import VerifierPool
+
+    task = get_task("attn_scan_divsum")
+    body = ("  E2 = step.Scan(fn=fn_expmaxdiff, b=1).apply(E0)\n"
+            "  E3 = step.Zip().apply((E2, E0, E1))\n"
+            "  E4 = step.Accum(fn=fn_divsum, b=1).apply(E3)\n"
+            "  E5 = step.Map(fn=fn_take_output).apply(E4)\n"
+            "  return E5\n")
+    prompt = list(b"<prompt>" + PREFIX.encode())
+    with VerifierPool(workers=1) as pool:
+        results = []
+        for nearby in (MAX_NEARBY, 0):
+            c = constraint_for(task, "typed", PrefixJudge(task, pool), DEEPEN_BUDGETS, nearby)
+            results.append(decode_constrained(
+                ScriptedModel(body, len(prompt)), _TOK, prompt, c, temperature=0.0, seed=1,
+                max_tokens=4000, cancel=threading.Event()))
+        near, plain = results
+        assert near.attempts == 1 and near.finish_reason == "stop"
+        assert near.edit == ("line 2: 'E3 = step.Zip().apply((E2, E0, E1))' -> "
+                             "'E3 = step.Zip().apply((E0, E2, E1))'")
+        assert "one line edited" in near.trace() and "nearby: verified after 1" in near.trace()
+        assert pool.verify(task, extract_impl(near.text)).passed
+        # without nearby the same model's attempt fails and the sample restarts
+        assert plain.attempts > 1 and not plain.edit

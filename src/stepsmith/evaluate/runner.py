@@ -74,7 +74,7 @@ class BenchConfig:
     max_tokens: int = 1024
     workers: int = 2
     constrain: str = "none"  # decoding constraint: none | grammar | typed
-    search: str = "none"  # none | prefix | deepen (the simulator judges typed prefixes)
+    search: str = "none"  # none | prefix | deepen | nearby (the simulator judges typed programs)
     reference: str = "full"  # the system prompt: full (worked examples) | compact
     sibling: bool = False  # repeat the nearest solved sibling right before the task
 

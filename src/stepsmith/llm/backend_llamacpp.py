@@ -311,6 +311,8 @@ class LlamaCppBackend:
         finish = {"stop": "stop", "length": "length"}.get(res.finish_reason, res.finish_reason)
         if res.shortcut:  # the call log tells judged answers from sampled ones
             finish = "judged"
+        if res.edit:  # ... and answers one line away from what the model wrote
+            finish = "edited"
         return {
             "choices": [{"message": {"content": res.text}, "finish_reason": finish}],
             "usage": {"prompt_tokens": res.prompt_tokens,

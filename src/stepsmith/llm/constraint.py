@@ -10,6 +10,7 @@ replayed for another. Backends use what they can:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 CONSTRAIN_MODES = ("none", "grammar", "typed")
@@ -95,4 +96,10 @@ class Constraint(Protocol):
     def verified(self, answer: str) -> bool:
         """Whether a complete answer is known to be right (a judge ran it); False when the
         constraint has no judge. The decoder asks before it spends tokens on a restart."""
+        ...
+
+    def repaired(self, trail: Sequence[tuple[LineCursor, str]]) -> tuple[str, str, int] | None:
+        """An answer near a complete attempt that failed — its lines `trail`, each with the
+        cursor it was written at — that a judge verified, as (answer, what was changed, how
+        many candidates were judged); None when the constraint searches no such thing."""
         ...

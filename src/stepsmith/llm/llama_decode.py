@@ -48,6 +48,7 @@ class DecodeResult:
     seconds: float = 0.0
     logprob: float = 0.0  # of the kept lines, under the constrained distribution
     shortcut: bool = False  # the last line was a judged return, not sampled
+    edit: str = ""  # search `nearby`: the one line changed to make the answer verify
     attempts: int = 0  # programs started (more than one under search `deepen`)
     evaluated: int = 0  # answer tokens the model evaluated (forced ones included)
     reused: int = 0  # answer tokens whose evaluation was kept from an undone line
@@ -59,7 +60,8 @@ class DecodeResult:
                 f"{self.backtracks} backtrack(s), {self.rejected} rejected line(s), "
                 f"{self.evaluated} evaluated, {self.reused} reused, "
                 f"{self.seconds:.1f} s decoding (model lock held), finish {self.finish_reason}"
-                + (", judged return" if self.shortcut else ""))
+                + (", one line edited" if self.edit else
+                   ", judged return" if self.shortcut else ""))
         return "\n".join([head, *self.notes])
 
 
@@ -259,13 +261,24 @@ def decode_constrained(llm: Any, tok: Any, prompt_tokens: list[int],
     while True:
         res.attempts += 1
         before = s.sampled
-        text, logprob, complete = _attempt(s, cursor, res)
+        text, logprob, complete, trail = _attempt(s, cursor, res)
         answer = constraint.answer(text, complete)
         verified = complete and constraint.verified(answer)
         outcome = ("verified" if verified else "complete, not verified") if complete \
             else res.finish_reason
         res.notes.append(f"attempt {res.attempts}: {text.count(chr(10))} line(s), {outcome}, "
                          f"{s.sampled - before} tokens\n{text.rstrip()}")
+        if complete and not verified:  # search `nearby`: one line away, judged
+            t1 = time.perf_counter()
+            near = constraint.repaired(trail)
+            spent = time.perf_counter() - t1
+            if near is not None:
+                answer, res.edit, judged = near
+                verified = True
+                res.notes.append(f"nearby: verified after {judged} neighbour(s), "
+                                 f"{spent:.1f}s: {res.edit}")
+            elif spent > 0.05:
+                res.notes.append(f"nearby: no neighbour verified ({spent:.1f}s)")
         if complete or kept is None or not kept[1]:
             kept = (answer, complete, logprob, res.lines)
         nxt = constraint.lines(res.attempts)
@@ -285,9 +298,11 @@ def decode_constrained(llm: Any, tok: Any, prompt_tokens: list[int],
     return res
 
 
-def _attempt(s: _Session, cursor: LineCursor, res: DecodeResult) -> tuple[str, float, bool]:
-    """Decode one program from the prompt's end: its lines, their log-prob, and whether it
-    is complete. Sets `res.finish_reason` when it stops early; counts into `res`."""
+def _attempt(s: _Session, cursor: LineCursor, res: DecodeResult
+             ) -> tuple[str, float, bool, list[tuple[LineCursor, str]]]:
+    """Decode one program from the prompt's end: its lines, their log-prob, whether it is
+    complete, and each line with the cursor it was written at. Sets `res.finish_reason` when
+    it stops early; counts into `res`."""
     from llguidance import LLMatcher
 
     # the stack of kept lines: (cursor before the line, token position before it, line text,
@@ -348,7 +363,8 @@ def _attempt(s: _Session, cursor: LineCursor, res: DecodeResult) -> tuple[str, f
             res.shortcut = True
             res.notes.append(f"judged return after {len(stack) - 1} line(s): {early.strip()}")
     res.lines = len(stack)
-    return "".join(line for _, _, line, _ in stack), sum(lp for *_, lp in stack), cursor.complete
+    return ("".join(line for _, _, line, _ in stack), sum(lp for *_, lp in stack),
+            cursor.complete, [(c, line) for c, _, line, _ in stack])
 
 
 def _decode_grammar(s: _Session, constraint: Constraint, prompt_tokens: list[int],

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import ast
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from stepsmith.agents.guardian import rule_repair
-from stepsmith.llm.constraint import CONSTRAIN_MODES, Constraint, LineRejected
+from stepsmith.llm.constraint import CONSTRAIN_MODES, Constraint, LineCursor, LineRejected
 from stepsmith.tasks.task import Task
 
 from .grammar import task_grammar, task_lark
+from .nearby import neighbours
 from .space import IDENT, MAX_STATEMENTS, Candidate, Facts, ProgramState
 from .statements import INDENT, PREFIX, SUFFIX, LineOptions, Rejected, advance
 
@@ -245,10 +246,12 @@ class TaskConstraint:
     judge: Judge | None = field(default=None, compare=False, repr=False)
     # budgets of successive attempts (search `deepen`); () = one attempt
     budgets: tuple[Budget, ...] = ()
+    # search `nearby`: neighbours of a failed complete attempt judged (0: none)
+    nearby: int = 0
 
     @classmethod
     def for_task(cls, task: Task, mode: str, judge: Judge | None = None,
-                 budgets: tuple[Budget | int, ...] = ()) -> TaskConstraint:
+                 budgets: tuple[Budget | int, ...] = (), nearby: int = 0) -> TaskConstraint:
         if mode not in CONSTRAIN_MODES or mode == "none":
             raise ValueError(f"constraint mode must be 'grammar' or 'typed'; found {mode!r}")
         if judge is not None and mode != "typed":
@@ -257,15 +260,18 @@ class TaskConstraint:
         if plans and (judge is None or any(b.statements < 1 or (b.stall or 0) < 0
                                            for b in plans)):
             raise ValueError("restarts need a judge (to know an attempt failed) and budgets >= 1")
+        if nearby and (judge is None or mode != "typed" or nearby < 0):
+            raise ValueError("search nearby needs typed decoding and a judge")
         return cls(task=task, mode=mode, facts=Facts.from_task(task), judge=judge,
-                   budgets=plans)
+                   budgets=plans, nearby=nearby)
 
     @property
     def identity(self) -> str:
         digest = hashlib.sha256(self.grammar().encode()).hexdigest()[:16]
         judged = "+judge" if self.judge is not None else ""
         deepen = f"+deepen{'-'.join(map(str, self.budgets))}" if self.budgets else ""
-        return f"{self.mode}{judged}{deepen}:{DECODER_VERSION}:{digest}"
+        near = f"+nearby{self.nearby}" if self.nearby else ""
+        return f"{self.mode}{judged}{deepen}{near}:{DECODER_VERSION}:{digest}"
 
     def grammar(self) -> str:
         return task_grammar(self.task, self.facts)
@@ -288,11 +294,29 @@ class TaskConstraint:
     def verified(self, answer: str) -> bool:
         return self.judge is not None and self.judge(answer)
 
+    def repaired(self, trail: Sequence[tuple[LineCursor, str]]) -> tuple[str, str, int] | None:
+        """Search `nearby`: the first program one line away from the complete attempt `trail`
+        (each line with the cursor it was written at) that the judge verifies, as (answer,
+        the edit, neighbours judged); None when none does (or the search is off)."""
+        if not self.nearby or self.judge is None:
+            return None
+        steps = [(c.options(), line) for c, line in trail if isinstance(c, TypedCursor)]
+        if len(steps) != len(trail):
+            return None
+        judged = 0
+        for nb in neighbours(steps, self.nearby):
+            judged += 1
+            answer = self.answer(nb.body, True)
+            if self.judge(answer):
+                return answer, nb.edit, judged
+        return None
+
 
 def constraint_for(task: Task, mode: str, judge: Judge | None = None,
-                   budgets: tuple[Budget | int, ...] = ()) -> Constraint | None:
+                   budgets: tuple[Budget | int, ...] = (), nearby: int = 0) -> Constraint | None:
     """The constraint for `mode` (None for "none"); `judge` verifies prefixes (typed only);
-    `budgets` makes a sample restart with these statement budgets until one verifies."""
+    `budgets` makes a sample restart with these statement budgets until one verifies;
+    `nearby` judges that many one-line neighbours of each failed complete attempt."""
     if mode == "none":
         return None
-    return TaskConstraint.for_task(task, mode, judge, budgets)
+    return TaskConstraint.for_task(task, mode, judge, budgets, nearby)

@@ -21,11 +21,13 @@ from stepsmith.tasks.task import Task
 from stepsmith.verify.verdict import Verdict, Verifier
 
 from .constraint import DEEPEN_BUDGETS, constraint_for
+from .nearby import MAX_NEARBY
 
 # none: one attempt; prefix: the judge may end an attempt early; deepen: the judge also checks
 # each complete attempt, and a failed one restarts with a larger statement budget
-# (`constraint.DEEPEN_BUDGETS`) while the sample's token budget lasts.
-SEARCH_MODES = ("none", "prefix", "deepen")
+# (`constraint.DEEPEN_BUDGETS`) while the sample's token budget lasts; nearby: deepen, and
+# before a restart the judge tries the failed program's one-line neighbours (`nearby.py`).
+SEARCH_MODES = ("none", "prefix", "deepen", "nearby")
 
 
 @dataclass
@@ -69,5 +71,6 @@ def searched_constraint(task: Task, constrain: str, search: str,
     if search not in SEARCH_MODES:
         raise ValueError(f"search must be one of {', '.join(SEARCH_MODES)}; got {search!r}")
     judge = PrefixJudge(task, verifier) if search != "none" else None
-    budgets = DEEPEN_BUDGETS if search == "deepen" else ()
-    return constraint_for(task, constrain, judge, budgets), judge
+    budgets = DEEPEN_BUDGETS if search in ("deepen", "nearby") else ()
+    nearby = MAX_NEARBY if search == "nearby" and constrain == "typed" else 0
+    return constraint_for(task, constrain, judge, budgets, nearby), judge

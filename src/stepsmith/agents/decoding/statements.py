@@ -24,7 +24,7 @@ INDENT = "  "
 # characters); unbounded, a small model can spend its whole token budget on one name.
 MAX_NAME = 24
 NAME_RE = rf"[A-Za-z_][A-Za-z0-9_]{{0,{MAX_NAME - 1}}}"
-_COMP_VARS = re.compile(r" for (?:([A-Za-z_]\w*), )?([A-Za-z_]\w*) in ")
+COMP_VARS = re.compile(r" for (?:([A-Za-z_]\w*), )?([A-Za-z_]\w*) in ")
 
 
 _ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_0123456789"
@@ -130,7 +130,7 @@ def canonical_rhs(rhs: str) -> str:
     placeholders, after checking each is used consistently."""
     if not rhs.startswith("["):
         return rhs
-    m = _COMP_VARS.search(rhs)
+    m = COMP_VARS.search(rhs)
     if m is None:
         return rhs
     fvar, evar = m.group(1), m.group(2)
@@ -169,7 +169,7 @@ def advance(state: ProgramState, options: LineOptions, line: str) -> ProgramStat
         if not state.name_ok(n) or n in fresh:
             raise Rejected(f"name {n!r} is already bound or reserved; use a new name")
         fresh.add(n)
-    m = _COMP_VARS.search(rhs) if rhs.startswith("[") else None
+    m = COMP_VARS.search(rhs) if rhs.startswith("[") else None
     if m is not None:
         for v in (m.group(1), m.group(2)):
             if v is not None and (v in state.bound() or v in fresh):

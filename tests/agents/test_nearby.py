@@ -1,0 +1,140 @@
+"""Search `nearby`: a failed complete program's one-line neighbours, judged by the verifier."""
+
+from __future__ import annotations
+
+import pytest
+
+from stepsmith.agents.decoding.constraint import DEEPEN_BUDGETS, TaskConstraint, constraint_for
+from stepsmith.agents.decoding.judge import PrefixJudge, searched_constraint
+from stepsmith.agents.decoding.nearby import MAX_NEARBY, neighbours
+from stepsmith.agents.decoding.statements import PREFIX, SUFFIX, program_lines
+from stepsmith.agents.extract import extract_impl
+from stepsmith.llm.constraint import LineCursor
+from stepsmith.tasks.suite import get_task
+from stepsmith.verify.pool import VerifierPool
+
+# The 1.5B model's first attempt at attn_scan_divsum (run 20261203-153934-8fa3, call 1): the
+# right dataflow, but the Zip puts the scan's (max, sum) before the scores, while fn_divsum
+# reads (s, m, l, v). All three are fp32 streams, so no type tells them apart.
+ZIPPED_WRONG = (
+    "  E2 = step.Scan(fn=fn_expmaxdiff, b=1).apply(E0)\n"
+    "  E3 = step.Zip().apply((E2, E0, E1))\n"
+    "  E4 = step.Accum(fn=fn_divsum, b=1).apply(E3)\n"
+    "  E5 = step.Map(fn=fn_take_output).apply(E4)\n"
+    "  return E5\n"
+)
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with VerifierPool(workers=1) as p:
+        yield p
+
+
+def _trail(c: TaskConstraint, body: str, attempt: int = 0) -> list[tuple[LineCursor, str]]:
+    cursor = c.lines(attempt)
+    assert cursor is not None
+    trail: list[tuple[LineCursor, str]] = []
+    for line in body.splitlines(keepends=True):
+        trail.append((cursor, line))
+        cursor = cursor.feed(line)
+    assert cursor.complete
+    return trail
+
+
+def test_a_wrong_zip_order_is_one_line_from_the_right_program(pool) -> None:
+    task = get_task("attn_scan_divsum")
+    c, judge = searched_constraint(task, "typed", "nearby", pool)
+    assert isinstance(c, TaskConstraint) and judge is not None
+    assert not c.verified(c.answer(ZIPPED_WRONG, True))
+    found = c.repaired(_trail(c, ZIPPED_WRONG))
+    assert found is not None
+    answer, edit, judged = found
+    assert edit == ("line 2: 'E3 = step.Zip().apply((E2, E0, E1))' -> "
+                    "'E3 = step.Zip().apply((E0, E2, E1))'")
+    assert 1 <= judged <= MAX_NEARBY
+    impl = extract_impl(answer)
+    assert pool.verify(task, impl).passed
+    # the answer is the model's program with that one line changed, plus the Copy it needs
+    assert "step.Copy().apply(E0)" in impl and "step.Accum(fn=fn_divsum, b=1)" in impl
+
+
+def test_each_neighbour_changes_one_line_to_one_the_cursor_offered_there() -> None:
+    # rmsnorm's reference chains five fp32 fns: swapping one for another keeps every type
+    task = get_task("norm_rmsnorm_rows")
+    body = "".join(f"  {ln}\n" for ln in program_lines(task.impl or ""))
+    c = constraint_for(task, "typed", lambda answer: False, DEEPEN_BUDGETS, MAX_NEARBY)
+    assert isinstance(c, TaskConstraint)
+    trail = _trail(c, body, attempt=len(DEEPEN_BUDGETS) - 1)  # the widest budget
+    steps = [(cur.options(), line) for cur, line in trail]  # type: ignore[attr-defined]
+    found = neighbours(steps, limit=10_000)
+    assert len(found) > 5, "the typed space offers alternatives to several lines"
+    old = body.splitlines(keepends=True)
+    assert len({nb.body for nb in found}) == len(found)  # no program twice
+    closeness = [nb.closeness for nb in found]
+    assert closeness == sorted(closeness, reverse=True)  # closest spellings first
+    for nb in found:
+        new = nb.body.splitlines(keepends=True)
+        changed = [i for i, (a, b) in enumerate(zip(old, new, strict=True)) if a != b]
+        assert len(changed) == 1, nb.edit
+        i = changed[0]
+        trail[i][0].feed(new[i])  # the replacement is a line the decoder offered right there
+        assert nb.edit.startswith(f"line {i + 1}: ")
+    assert [nb.body for nb in neighbours(steps, limit=5)] == [nb.body for nb in found[:5]]
+
+
+def test_the_first_budget_offers_only_the_zips_other_orders() -> None:
+    task = get_task("attn_scan_divsum")
+    c = constraint_for(task, "typed", lambda answer: False, DEEPEN_BUDGETS, MAX_NEARBY)
+    assert isinstance(c, TaskConstraint)
+    steps = [(cur.options(), line)  # type: ignore[attr-defined]
+             for cur, line in _trail(c, ZIPPED_WRONG)]
+    assert [nb.edit for nb in neighbours(steps)] == [
+        "line 2: 'E3 = step.Zip().apply((E2, E0, E1))' -> 'E3 = step.Zip().apply((E0, E2, E1))'"]
+
+
+def test_a_right_program_and_a_search_without_nearby_are_left_alone(pool) -> None:
+    task = get_task("attn_scan_divsum")
+    lines = program_lines(task.impl or "")
+    body = "".join(f"  {ln}\n" for ln in lines)
+    deepen, _ = searched_constraint(task, "typed", "deepen", pool)
+    assert isinstance(deepen, TaskConstraint)
+    assert deepen.repaired(_trail(deepen, ZIPPED_WRONG)) is None  # off under plain deepen
+    assert "+nearby" not in deepen.identity
+    near, _ = searched_constraint(task, "typed", "nearby", pool)
+    assert isinstance(near, TaskConstraint)
+    assert near.identity.replace(f"+nearby{MAX_NEARBY}", "") == deepen.identity
+    # the reference verifies as written: nothing to repair, and no neighbour is asked for it
+    assert near.verified(near.answer(body, True))
+
+
+def test_nearby_needs_typed_decoding_and_a_judge() -> None:
+    task = get_task("gemm_bias_relu")
+    with pytest.raises(ValueError, match="nearby needs typed decoding and a judge"):
+        constraint_for(task, "typed", None, (), MAX_NEARBY)
+    with pytest.raises(ValueError):
+        constraint_for(task, "grammar", lambda a: False, (), MAX_NEARBY)
+
+
+def test_no_neighbour_verifies_when_the_judge_never_agrees() -> None:
+    task = get_task("norm_rmsnorm_rows")
+    body = "".join(f"  {ln}\n" for ln in program_lines(task.impl or ""))
+    asked: list[str] = []
+
+    def judge(answer: str) -> bool:
+        asked.append(answer)
+        return False
+
+    c = constraint_for(task, "typed", judge, DEEPEN_BUDGETS, 7)
+    assert isinstance(c, TaskConstraint)
+    assert c.repaired(_trail(c, body, attempt=len(DEEPEN_BUDGETS) - 1)) is None
+    assert len(asked) == 7  # the count bounds the search
+    assert all(a.startswith(PREFIX) and a.endswith(SUFFIX) for a in asked)
+
+
+def test_the_prefix_judge_is_a_real_verifier(pool) -> None:
+    # guard against a judge that agrees with everything: the wrong order fails it
+    task = get_task("attn_scan_divsum")
+    judge = PrefixJudge(task, pool)
+    assert not judge(PREFIX + ZIPPED_WRONG + SUFFIX)
+    assert judge.calls == 1 and judge.passed == 0
