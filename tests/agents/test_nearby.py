@@ -6,7 +6,7 @@ import pytest
 
 from stepsmith.agents.decoding.constraint import DEEPEN_BUDGETS, TaskConstraint, constraint_for
 from stepsmith.agents.decoding.judge import PrefixJudge, searched_constraint
-from stepsmith.agents.decoding.nearby import MAX_NEARBY, neighbours
+from stepsmith.agents.decoding.nearby import MAX_NEARBY, NEARBY_VERSION, neighbours
 from stepsmith.agents.decoding.statements import PREFIX, SUFFIX, program_lines
 from stepsmith.agents.extract import extract_impl
 from stepsmith.llm.constraint import LineCursor
@@ -71,8 +71,9 @@ def test_each_neighbour_changes_one_line_to_one_the_cursor_offered_there() -> No
     assert len(found) > 5, "the typed space offers alternatives to several lines"
     old = body.splitlines(keepends=True)
     assert len({nb.body for nb in found}) == len(found)  # no program twice
-    closeness = [nb.closeness for nb in found]
-    assert closeness == sorted(closeness, reverse=True)  # closest spellings first
+    order = [(not nb.same_types, -nb.closeness) for nb in found]
+    assert order == sorted(order)  # same types first, then the closest spellings
+    assert found[0].same_types and not found[-1].same_types
     for nb in found:
         new = nb.body.splitlines(keepends=True)
         changed = [i for i, (a, b) in enumerate(zip(old, new, strict=True)) if a != b]
@@ -83,14 +84,17 @@ def test_each_neighbour_changes_one_line_to_one_the_cursor_offered_there() -> No
     assert [nb.body for nb in neighbours(steps, limit=5)] == [nb.body for nb in found[:5]]
 
 
-def test_the_first_budget_offers_only_the_zips_other_orders() -> None:
+def test_under_the_first_budget_the_zips_other_order_comes_first() -> None:
     task = get_task("attn_scan_divsum")
     c = constraint_for(task, "typed", lambda answer: False, DEEPEN_BUDGETS, MAX_NEARBY)
     assert isinstance(c, TaskConstraint)
     steps = [(cur.options(), line)  # type: ignore[attr-defined]
              for cur, line in _trail(c, ZIPPED_WRONG)]
-    assert [nb.edit for nb in neighbours(steps)] == [
+    found = neighbours(steps)
+    # the only alternative with the same types; the others change a line's output types
+    assert [nb.edit for nb in found if nb.same_types] == [
         "line 2: 'E3 = step.Zip().apply((E2, E0, E1))' -> 'E3 = step.Zip().apply((E0, E2, E1))'"]
+    assert found[0].same_types
 
 
 def test_a_right_program_and_a_search_without_nearby_are_left_alone(pool) -> None:
@@ -103,7 +107,7 @@ def test_a_right_program_and_a_search_without_nearby_are_left_alone(pool) -> Non
     assert "+nearby" not in deepen.identity
     near, _ = searched_constraint(task, "typed", "nearby", pool)
     assert isinstance(near, TaskConstraint)
-    assert near.identity.replace(f"+nearby{MAX_NEARBY}", "") == deepen.identity
+    assert near.identity.replace(f"+nearby{MAX_NEARBY}v{NEARBY_VERSION}", "") == deepen.identity
     # the reference verifies as written: nothing to repair, and no neighbour is asked for it
     assert near.verified(near.answer(body, True))
 

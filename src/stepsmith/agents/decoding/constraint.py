@@ -12,7 +12,7 @@ from stepsmith.llm.constraint import CONSTRAIN_MODES, Constraint, LineCursor, Li
 from stepsmith.tasks.task import Task
 
 from .grammar import task_grammar, task_lark
-from .nearby import neighbours
+from .nearby import NEARBY_VERSION, neighbours
 from .space import IDENT, MAX_STATEMENTS, Candidate, Facts, ProgramState
 from .statements import INDENT, PREFIX, SUFFIX, LineOptions, Rejected, advance
 
@@ -270,7 +270,7 @@ class TaskConstraint:
         digest = hashlib.sha256(self.grammar().encode()).hexdigest()[:16]
         judged = "+judge" if self.judge is not None else ""
         deepen = f"+deepen{'-'.join(map(str, self.budgets))}" if self.budgets else ""
-        near = f"+nearby{self.nearby}" if self.nearby else ""
+        near = f"+nearby{self.nearby}v{NEARBY_VERSION}" if self.nearby else ""
         return f"{self.mode}{judged}{deepen}{near}:{DECODER_VERSION}:{digest}"
 
     def grammar(self) -> str:

@@ -5,10 +5,12 @@ first attempt at attn_scan_divsum zipped the scan's statistics before the scores
 (`Zip((E2, E0, E1))` where the fn reads `(s, m, l, v)`) — every field fp32, so the types
 cannot tell, and a restart threw the rest of the program away. Here each statement of the
 failed program is replaced in turn by another statement the typed space offered at that same
-point with the same output types (so every later line still types), and the return by
-another well-typed return; the simulator judges each, closest spellings first. No model time
-is spent, only verifier runs, bounded by a count (`MAX_NEARBY`) so a search is the same on
-every machine.
+point, and the return by another well-typed return; the simulator judges each. Replacements
+with the same output types come first (every later line still types), closest spellings
+first; then those with other output types (`Accum(b=2)` for `Accum(b=1)`: the later lines
+may still type, and the verifier's static checks refuse them in ~10 ms when they do not). No
+model time is spent, only verifier runs, bounded by a count (`MAX_NEARBY`) so a search is
+the same on every machine.
 
 The edit is one of the alternatives the decoder itself offered at that line, so the answer is
 still a program the model could have written there; the verifier checks it whole, as every
@@ -28,6 +30,9 @@ from .statements import COMP_VARS, INDENT, LineOptions, canonical_rhs
 # a run 0.03-0.8 s (attn_scan_divsum, 2 cores), so 48 cost seconds where the model's restart
 # costs a minute.
 MAX_NEARBY = 48
+# Part of the cache identity: bump when the neighbours offered change. 1: same output types
+# only; 2: then the others.
+NEARBY_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,7 @@ class Neighbour:
     body: str
     edit: str
     closeness: float
+    same_types: bool  # every later line still types
 
 
 def _types(c: Candidate) -> tuple[object, ...]:
@@ -61,16 +67,16 @@ def _fresh(base: str, taken: frozenset[str]) -> str:
     return name
 
 
-def _alternatives(opts: LineOptions, line: str) -> Iterator[tuple[str, float]]:
-    """Other lines offered in place of `line` whose outputs have the same types, with how
-    close each is to it (difflib ratio of the right-hand sides)."""
+def _alternatives(opts: LineOptions, line: str) -> Iterator[tuple[str, float, bool]]:
+    """Other lines offered in place of `line`: each with how close it is to it (difflib ratio
+    of the right-hand sides) and whether its outputs have the same types."""
     text = line.strip()
     if text.startswith("return "):
         old = text[len("return "):].strip()
         for alt in opts.returns:
             if alt != old:
                 yield (f"{INDENT}return {alt}\n",
-                       difflib.SequenceMatcher(None, old, alt).ratio())
+                       difflib.SequenceMatcher(None, old, alt).ratio(), True)
         return
     lhs, _, rhs = text.partition(" = ")
     try:
@@ -87,33 +93,38 @@ def _alternatives(opts: LineOptions, line: str) -> Iterator[tuple[str, float]]:
     want = _types(orig)
     for pool in pools:
         for alt, cand in pool.items():
-            if alt == key or _types(cand) != want:
+            if alt == key or _kind(cand) != _kind(orig):
                 continue
             spelled = _spelled(alt, rhs, opts.taken)
             yield (f"{INDENT}{lhs} = {spelled}\n",
-                   difflib.SequenceMatcher(None, key, alt).ratio())
+                   difflib.SequenceMatcher(None, key, alt).ratio(), _types(cand) == want)
+
+
+def _kind(c: Candidate) -> tuple[bool, bool]:
+    """What a name bound to `c` is: a list of streams, a list of fns, or stream(s)."""
+    return c.is_list, c.fn_list is not None
 
 
 def neighbours(trail: Sequence[tuple[LineOptions, str]],
                limit: int = MAX_NEARBY) -> list[Neighbour]:
     """The programs that differ from `trail`'s lines (each with the options offered before
-    it) in one line, closest first, at most `limit`; ties keep the earlier line first."""
+    it) in one line, at most `limit`: same output types first, then closest spellings, then
+    the earlier line."""
     lines = [line for _, line in trail]
-    found: list[tuple[float, int, str, str]] = []
+    found: list[tuple[bool, float, int, str, str]] = []
     for i, (opts, line) in enumerate(trail):
-        for new, closeness in _alternatives(opts, line):
-            found.append((closeness, i, new, line))
-    found.sort(key=lambda x: (-x[0], x[1]))
+        for new, closeness, same in _alternatives(opts, line):
+            found.append((not same, -closeness, i, new, line))
+    found.sort(key=lambda x: x[:3])
     out: list[Neighbour] = []
     seen: set[str] = set()
-    for closeness, i, new, old in found:
+    for other, negative, i, new, old in found:
         body = "".join(lines[:i]) + new + "".join(lines[i + 1:])
         if body in seen:
             continue
         seen.add(body)
         out.append(Neighbour(body, f"line {i + 1}: {old.strip()!r} -> {new.strip()!r}",
-                             closeness))
+                             -negative, not other))
         if len(out) >= limit:
             break
     return out
-
