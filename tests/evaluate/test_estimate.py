@@ -90,6 +90,18 @@ def test_cli_estimate_runs_nothing(tmp_path: Path) -> None:
     unknown = CliRunner().invoke(app, ["bench", "--model", "openai:mystery-model", "--tasks", NAMES[0],
                                        "--estimate", "--db", str(db)])
     assert unknown.exit_code == 0 and "no price for this model (add one under [prices]" in unknown.stdout
+    assert "decoding: none" in res.stdout  # an API model answers free-form
+
+
+def test_local_models_decode_typed_with_the_nearby_search_by_default(tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["bench", "--model", "llamacpp:qwen2.5-coder-1.5b", "--tasks",
+                                   NAMES[0], "--estimate", "--db", str(tmp_path / "s.db")])
+    assert res.exit_code == 0, res.output
+    assert "decoding: typed+nearby" in res.stdout
+    chosen = CliRunner().invoke(app, ["bench", "--model", "llamacpp:qwen2.5-coder-1.5b", "--tasks",
+                                      NAMES[0], "--search", "deepen", "--estimate", "--db",
+                                      str(tmp_path / "s.db")])
+    assert chosen.exit_code == 0 and "decoding: typed+deepen" in chosen.stdout
 
 
 def test_local_models_get_a_time_estimate_from_their_logged_calls(tmp_path) -> None:

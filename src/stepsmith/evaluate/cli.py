@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -132,6 +133,8 @@ def _print_estimate(cfg: BenchConfig, store: ExperienceStore) -> None:
     est.call_seconds = seconds_for(store.path, cfg.model)
     for line in render_estimate(est):
         _console().print(line, highlight=False, markup=False)
+    _console().print(f"  decoding: {decoding_label(dataclasses.asdict(cfg))}",
+                     highlight=False, markup=False)
 
 
 def _store(db: Path | None) -> ExperienceStore:
@@ -265,7 +268,7 @@ def register(app: typer.Typer) -> None:
         max_iterations: Annotated[int | None, typer.Option("--max-iterations", help="Cap on Algorithm 1 iterations (quick demo 3).")] = None,
         concurrency: Annotated[int, typer.Option("--concurrency", help="Concurrent LLM requests.")] = 4,
         constrain: Annotated[str | None, typer.Option("--constrain", help="Decoding constraint: none | grammar (the task's CFG) | typed (only well-typed statements; local models). Default: typed for llamacpp: models, none otherwise.")] = None,
-        search: Annotated[str | None, typer.Option("--search", help="none | prefix: after each typed line, the simulator judges returning the streams that have the output type; a verified one ends the sample | deepen: prefix, and a complete program that fails restarts the sample with a larger statement budget (6, 10, 16; streams may be used again, the answer gets the Copy) while its token budget lasts | nearby: deepen, and before each restart the simulator judges the failed program's one-line neighbours (each line swapped for another the typed space offered there with the same output types; no model time). Default: deepen with --constrain typed.")] = None,
+        search: Annotated[str | None, typer.Option("--search", help="none | prefix: after each typed line, the simulator judges returning the streams that have the output type; a verified one ends the sample | deepen: prefix, and a complete program that fails restarts the sample with a larger statement budget (6, 10, 16; streams may be used again, the answer gets the Copy) while its token budget lasts | nearby: deepen, and before each restart the simulator judges the failed program's one-line neighbours (each line swapped for another the typed space offered there with the same output types; no model time; it gives the same answer as deepen or a verified one in less model time). Default: nearby with --constrain typed.")] = None,
         reference: Annotated[str | None, typer.Option("--reference", help="System prompt: full (a worked example per primitive, ~7k tokens) | compact (no worked examples, ~2.9k tokens; faster on small local models, but the 0.5B solved less with it). Default: full.")] = None,
         sibling: Annotated[bool, typer.Option("--sibling/--no-sibling", help="Repeat the demonstration of the task's own group that reads most like it right before the task (self-improvement's prompt holds a dozen demonstrations; the relevant one can sit 7k tokens away). Off by default: on the 1.5B model it did not raise the right programs' likelihood (README, bench/demo_likelihood.py).")] = False,
         server_kind: Annotated[str | None, typer.Option("--server-kind", help="Engine behind an openai-compatible: model, for --constrain grammar: vllm | sglang | llamacpp.")] = None,
@@ -331,7 +334,7 @@ def register(app: typer.Typer) -> None:
                     demos_file=str(demos) if demos else None, ks=sorted({1, *_ints("--k", k)}),
                     concurrency=concurrency, max_tokens=512 if quick else 1024,
                     constrain=constrain_mode,
-                    search=search or ("deepen" if constrain_mode == "typed" else "none"),
+                    search=search or ("nearby" if constrain_mode == "typed" else "none"),
                     reference=reference or "full", sibling=sibling,
                 )
                 _note_full_protocol(cfg, quick, bool(task_refs or group_refs or n))
