@@ -77,6 +77,7 @@ def main() -> None:
             continue
         failed += 1
         verdict = "no complete attempt" if not tried else "no neighbour verified"
+        spent = 0.0
         for index, _, body in tried:
             cursor = constraint.lines(index)
             assert cursor is not None
@@ -92,14 +93,15 @@ def main() -> None:
             before = judge.calls
             t0 = time.perf_counter()
             near = constraint.repaired(trail)
-            seconds += time.perf_counter() - t0
+            spent += time.perf_counter() - t0
             judged_total += judge.calls - before
             if near is not None:
                 rescued += 1
                 solved_after.add(task_name)
                 verdict = f"attempt {index + 1} rescued after {near[2]} judged: {near[1]}"
                 break
-        print(f"call {call_id} {task_name}: {verdict}")
+        seconds += spent
+        print(f"call {call_id} {task_name}: {verdict}" + (f" ({spent:.1f} s)" if tried else ""))
     print(f"\n{len(rows)} typed samples; {failed} failed as recorded, {rescued} of them rescued "
           f"by a one-line neighbour")
     print(f"tasks solved: {len(solved_before)} recorded -> {len(solved_after)} with nearby "

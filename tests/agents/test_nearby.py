@@ -66,31 +66,70 @@ def test_each_neighbour_changes_one_line_to_one_the_cursor_offered_there() -> No
     c = constraint_for(task, "typed", lambda answer: False, DEEPEN_BUDGETS, MAX_NEARBY)
     assert isinstance(c, TaskConstraint)
     trail = _trail(c, body, attempt=len(DEEPEN_BUDGETS) - 1)  # the widest budget
-    steps = [(cur.options(), line) for cur, line in trail]  # type: ignore[attr-defined]
-    found = neighbours(steps, limit=10_000)
-    assert len(found) > 5, "the typed space offers alternatives to several lines"
+    found = neighbours(trail, limit=10_000)  # type: ignore[arg-type]
+    assert len(found) > 5 and any(nb.same_types for nb in found)
+    assert any(not nb.same_types for nb in found)
     old = body.splitlines(keepends=True)
     assert len({nb.body for nb in found}) == len(found)  # no program twice
-    order = [(not nb.same_types, -nb.closeness) for nb in found]
-    assert order == sorted(order)  # same types first, then the closest spellings
-    assert found[0].same_types and not found[-1].same_types
     for nb in found:
         new = nb.body.splitlines(keepends=True)
+        assert len(new) == len(old)
         changed = [i for i, (a, b) in enumerate(zip(old, new, strict=True)) if a != b]
-        assert len(changed) == 1, nb.edit
         i = changed[0]
-        trail[i][0].feed(new[i])  # the replacement is a line the decoder offered right there
         assert nb.edit.startswith(f"line {i + 1}: ")
-    assert [nb.body for nb in neighbours(steps, limit=5)] == [nb.body for nb in found[:5]]
+        cursor = trail[i][0].feed(new[i])  # the replacement is a line offered right there
+        if nb.same_types:  # tier 1: that line only
+            assert changed == [i], nb.edit
+            continue
+        # tier 2: that line and the return, which is well typed after the model's lines
+        assert changed in ([i], [i, len(old) - 1]), nb.edit
+        for line in new[i + 1:]:
+            cursor = cursor.feed(line)
+        assert cursor.complete
+    assert [nb.body for nb in neighbours(trail, limit=5)] == [  # type: ignore[arg-type]
+        nb.body for nb in found[:5]]
+
+
+# The 1.5B model's first attempt at norm_rmsnorm_stream (run 20261203-155009-9065, call 16):
+# the rms right, then divided too early and returned a RepeatRef of that. The same two calls,
+# rewired (RepeatRef the rms, divide x by it), verify.
+RMS_EARLY = (
+    "  E1 = step.Map(fn=fn_square).apply(E0)\n"
+    "  E2 = step.Accum(fn=fn_add, b=1).apply(E1)\n"
+    "  E3 = step.Map(fn=fn_divbyd).apply(E2)\n"
+    "  E4 = step.Map(fn=fn_addeps).apply(E3)\n"
+    "  E5 = step.Map(fn=fn_sqrt).apply(E4)\n"
+    "  E6 = step.Map(fn=fn_div).apply((E5, E3))\n"
+    "  return step.RepeatRef().apply((E6, E0))\n"
+)
+
+
+def test_the_models_own_calls_rewired_are_judged_early(pool) -> None:
+    task = get_task("norm_rmsnorm_stream")
+    c, judge = searched_constraint(task, "typed", "nearby", pool)
+    assert isinstance(c, TaskConstraint) and judge is not None
+    trail = _trail(c, RMS_EARLY, attempt=1)
+    assert not c.verified(c.answer(RMS_EARLY, True))
+    found = c.repaired(trail)
+    assert found is not None
+    answer, edit, judged = found
+    assert edit == ("line 6: 'E6 = step.Map(fn=fn_div).apply((E5, E3))' -> "
+                    "'E6 = step.RepeatRef().apply((E5, E0))', "
+                    "'return step.RepeatRef().apply((E6, E0))' -> "
+                    "'return step.Map(fn=fn_div).apply((E0, E6))'")
+    assert judged < MAX_NEARBY
+    assert pool.verify(task, extract_impl(answer)).passed
+    # it is a tier-2 neighbour: its calls are the model's, so it comes before other rewirings
+    order = neighbours(trail)  # type: ignore[arg-type]
+    rewired = [nb for nb in order if not nb.same_types]
+    assert edit in [nb.edit for nb in rewired[:2]]
 
 
 def test_under_the_first_budget_the_zips_other_order_comes_first() -> None:
     task = get_task("attn_scan_divsum")
     c = constraint_for(task, "typed", lambda answer: False, DEEPEN_BUDGETS, MAX_NEARBY)
     assert isinstance(c, TaskConstraint)
-    steps = [(cur.options(), line)  # type: ignore[attr-defined]
-             for cur, line in _trail(c, ZIPPED_WRONG)]
-    found = neighbours(steps)
+    found = neighbours(_trail(c, ZIPPED_WRONG))  # type: ignore[arg-type]
     # the only alternative with the same types; the others change a line's output types
     assert [nb.edit for nb in found if nb.same_types] == [
         "line 2: 'E3 = step.Zip().apply((E2, E0, E1))' -> 'E3 = step.Zip().apply((E0, E2, E1))'"]

@@ -300,7 +300,7 @@ class TaskConstraint:
         the edit, neighbours judged); None when none does (or the search is off)."""
         if not self.nearby or self.judge is None:
             return None
-        steps = [(c.options(), line) for c, line in trail if isinstance(c, TypedCursor)]
+        steps = [(c, line) for c, line in trail if isinstance(c, TypedCursor)]
         if len(steps) != len(trail):
             return None
         judged = 0

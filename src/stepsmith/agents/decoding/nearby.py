@@ -5,34 +5,50 @@ first attempt at attn_scan_divsum zipped the scan's statistics before the scores
 (`Zip((E2, E0, E1))` where the fn reads `(s, m, l, v)`) — every field fp32, so the types
 cannot tell, and a restart threw the rest of the program away. Here each statement of the
 failed program is replaced in turn by another statement the typed space offered at that same
-point, and the return by another well-typed return; the simulator judges each. Replacements
-with the same output types come first (every later line still types), closest spellings
-first; then those with other output types (`Accum(b=2)` for `Accum(b=1)`: the later lines
-may still type, and the verifier's static checks refuse them in ~10 ms when they do not). No
-model time is spent, only verifier runs, bounded by a count (`MAX_NEARBY`) so a search is
-the same on every machine.
+point, and the simulator judges each result:
 
-The edit is one of the alternatives the decoder itself offered at that line, so the answer is
-still a program the model could have written there; the verifier checks it whole, as every
-answer.
+1. replacements with the same output types, and other well-typed returns: every later line
+   still types as written; closest spellings first;
+2. replacements with other output types (`Repeat(n=D)` of the rms where the model divided
+   by it early): the later lines are typed again from the edit on (a line that no longer
+   types drops the neighbour), and the program ends with any return well typed there — the
+   model's own return first. The 1.5B model's rmsnorm answers were this far from right.
+
+No model time is spent, only verifier runs and typing, both bounded by counts (`MAX_NEARBY`
+judged programs, `NEARBY_TYPINGS` typed calls) so a search is the same on every machine.
+Every line of a neighbour is one the decoder offered at that point, so the answer is a
+program the model could have written; the verifier checks it whole, as every answer.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .space import ELEM, FNV, Candidate
+from .space import ELEM, FNV, IDENT, Candidate
 from .statements import COMP_VARS, INDENT, LineOptions, canonical_rhs
+
+if TYPE_CHECKING:
+    from .constraint import TypedCursor
 
 # Neighbours judged per failed complete attempt. A static failure costs the verifier ~10 ms,
 # a run 0.03-0.8 s (attn_scan_divsum, 2 cores), so 48 cost seconds where the model's restart
 # costs a minute.
 MAX_NEARBY = 48
+# Tier-2 replacements whose returns are listed, per failed attempt (a count: the same search
+# on every machine).
+REWIRED_STATES = 32
+# A same-typed edit spelled at least this close to the line is judged before the model's calls
+# rewired (an argument order, a parameter value).
+TINY = 0.9
 # Part of the cache identity: bump when the neighbours offered change. 1: same output types
-# only; 2: then the others.
-NEARBY_VERSION = 2
+# only; 2: then the others, unchecked; 3: the others re-typed, with any return; 4: at most
+# REWIRED_STATES of those.
+NEARBY_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -42,12 +58,17 @@ class Neighbour:
     body: str
     edit: str
     closeness: float
-    same_types: bool  # every later line still types
+    same_types: bool  # every later line types as written
 
 
 def _types(c: Candidate) -> tuple[object, ...]:
     return (c.is_list, c.fn_list is not None and len(c.fn_list),
             tuple((repr(t.dtype), repr(t.shape)) for t in c.outs))
+
+
+def _kind(c: Candidate) -> tuple[bool, bool]:
+    """What a name bound to `c` is: a list of streams, a list of fns, or stream(s)."""
+    return c.is_list, c.fn_list is not None
 
 
 def _spelled(text: str, line: str, taken: frozenset[str]) -> str:
@@ -67,64 +88,137 @@ def _fresh(base: str, taken: frozenset[str]) -> str:
     return name
 
 
-def _alternatives(opts: LineOptions, line: str) -> Iterator[tuple[str, float, bool]]:
+def _close(a: str, b: str) -> float:
+    return difflib.SequenceMatcher(None, a, b).ratio()
+
+
+def _alternatives(opts: LineOptions, line: str
+                  ) -> Iterator[tuple[str, float, bool, Candidate | None]]:
     """Other lines offered in place of `line`: each with how close it is to it (difflib ratio
-    of the right-hand sides) and whether its outputs have the same types."""
+    of the right-hand sides), whether its outputs have the same types, and its candidate
+    (None for a return)."""
     text = line.strip()
     if text.startswith("return "):
         old = text[len("return "):].strip()
         for alt in opts.returns:
             if alt != old:
-                yield (f"{INDENT}return {alt}\n",
-                       difflib.SequenceMatcher(None, old, alt).ratio(), True)
+                yield f"{INDENT}return {alt}\n", _close(old, alt), True, None
         return
     lhs, _, rhs = text.partition(" = ")
-    try:
-        key = canonical_rhs(rhs.strip())
-    except Exception:  # noqa: BLE001 - a line the cursor accepted; skip it if it does not parse
-        return
-    arity = len(lhs.split(","))
-    pools = [opts.assignments.get(arity, {})]
-    if arity == 1:
-        pools.append(opts.assignments.get(0, {}))
-    orig = next((p[key] for p in pools if key in p), None)
+    orig = _candidate(opts, line)
     if orig is None:
         return
     want = _types(orig)
-    for pool in pools:
+    arity = len(lhs.split(","))
+    for pool in _pools(opts, arity):
         for alt, cand in pool.items():
-            if alt == key or _kind(cand) != _kind(orig):
+            if alt == orig.text or _kind(cand) != _kind(orig):
                 continue
             spelled = _spelled(alt, rhs, opts.taken)
-            yield (f"{INDENT}{lhs} = {spelled}\n",
-                   difflib.SequenceMatcher(None, key, alt).ratio(), _types(cand) == want)
+            yield (f"{INDENT}{lhs} = {spelled}\n", _close(orig.text, alt),
+                   _types(cand) == want, cand)
 
 
-def _kind(c: Candidate) -> tuple[bool, bool]:
-    """What a name bound to `c` is: a list of streams, a list of fns, or stream(s)."""
-    return c.is_list, c.fn_list is not None
+def _pools(opts: LineOptions, arity: int) -> list[dict[str, Candidate]]:
+    pools = [opts.assignments.get(arity, {})]
+    if arity == 1:
+        pools.append(opts.assignments.get(0, {}))
+    return pools
 
 
-def neighbours(trail: Sequence[tuple[LineOptions, str]],
-               limit: int = MAX_NEARBY) -> list[Neighbour]:
-    """The programs that differ from `trail`'s lines (each with the options offered before
-    it) in one line, at most `limit`: same output types first, then closest spellings, then
-    the earlier line."""
+def _candidate(opts: LineOptions, line: str) -> Candidate | None:
+    """The candidate an assignment line was accepted as."""
+    lhs, _, rhs = line.strip().partition(" = ")
+    try:
+        key = canonical_rhs(rhs.strip())
+    except Exception:  # noqa: BLE001 - a line the cursor accepted; skip it if it does not parse
+        return None
+    return next((p[key] for p in _pools(opts, len(lhs.split(","))) if key in p), None)
+
+
+def _names(line: str) -> list[str]:
+    return [n.strip() for n in line.strip().partition(" = ")[0].split(",")]
+
+
+def _calls(text: str) -> list[str]:
+    """The calls and fns a piece of program names, in a canonical order (what it computes,
+    whatever the streams are called)."""
+    return sorted(CALL.findall(text))
+
+
+CALL = re.compile(r"step\.\w+\([^)]*\)|\bfn_\w+")
+
+
+def neighbours(trail: Sequence[tuple[TypedCursor, str]], limit: int = MAX_NEARBY
+               ) -> list[Neighbour]:
+    """The programs one line away from `trail` (each line with the cursor it was written
+    at), at most `limit`, in the order they are judged: tiny edits of one line (same output
+    types, spelled within 10 % of it: an argument order, a parameter), then the model's own
+    calls rewired (tier 2 with the same calls), then the other same-typed edits, closest
+    first, then the rest of tier 2."""
     lines = [line for _, line in trail]
-    found: list[tuple[bool, float, int, str, str]] = []
-    for i, (opts, line) in enumerate(trail):
-        for new, closeness, same in _alternatives(opts, line):
-            found.append((not same, -closeness, i, new, line))
-    found.sort(key=lambda x: x[:3])
+    ranked: list[tuple[tuple[int, float, float], Neighbour]] = []
+    for i, (cursor, line) in enumerate(trail):
+        for new, closeness, alike, _ in _alternatives(cursor.options(), line):
+            if alike:
+                body = "".join(lines[:i]) + new + "".join(lines[i + 1:])
+                edit = f"line {i + 1}: {line.strip()!r} -> {new.strip()!r}"
+                ranked.append(((0 if closeness >= TINY else 2, -closeness, 0.0),
+                               Neighbour(body, edit, closeness, True)))
+    for calls, closeness, i, new, body in _rewired(trail):
+        edit = (f"line {i + 1}: {lines[i].strip()!r} -> {new.strip()!r}, "
+                f"{lines[-1].strip()!r} -> {body.splitlines()[-1].strip()!r}")
+        ranked.append(((1 if calls == 1.0 else 3, -calls, -closeness),
+                       Neighbour(body, edit, closeness, False)))
+    ranked.sort(key=lambda x: x[0])
     out: list[Neighbour] = []
     seen: set[str] = set()
-    for other, negative, i, new, old in found:
-        body = "".join(lines[:i]) + new + "".join(lines[i + 1:])
-        if body in seen:
-            continue
-        seen.add(body)
-        out.append(Neighbour(body, f"line {i + 1}: {old.strip()!r} -> {new.strip()!r}",
-                             -negative, not other))
-        if len(out) >= limit:
-            break
+    for _, nb in ranked:
+        if nb.body not in seen:
+            seen.add(nb.body)
+            out.append(nb)
+            if len(out) >= limit:
+                break
     return out
+
+
+def _rewired(trail: Sequence[tuple[TypedCursor, str]]
+             ) -> Iterator[tuple[float, float, int, str, str]]:
+    """Tier 2: a line whose outputs only the return reads, replaced by one with other output
+    types, and the return replaced by each one well typed after it; scored by how alike the
+    two lines compute to the model's two (the same calls rewired first), then by closeness.
+    The states are built with `bind` from the candidates the cursors already typed, so no
+    line is typed again. Listing a state's returns can cost 0.1 s (rope's 4-stream calls), so
+    returns are listed after at most `REWIRED_STATES` replacements: those naming only calls the
+    model's two lines name (they can be the same calls rewired), then the closest others."""
+    if len(trail) < 2 or not trail[-1][1].strip().startswith("return "):
+        return
+    lines = [line for _, line in trail]
+    old_ret = lines[-1].strip()[len("return "):]
+    cands = [_candidate(c.options(), line) for c, line in trail[:-1]]
+    edits: list[tuple[bool, float, int, str, Candidate, list[str]]] = []
+    for i, (cursor, line) in enumerate(trail[:-1]):
+        names = set(_names(line))
+        if any(names & set(IDENT.findall(later)) for later in lines[i + 1:-1]):
+            continue
+        before = _calls(line.partition(" = ")[2] + " " + old_ret)
+        for new, closeness, alike, cand in _alternatives(cursor.options(), line):
+            if not alike and cand is not None:
+                within = not Counter(_calls(cand.text)) - Counter(before)
+                edits.append((not within, -closeness, i, new, cand, before))
+    edits.sort(key=lambda e: e[:3])
+    for _, negative, i, new, cand, before in edits[:REWIRED_STATES]:
+        cursor, line = trail[i]
+        state = cursor.state.bind(_names(line), cand)
+        for j in range(i + 1, len(trail) - 1):
+            cj = cands[j]
+            if cj is None:
+                break
+            state = state.bind(_names(lines[j]), cj)
+        else:
+            for ret in state.returns():
+                after = _calls(cand.text + " " + ret.text)
+                alike_calls = difflib.SequenceMatcher(None, before, after).ratio()
+                yield (alike_calls, -negative, i, new,
+                       "".join(lines[:i]) + new + "".join(lines[i + 1:-1])
+                       + f"{INDENT}return {ret.text}\n")
