@@ -562,6 +562,38 @@ def test_memoised_typing_gives_each_partition_its_own_lengths() -> None:
     assert state._type_call(m, {"a": 1}, x) is state._type_call(m, {"a": 1}, x)
 
 
+def test_merge_refuses_a_selector_that_did_not_route_its_parts() -> None:
+    """The decoder renames a Partition's fresh lengths after their statement; Merge's typing
+    rule must still know which selector routed them. The 1.5B model's expert_linear_sum
+    answer (run 20261203-162531-4cb3) merged with `Repeat(n=E)` of the selector, typed-18 let
+    it through and the simulator failed it with a shape error; the reference stays accepted."""
+    task = get_task("expert_linear_sum")
+    c = constraint_for(task, "typed", lambda answer: False, DEEPEN_BUDGETS)
+    assert isinstance(c, TaskConstraint)
+    wrong = ["Sel_a, Sel_b = step.Copy().apply(Sel)",
+             "E1 = step.Repeat(n=E).apply(Sel_a)",
+             "parts = step.Partition(N=E_value).apply((X, Sel_b))",
+             "experts = [fn_expert0, fn_expert1, fn_expert2]",
+             "outs = [step.Map(fn=f).apply(p) for f, p in zip(experts, parts)]"]
+    cursor = c.lines(len(DEEPEN_BUDGETS) - 1)
+    assert cursor is not None
+    for line in wrong:
+        cursor = cursor.feed(f"  {line}\n")
+    with pytest.raises(LineRejected, match="not a well-typed statement"):
+        cursor.feed("  E2 = step.Merge(fn=fn_add).apply((outs, E1))\n")
+    opts = cursor.options()  # the input selector itself (used again, so copied) still merges
+    offered = set(opts.returns) | {t for cs in opts.assignments.values() for t in cs}
+    assert "step.Merge(fn=fn_add).apply((outs, Sel))" in offered
+    assert "step.Merge(fn=fn_add).apply((outs, E1))" not in offered
+    # a sibling state that partitions by the repeated selector gets lengths of its own name
+    # (another fact), so the first Partition's Merge is still offered its own selector
+    right = c.lines(len(DEEPEN_BUDGETS) - 1)
+    assert right is not None
+    for line in program_lines(task.impl or ""):
+        right = right.feed(f"  {line}\n")
+    assert right.complete
+
+
 def test_a_statement_that_kills_a_needed_fn_input_is_not_offered() -> None:
     """index_softmax_top2 needs the softmax twice (top-2 selection and the renormalisation):
     consuming it in the selection without a Copy leaves fn_masked_renorm no Buffer input."""

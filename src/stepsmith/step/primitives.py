@@ -346,6 +346,24 @@ _ROUTED_MAX = 1 << 16
 _MERGE_HINT = "Merge must get the parts produced by a Partition with a copy of the same selector"
 
 
+def fresh_dim_fact(symbol: str) -> str:
+    """What the typing rules remember of a fresh dim symbol, as text ('' when nothing): the
+    element count of the selector that routed a Partition's part. A program typer that renames
+    fresh dims (the typed decoder names them after their statement) keeps renamed dims with
+    different facts apart by it, and passes the fact on with `alias_fresh_dim`."""
+    origin = _ROUTED_BY.get(symbol)
+    return "" if origin is None else f"routed by {origin}"
+
+
+def alias_fresh_dim(new: str, old: str) -> None:
+    """Let the dim symbol `new` carry what `old` carries (see `fresh_dim_fact`)."""
+    origin = _ROUTED_BY.get(old)
+    if origin is not None:
+        _ROUTED_BY[new] = origin
+        while len(_ROUTED_BY) > _ROUTED_MAX:
+            _ROUTED_BY.popitem(last=False)
+
+
 def _selector_count(sel: SType) -> Dim:
     return math.prod(sel.shape, start=Dim.const(1))
 

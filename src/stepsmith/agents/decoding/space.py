@@ -37,6 +37,7 @@ from stepsmith.step.dtypes import (
     fields_of,
 )
 from stepsmith.step.fn import Fn
+from stepsmith.step.primitives import alias_fresh_dim, fresh_dim_fact
 from stepsmith.step.registry import REGISTRY, Param, PrimitiveDef, int_literals, shapes_equal
 from stepsmith.step.stream import SType
 from stepsmith.tasks.bindings import ALWAYS_BOUND, requested_bindings
@@ -596,8 +597,15 @@ class ProgramState:
         # by a process-wide counter: within one program each statement gets its own, and every
         # sibling state the search visits shares them, so the memos above hit on the parts
         # (with counter names, the expert tasks spent 150 s on one line's options).
+        # What the typing rules remember of a fresh dim (the selector that routed a part, for
+        # Merge) goes with the new name, and a different fact makes a different name: sibling
+        # states type different Partitions at the same statement.
         old = sorted(_symbols(outs) - _symbols(ins) - set(self.facts.sizes))
-        names = {x: f"P_dyn_s{self.statements}_{i}" for i, x in enumerate(old)}
+        names = {}
+        for i, x in enumerate(old):
+            fact = re.sub(r"\W+", "_", fresh_dim_fact(x)).strip("_")
+            names[x] = f"P_dyn_s{self.statements}_{i}" + (f"_{fact}" if fact else "")
+            alias_fresh_dim(names[x], x)
         return tuple(_renamed(x, names) for x in outs)
 
     def _fresh_in(self, outs: Sequence[SType], ins: Sequence[SType]) -> bool:
