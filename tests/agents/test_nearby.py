@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from stepsmith.agents.decoding.constraint import DEEPEN_BUDGETS, TaskConstraint, constraint_for
+from stepsmith.agents.decoding.constraint import (
+    DEEPEN_BUDGETS,
+    TaskConstraint,
+    TypedCursor,
+    constraint_for,
+)
 from stepsmith.agents.decoding.judge import PrefixJudge, searched_constraint
 from stepsmith.agents.decoding.nearby import MAX_NEARBY, NEARBY_VERSION, neighbours
 from stepsmith.agents.decoding.statements import PREFIX, SUFFIX, program_lines
 from stepsmith.agents.extract import extract_impl
-from stepsmith.llm.constraint import LineCursor
 from stepsmith.tasks.suite import get_task
 from stepsmith.verify.pool import VerifierPool
 
@@ -31,10 +35,10 @@ def pool():
         yield p
 
 
-def _trail(c: TaskConstraint, body: str, attempt: int = 0) -> list[tuple[LineCursor, str]]:
+def _trail(c: TaskConstraint, body: str, attempt: int = 0) -> list[tuple[TypedCursor, str]]:
     cursor = c.lines(attempt)
     assert cursor is not None
-    trail: list[tuple[LineCursor, str]] = []
+    trail: list[tuple[TypedCursor, str]] = []
     for line in body.splitlines(keepends=True):
         trail.append((cursor, line))
         cursor = cursor.feed(line)
@@ -66,7 +70,7 @@ def test_each_neighbour_changes_one_line_to_one_the_cursor_offered_there() -> No
     c = constraint_for(task, "typed", lambda answer: False, DEEPEN_BUDGETS, MAX_NEARBY)
     assert isinstance(c, TaskConstraint)
     trail = _trail(c, body, attempt=len(DEEPEN_BUDGETS) - 1)  # the widest budget
-    found = neighbours(trail, limit=10_000)  # type: ignore[arg-type]
+    found = neighbours(trail, limit=10_000)
     assert len(found) > 5 and any(nb.same_types for nb in found)
     assert any(not nb.same_types for nb in found)
     old = body.splitlines(keepends=True)
@@ -86,7 +90,7 @@ def test_each_neighbour_changes_one_line_to_one_the_cursor_offered_there() -> No
         for line in new[i + 1:]:
             cursor = cursor.feed(line)
         assert cursor.complete
-    assert [nb.body for nb in neighbours(trail, limit=5)] == [  # type: ignore[arg-type]
+    assert [nb.body for nb in neighbours(trail, limit=5)] == [
         nb.body for nb in found[:5]]
 
 
@@ -120,7 +124,7 @@ def test_the_models_own_calls_rewired_are_judged_early(pool) -> None:
     assert judged < MAX_NEARBY
     assert pool.verify(task, extract_impl(answer)).passed
     # it is a tier-2 neighbour: its calls are the model's, so it comes before other rewirings
-    order = neighbours(trail)  # type: ignore[arg-type]
+    order = neighbours(trail)
     rewired = [nb for nb in order if not nb.same_types]
     assert edit in [nb.edit for nb in rewired[:2]]
 
@@ -129,7 +133,7 @@ def test_under_the_first_budget_the_zips_other_order_comes_first() -> None:
     task = get_task("attn_scan_divsum")
     c = constraint_for(task, "typed", lambda answer: False, DEEPEN_BUDGETS, MAX_NEARBY)
     assert isinstance(c, TaskConstraint)
-    found = neighbours(_trail(c, ZIPPED_WRONG))  # type: ignore[arg-type]
+    found = neighbours(_trail(c, ZIPPED_WRONG))
     # the only alternative with the same types; the others change a line's output types
     assert [nb.edit for nb in found if nb.same_types] == [
         "line 2: 'E3 = step.Zip().apply((E2, E0, E1))' -> 'E3 = step.Zip().apply((E0, E2, E1))'"]

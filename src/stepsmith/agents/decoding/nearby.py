@@ -3,21 +3,22 @@
 Small models often write the right dataflow with one wrong choice in it: the 1.5B model's
 first attempt at attn_scan_divsum zipped the scan's statistics before the scores
 (`Zip((E2, E0, E1))` where the fn reads `(s, m, l, v)`) — every field fp32, so the types
-cannot tell, and a restart threw the rest of the program away. Here each statement of the
-failed program is replaced in turn by another statement the typed space offered at that same
-point, and the simulator judges each result:
+cannot tell, and a restart threw the rest of the program away. Here lines of the failed
+program are replaced by others the typed space offered at that same point, and the simulator
+judges each result:
 
 1. replacements with the same output types, and other well-typed returns: every later line
-   still types as written; closest spellings first;
-2. replacements with other output types (`Repeat(n=D)` of the rms where the model divided
-   by it early): the later lines are typed again from the edit on (a line that no longer
-   types drops the neighbour), and the program ends with any return well typed there — the
-   model's own return first. The 1.5B model's rmsnorm answers were this far from right.
+   still types as written;
+2. replacements with other output types of a line only the return reads (`Repeat(n=D)` of
+   the rms where the model divided by it early), each followed by every return well typed
+   after it; the states are rebuilt with `bind` from the candidates the cursors typed. The
+   1.5B model's rmsnorm answers were this far from right.
 
-No model time is spent, only verifier runs and typing, both bounded by counts (`MAX_NEARBY`
-judged programs, `NEARBY_TYPINGS` typed calls) so a search is the same on every machine.
-Every line of a neighbour is one the decoder offered at that point, so the answer is a
-program the model could have written; the verifier checks it whole, as every answer.
+Tiny edits of tier 1 go first, then tier 2 naming the model's own calls, then the rest. No
+model time is spent, only verifier runs and typing, both bounded by counts (`MAX_NEARBY`
+judged programs, `REWIRED_STATES` tier-2 states) so a search is the same on every machine.
+Every replacement is a line the decoder offered at that point, so the answer is a program the
+model could have written; the verifier checks it whole, as every answer.
 """
 
 from __future__ import annotations
@@ -109,8 +110,9 @@ def _alternatives(opts: LineOptions, line: str
     if orig is None:
         return
     want = _types(orig)
-    arity = len(lhs.split(","))
-    for pool in _pools(opts, arity):
+    arity = len(_names(line))
+    for pool in (opts.assignments.get(arity, {}), opts.assignments.get(0, {}) if arity == 1
+                 else {}):
         for alt, cand in pool.items():
             if alt == orig.text or _kind(cand) != _kind(orig):
                 continue
@@ -119,21 +121,13 @@ def _alternatives(opts: LineOptions, line: str
                    _types(cand) == want, cand)
 
 
-def _pools(opts: LineOptions, arity: int) -> list[dict[str, Candidate]]:
-    pools = [opts.assignments.get(arity, {})]
-    if arity == 1:
-        pools.append(opts.assignments.get(0, {}))
-    return pools
-
-
 def _candidate(opts: LineOptions, line: str) -> Candidate | None:
     """The candidate an assignment line was accepted as."""
-    lhs, _, rhs = line.strip().partition(" = ")
     try:
-        key = canonical_rhs(rhs.strip())
+        key = canonical_rhs(line.strip().partition(" = ")[2].strip())
     except Exception:  # noqa: BLE001 - a line the cursor accepted; skip it if it does not parse
         return None
-    return next((p[key] for p in _pools(opts, len(lhs.split(","))) if key in p), None)
+    return opts.candidate(len(_names(line)), key)
 
 
 def _names(line: str) -> list[str]:

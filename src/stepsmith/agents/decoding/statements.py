@@ -100,6 +100,14 @@ class LineOptions:
     def empty(self) -> bool:
         return not self.returns and not any(self.assignments.values())
 
+    def candidate(self, names: int, rhs: str) -> Candidate | None:
+        """The offered right-hand side `rhs` (canonical text) for `names` names on the left:
+        one name may also bind a list."""
+        cand = self.assignments.get(names, {}).get(rhs)
+        if cand is None and names == 1:
+            cand = self.assignments.get(0, {}).get(rhs)
+        return cand
+
     def count(self) -> int:
         return len(self.returns) + sum(len(v) for v in self.assignments.values())
 
@@ -159,9 +167,7 @@ def advance(state: ProgramState, options: LineOptions, line: str) -> ProgramStat
     names = [n.strip() for n in lhs.split(",")]
     key = canonical_rhs(rhs.strip())
     arity = len(names)
-    cand = options.assignments.get(arity, {}).get(key)
-    if cand is None and arity == 1:
-        cand = options.assignments.get(0, {}).get(key)
+    cand = options.candidate(arity, key)
     if cand is None:
         raise Rejected(f"not a well-typed statement for {arity} name(s): {text!r}")
     fresh: set[str] = set()
