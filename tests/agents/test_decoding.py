@@ -777,3 +777,33 @@ def test_typing_facts_run_none_of_the_task_files_code(tmp_path) -> None:
     assert (a.ints, a.binding, a.reserved, set(a.fns)) == (b.ints, b.binding, b.reserved, set(b.fns))
     assert a.ints["E_value"] == 3
     assert constraint_for(benign, "typed").identity == constraint_for(hostile, "typed").identity
+
+
+@pytest.mark.parametrize("name", ["norm_rmsnorm_rows", "attn_scan_divsum"])
+def test_stalled_states_share_look_ahead_answers_without_changing_one(name, monkeypatch) -> None:
+    """States where only a statement naming a new fn may follow are memoised by a coarser key
+    (the calls written count only where they hit their bound, ...): every look-ahead answer
+    along the reference, under deepen's stall budgets, equals the answer under the full key."""
+    from stepsmith.agents.decoding.constraint import DEEPEN_BUDGETS
+
+    task = get_task(name)
+
+    def answers(share: bool) -> list[bool]:
+        monkeypatch.setattr(ProgramState, "SHARE_STALLED", share)
+        out = []
+        for budget in DEEPEN_BUDGETS[:2]:
+            state = ProgramState.start(Facts.from_task(task), budget.statements, budget.stall,
+                                       budget.in_order, budget.reuse)
+            for line in program_lines(task.impl or ""):
+                opts = LineOptions.of(state)
+                out += [state.leads_on(cand) for cs in opts.assignments.values()
+                        for cand in cs.values()]
+                try:
+                    state = advance(state, opts, line)
+                except Rejected:
+                    break
+        return out
+
+    shared = answers(share=True)
+    assert shared == answers(share=False)
+    assert True in shared and False in shared  # the look-ahead tells them apart here

@@ -284,3 +284,102 @@ def test_nearby_edits_a_failed_program_instead_of_restarting() -> None:
         assert pool.verify(task, extract_impl(near.text)).passed
         # without nearby the same model's attempt fails and the sample restarts
         assert plain.attempts > 1 and not plain.edit
+
+
+class _TreeCursor:
+    """A toy language (the decoder is language-agnostic): each position offers the lines of
+    `tree[path]`; a path with no entry in `tree` is a dead end unless it is in `done`."""
+
+    def __init__(self, tree: dict[str, list[str]], done: set[str], path: str = "",
+                 banned: frozenset[str] = frozenset()) -> None:
+        self.tree, self.done, self.path, self.banned = tree, done, path, banned
+
+    @property
+    def complete(self) -> bool:
+        return self.path in self.done
+
+    def _offered(self) -> list[str]:
+        return [ln for ln in self.tree.get(self.path, []) if ln not in self.banned]
+
+    def pattern(self) -> str | None:
+        offered = self._offered()
+        return None if self.complete or not offered else "|".join(
+            re.escape(ln) + r"\n" for ln in offered)
+
+    def feed(self, line: str) -> _TreeCursor:
+        assert line.rstrip("\n") in self._offered()
+        return _TreeCursor(self.tree, self.done, self.path + line.rstrip("\n") + "/")
+
+    def ban(self, line: str, *, dead_end: bool = False) -> _TreeCursor:
+        return _TreeCursor(self.tree, self.done, self.path, self.banned | {line.rstrip("\n")})
+
+    def shortcut(self) -> str | None:
+        return None
+
+
+class _TreeConstraint:
+    mode, identity, prefix, suffix = "typed", "tree", "", ""
+
+    def __init__(self, tree: dict[str, list[str]], done: set[str]) -> None:
+        self.tree, self.done = tree, done
+
+    def grammar(self) -> str:
+        return ""
+
+    def lark(self) -> str:
+        return ""
+
+    def lines(self, attempt: int = 0) -> _TreeCursor | None:
+        return _TreeCursor(self.tree, self.done) if attempt == 0 else None
+
+    def answer(self, body: str, complete: bool) -> str:
+        return body
+
+    def verified(self, answer: str) -> bool:
+        return False
+
+    def repaired(self, trail):
+        return None
+
+
+def _tree_run(tree: dict[str, list[str]], done: set[str], script: str):
+    prompt = list(b"<prompt>")
+    return decode_constrained(ScriptedModel(script, len(prompt)), _TOK, prompt,
+                              _TreeConstraint(tree, done), temperature=0.0, seed=1,
+                              max_tokens=4000, cancel=threading.Event())
+
+
+# the model wants `a` then `p`; everything after `a` dies one line later, so the program must
+# start with `b`. Plain backtracking tries all 5 lines after `a` before it undoes `a`.
+_TREE = {"": ["a", "b"], "a/": ["p", "q", "r", "s", "t"], "b/": ["z"]}
+
+
+def test_backjumping_undoes_a_line_after_which_every_line_tried_died(monkeypatch) -> None:
+    from stepsmith.llm import llama_decode
+
+    res = _tree_run(_TREE, {"b/z/"}, "a\np\n")
+    assert res.text == "b\nz\n" and res.finish_reason == "stop"
+    k = llama_decode.SIBLING_DEAD_ENDS
+    assert res.backtracks == k + 1 and res.jumps == 1  # k dead lines after `a`, then `a`
+    assert "backjump: undid 'a'" in res.trace() and "(1 backjump(s))" in res.trace()
+    monkeypatch.setattr(llama_decode, "SIBLING_DEAD_ENDS", 99)
+    plain = _tree_run(_TREE, {"b/z/"}, "a\np\n")
+    assert plain.text == res.text and plain.jumps == 0
+    assert plain.backtracks == len(_TREE["a/"]) + 1 > res.backtracks
+
+
+def test_backjumps_cascade_and_count_against_the_backtrack_budget(monkeypatch) -> None:
+    from stepsmith.llm import llama_decode
+
+    # under `a/b/` every line dies: k dead ends undo `b`, and the third line that died after
+    # `a` undoes `a` too; with a budget of one fewer backtrack the answer is a dead end
+    k = llama_decode.SIBLING_DEAD_ENDS
+    kids = [chr(ord("m") + i) for i in range(k)]
+    tree = {"": ["a", "y"], "a/": ["b", *[f"{c}{c}" for c in kids[1:]]], "a/b/": kids,
+            "y/": ["z"]}
+    res = _tree_run(tree, {"y/z/"}, "a\nb\nm\n")
+    assert res.text == "y\nz\n" and res.jumps == 2
+    assert res.backtracks == k + 1 + (k - 1) + 1
+    monkeypatch.setattr(llama_decode, "MAX_BACKTRACKS", res.backtracks - 1)
+    short = _tree_run(tree, {"y/z/"}, "a\nb\nm\n")
+    assert short.finish_reason == "dead_end" and short.backtracks == res.backtracks - 1

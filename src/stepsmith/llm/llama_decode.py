@@ -28,6 +28,11 @@ TOP_P = 0.95
 MIN_P = 0.05
 LINE_RETRIES = 3  # resamples of one line that was rejected (e.g. a name already in use)
 MAX_BACKTRACKS = 12  # lines undone at dead ends, per answer
+# Backjumping: once this many lines written after one line died there, that line is undone
+# too. The 1.5B model's failing samples (run 20261203-162531-4cb3) spent all 12 backtracks of
+# an attempt on siblings under a prefix that was already lost (12 fourth lines after a Scan
+# of the wrong input), while every verified attempt used at most 2 backtracks.
+SIBLING_DEAD_ENDS = 3
 MAX_REJECTIONS = 8  # rejected lines per answer before it ends as a dead end
 
 _TOKENIZERS: dict[str, Any] = {}
@@ -45,6 +50,7 @@ class DecodeResult:
     lines: int = 0
     rejected: int = 0
     backtracks: int = 0
+    jumps: int = 0  # backtracks that undid a line because lines after it kept dying
     seconds: float = 0.0
     logprob: float = 0.0  # of the kept lines, under the constrained distribution
     shortcut: bool = False  # the last line was a judged return, not sampled
@@ -57,7 +63,8 @@ class DecodeResult:
     def trace(self) -> str:
         """The search in words, for the call log (`stepsmith log show ID`)."""
         head = (f"{self.attempts} attempt(s), {self.sampled_tokens} tokens sampled, "
-                f"{self.backtracks} backtrack(s), {self.rejected} rejected line(s), "
+                f"{self.backtracks} backtrack(s) ({self.jumps} backjump(s)), "
+                f"{self.rejected} rejected line(s), "
                 f"{self.evaluated} evaluated, {self.reused} reused, "
                 f"{self.seconds:.1f} s decoding (model lock held), finish {self.finish_reason}"
                 + (", one line edited" if self.edit else
@@ -308,20 +315,34 @@ def _attempt(s: _Session, cursor: LineCursor, res: DecodeResult
     # the stack of kept lines: (cursor before the line, token position before it, line text,
     # its log-prob)
     stack: list[tuple[LineCursor, int, str, float]] = []
+    # dead[p]: lines written at position p (after p kept lines) that were undone as dead ends
+    dead = [0]
     retries = backtracks = rejected = 0
     while not cursor.complete:
         pattern = cursor.pattern()
         if pattern is None:  # dead end: undo the last line and forbid it there
-            if not stack or backtracks >= MAX_BACKTRACKS:
+            jump = stuck = False
+            while True:
+                if not stack or backtracks >= MAX_BACKTRACKS:
+                    stuck = True
+                    break
+                prev, pos, line, _ = stack.pop()
+                dead.pop()
+                dead[-1] += 1
+                backtracks += 1
+                res.backtracks += 1
+                res.notes.append(f"{'backjump' if jump else 'dead end'}: undid {line.strip()!r}")
+                s.rewind(pos)
+                cursor = prev.ban(line, dead_end=True)
+                # SIBLING_DEAD_ENDS lines died after the one before: that one is lost too
+                jump = dead[-1] >= SIBLING_DEAD_ENDS and len(stack) > 0
+                if not jump:
+                    break
+                res.jumps += 1
+            if stuck:
                 res.finish_reason = "dead_end"
                 res.notes.append("no well-typed line continues this program")
                 break
-            prev, pos, line, _ = stack.pop()
-            backtracks += 1
-            res.backtracks += 1
-            res.notes.append(f"dead end: undid {line.strip()!r}")
-            s.rewind(pos)
-            cursor = prev.ban(line, dead_end=True)
             continue
         start = s.position()
         matcher = LLMatcher(s.tok, LLMatcher.grammar_from_regex(pattern))
@@ -355,10 +376,12 @@ def _attempt(s: _Session, cursor: LineCursor, res: DecodeResult
             continue
         retries = 0
         stack.append((cursor, start, line, logp))
+        dead.append(0)
         cursor = nxt
         early = None if cursor.complete else cursor.shortcut()
         if early is not None:  # a judge verified returning what the model just wrote
             stack.append((cursor, s.position(), early, 0.0))
+            dead.append(0)
             cursor = cursor.feed(early)
             res.shortcut = True
             res.notes.append(f"judged return after {len(stack) - 1} line(s): {early.strip()}")

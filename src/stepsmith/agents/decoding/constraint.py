@@ -18,7 +18,7 @@ from .statements import INDENT, PREFIX, SUFFIX, LineOptions, Rejected, advance
 
 # Bump when the language the decoder offers changes (statement spellings, domains): it is part
 # of the cache key, so answers decoded under an older space are not replayed.
-DECODER_VERSION = "typed-19"
+DECODER_VERSION = "typed-20"
 
 @dataclass(frozen=True)
 class Budget:
