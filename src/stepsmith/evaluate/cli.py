@@ -23,7 +23,7 @@ from rich.table import Table
 
 from stepsmith.agents.guardian import GUARDIAN_MODES
 from stepsmith.evaluate.report import decoding_label
-from stepsmith.evaluate.runner import METHODS, QUICK_TASK_COUNT
+from stepsmith.evaluate.runner import METHODS, QUICK_N, QUICK_TASK_COUNT
 from stepsmith.improve.store import ExperienceStore, RunRow, SampleRecord
 
 if TYPE_CHECKING:
@@ -186,7 +186,7 @@ def _note_full_protocol(cfg: BenchConfig, quick: bool, chosen: bool) -> None:
         return
     _console().print(f"[yellow]note:[/yellow] --model {cfg.model} runs the full protocol (the paper's "
                      f"tasks, n={cfg.n} at {len(cfg.temperatures)} temperatures, guardian {cfg.guardian}); "
-                     f"without --model, bench runs the quick demo ({QUICK_TASK_COUNT} tasks, n=2).", highlight=False)
+                     f"without --model, bench runs the quick demo ({QUICK_TASK_COUNT} tasks, n={QUICK_N}).", highlight=False)
 
 
 def _fail_infrastructure(exc: BaseException, run_id: str | None) -> None:
@@ -254,7 +254,7 @@ def register(app: typer.Typer) -> None:
         method: Annotated[str, typer.Option("--method", help=" | ".join(METHODS))] = "self-improve",
         tasks: Annotated[list[str] | None, typer.Option("--tasks", help="Benchmark task names or task-file paths (repeat or comma-separate).")] = None,
         groups: Annotated[list[str] | None, typer.Option("--groups", help="Benchmark groups (repeat or comma-separate; 'all' includes extra).")] = None,
-        n: Annotated[int | None, typer.Option("-n", help="Samples per task per temperature (default 8; quick demo 2).")] = None,
+        n: Annotated[int | None, typer.Option("-n", help=f"Samples per task per temperature (default 8; quick demo {QUICK_N}).")] = None,
         temperatures: Annotated[str | None, typer.Option("--temperatures", help="Comma list (default 0.4,0.7,1.0; quick demo 0.7).")] = None,
         m: Annotated[int, typer.Option("--levels", "-m", help="Difficulty levels for stratification (the paper's m).")] = 3,
         guardian: Annotated[str | None, typer.Option("--guardian", help=" | ".join(GUARDIAN_MODES) + " (default llm; quick demo rule).")] = None,
@@ -326,7 +326,7 @@ def register(app: typer.Typer) -> None:
                 constrain_mode = constrain or ("typed" if model.startswith("llamacpp:") else "none")
                 cfg = BenchConfig(
                     model=model, method=method, tasks=task_refs, groups=group_refs,
-                    n=n if n is not None else (2 if quick else 8),
+                    n=n if n is not None else (QUICK_N if quick else 8),
                     temperatures=parse_temperatures(temperatures or ("0.7" if quick else "0.4,0.7,1.0")),
                     m=m, guardian=guardian or ("rule" if quick else "llm"), repair=repair,
                     max_cost=max_cost, token_budget=max_tokens, cache_mode=cache or "use",
