@@ -48,7 +48,8 @@ QUICK_GROUP = "index"
 # One sample per task: with typed-20 the 0.5B model solved all four index tasks in iteration 0
 # at n = 2 (run 20261203-195815-d0a9: 7 of 8 samples, 183 s, `all_solved`, no iteration left
 # to learn in). At n = 1 iteration 0 leaves the expert-choice top-k, and iteration 1 samples it
-# with the other three programs as demonstrations (run 20261203-200727-76f1 solved it there).
+# with the other three programs as demonstrations (run 20261203-201016-1485 solved it there;
+# without demonstrations it solves 2 of 4 draws, run 20261203-201525-6143).
 QUICK_N = 1
 
 
