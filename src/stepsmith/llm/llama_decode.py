@@ -321,28 +321,14 @@ def _attempt(s: _Session, cursor: LineCursor, res: DecodeResult
     while not cursor.complete:
         pattern = cursor.pattern()
         if pattern is None:  # dead end: undo the last line and forbid it there
-            jump = stuck = False
-            while True:
-                if not stack or backtracks >= MAX_BACKTRACKS:
-                    stuck = True
-                    break
-                prev, pos, line, _ = stack.pop()
-                dead.pop()
-                dead[-1] += 1
-                backtracks += 1
-                res.backtracks += 1
-                res.notes.append(f"{'backjump' if jump else 'dead end'}: undid {line.strip()!r}")
-                s.rewind(pos)
-                cursor = prev.ban(line, dead_end=True)
-                # SIBLING_DEAD_ENDS lines died after the one before: that one is lost too
-                jump = dead[-1] >= SIBLING_DEAD_ENDS and len(stack) > 0
-                if not jump:
-                    break
-                res.jumps += 1
-            if stuck:
+            back, undone = _back_up(s, stack, dead, res, MAX_BACKTRACKS - backtracks)
+            backtracks += undone
+            res.backtracks += undone
+            if back is None:
                 res.finish_reason = "dead_end"
                 res.notes.append("no well-typed line continues this program")
                 break
+            cursor = back
             continue
         start = s.position()
         matcher = LLMatcher(s.tok, LLMatcher.grammar_from_regex(pattern))
@@ -388,6 +374,27 @@ def _attempt(s: _Session, cursor: LineCursor, res: DecodeResult
     res.lines = len(stack)
     return ("".join(line for _, _, line, _ in stack), sum(lp for *_, lp in stack),
             cursor.complete, [(c, line) for c, _, line, _ in stack])
+
+
+def _back_up(s: _Session, stack: list[tuple[LineCursor, int, str, float]], dead: list[int],
+             res: DecodeResult, budget: int) -> tuple[LineCursor | None, int]:
+    """At a dead end: undo the last kept line and forbid it where it was written; while
+    SIBLING_DEAD_ENDS lines have died after the line before, undo that one too (backjumping).
+    Returns the cursor to go on from (None when no line is left to undo or `budget` undos are
+    spent) and how many lines were undone."""
+    undone = 0
+    while stack and undone < budget:
+        prev, pos, line, _ = stack.pop()
+        dead.pop()
+        dead[-1] += 1
+        res.notes.append(f"{'backjump' if undone else 'dead end'}: undid {line.strip()!r}")
+        undone += 1
+        s.rewind(pos)
+        cursor = prev.ban(line, dead_end=True)
+        if dead[-1] < SIBLING_DEAD_ENDS or not stack:
+            return cursor, undone
+        res.jumps += 1
+    return None, undone
 
 
 def _decode_grammar(s: _Session, constraint: Constraint, prompt_tokens: list[int],

@@ -20,6 +20,7 @@ import functools
 import itertools
 import keyword
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -381,8 +382,7 @@ class ProgramState:
             # to what the budget's window and a return's look-ahead
             # (`can_return_within(k < REACH_WINDOW)`) tell apart. Sibling states of the
             # look-ahead share this key.
-            used = {k: self.calls.count(k) for k in set(self.calls)}
-            full = sorted(k for k, n in used.items() if n >= _same_call_bound(k))
+            full = sorted(k for k, n in self._call_counts.items() if n >= _same_call_bound(k))
             missing = set(self.facts.fns) - self.fns_used
             left = min(self.max_statements - self.statements, REACH_WINDOW + 1)
             return (*env, "stalled", tuple(full), left,
@@ -403,7 +403,7 @@ class ProgramState:
         if self.done or self.statements >= self.max_statements:
             return
         dangling = self.dangling()
-        used = {k: self.calls.count(k) for k in set(self.calls)}
+        used = self._call_counts
         stalled = self._stalled()
         unused = set(self.facts.fns) - self.fns_used
         # the statement that uses up the stall allowance is offered only when a statement
@@ -525,6 +525,11 @@ class ProgramState:
                         and c.text not in self.written
                         and needed <= self.deps_of(c.text, c.shape_only)):
                     yield c
+
+    @functools.cached_property
+    def _call_counts(self) -> Counter[str]:
+        """How often each call (`step.P(params)`) was written so far."""
+        return Counter(self.calls)
 
     @functools.cached_property
     def _deps_map(self) -> dict[str, frozenset[str]]:
