@@ -162,13 +162,14 @@ def test_concurrent_resumes_claim_a_run_exactly_once(store: ExperienceStore) -> 
 class BudgetAgent(GroupAgent):
     """Raises BudgetExceeded (as the LLM client does) after ``limit`` samples."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, kind: str = "max_cost_usd") -> None:
         super().__init__()
         self.limit = limit
+        self.kind = kind
 
     async def attempt(self, task, demonstrations, *, temperature, sample_index):
         if self.calls >= self.limit:
-            raise BudgetExceeded("cost budget reached: --max-cost is $0.0100", limit="max_cost_usd",
+            raise BudgetExceeded(f"{self.kind} budget reached", limit=self.kind,
                                  limit_value=0.01, spent=0.01, needed=0.001)
         return await super().attempt(task, demonstrations, temperature=temperature, sample_index=sample_index)
 
@@ -191,3 +192,13 @@ def test_budget_stop_is_clean_and_resumable(store: ExperienceStore) -> None:
     asyncio.run(execute(cfg, fresh, ref_id, TASKS, ref))
     assert more.calls + 5 == ref.calls
     assert result.solved == {"e1": 0, "e2": 0, "h1": 1}
+
+
+def test_token_budget_stop_names_the_token_flag(store: ExperienceStore) -> None:
+    """The resume hint names the budget that stopped the run (a user who set --max-tokens
+    must not be told to raise --max-cost)."""
+    cfg = BenchConfig(model="scripted:x", method="single", n=1, temperatures=[0.7], concurrency=1)
+    run_id = create_run(cfg, store, TASKS)
+    status, _, message = asyncio.run(execute(cfg, store, run_id, TASKS, BudgetAgent(1, "max_tokens")))
+    assert status == "budget"
+    assert f"--resume {run_id} --max-tokens <higher>" in message and "--max-cost" not in message

@@ -260,7 +260,7 @@ def register(app: typer.Typer) -> None:
         guardian: Annotated[str | None, typer.Option("--guardian", help=" | ".join(GUARDIAN_MODES) + " (default llm; quick demo rule).")] = None,
         repair: Annotated[int, typer.Option("--repair", help="Verifier-feedback repair turns per failed sample.")] = 0,
         max_cost: Annotated[float | None, typer.Option("--max-cost", help="Stop cleanly when this many USD are spent.")] = None,
-        max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Stop cleanly when this many tokens (input + output) are spent.")] = None,
+        max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Run budget: stop cleanly when this many tokens (input + output, all calls of the run) are spent. Not a per-sample limit: each sample may write up to 1024 output tokens (512 in the quick demo).")] = None,
         cache: Annotated[str | None, typer.Option("--cache", help="LLM call cache: use (default) | refresh | replay (offline; a miss fails).")] = None,
         resume: Annotated[str | None, typer.Option("--resume", help="Continue run RUN from its recorded samples.")] = None,
         demos: Annotated[Path | None, typer.Option("--demos", help="Demonstration library (JSON/YAML) to start from.")] = None,

@@ -28,6 +28,7 @@ from stepsmith.improve.store import DemoRecord, ExperienceStore, RunBusyError
 from stepsmith.llm.base import Backend
 from stepsmith.llm.client import CACHE_MODES
 from stepsmith.llm.constraint import CONSTRAIN_MODES
+from stepsmith.llm.errors import BudgetExceeded
 
 if TYPE_CHECKING:
     from stepsmith.tasks.task import Task
@@ -249,12 +250,6 @@ def _make_agent(
                  reference=cfg.reference, sibling=cfg.sibling)
 
 
-def _is_budget_stop(exc: BaseException) -> bool:
-    from stepsmith.llm import BudgetExceeded
-
-    return isinstance(exc, BudgetExceeded)
-
-
 def _is_infrastructure_stop(exc: BaseException) -> bool:
     """The model could not be asked (auth, dead server, too many backend errors in a row)."""
     from stepsmith.improve.loop import RunAborted
@@ -290,8 +285,9 @@ async def execute(
         message = f"stopped: {result.reason}"
     except BaseException as exc:  # noqa: BLE001 — every stop must be recorded before it propagates
         elapsed = float(prev.get("wall_seconds", 0.0)) + time.perf_counter() - started
-        if _is_budget_stop(exc):
-            status, message = "budget", f"budget reached: {exc}. Resume with --resume {run_id} --max-cost <higher>"
+        if isinstance(exc, BudgetExceeded):
+            flag = "--max-tokens" if exc.limit == "max_tokens" else "--max-cost"
+            status, message = "budget", f"budget reached: {exc} Resume with --resume {run_id} {flag} <higher>"
         elif isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
             status, message = "interrupted", f"interrupted; resume with --resume {run_id}"
         elif _is_infrastructure_stop(exc):
