@@ -13,7 +13,7 @@ from llguidance import LLTokenizer, TokenizerWrapper
 
 from stepsmith.agents.decoding.constraint import constraint_for
 from stepsmith.agents.decoding.statements import PREFIX, program_lines
-from stepsmith.llm.llama_decode import decode_constrained
+from stepsmith.llm.llama_decode import TIMED_PARTS, decode_constrained
 from stepsmith.tasks.suite import get_task
 
 EOS = 256
@@ -222,6 +222,12 @@ def test_deepen_restarts_a_failed_short_attempt_with_a_larger_budget() -> None:
     written = bytes(int(t) for t in model.input_ids[n_prompt:model.n_tokens])
     # the failed attempt is gone from the context (the judged return is never fed to the model)
     assert written.decode() == "".join(f"  {ln}\n" for ln in lines[:-1])
+    # where the seconds went: every part timed, none counted twice (nested timers add to
+    # the outer part), and the trace's second line says so
+    assert set(res.timings) == set(TIMED_PARTS) and all(v >= 0 for v in res.timings.values())
+    assert res.timings["typing"] > 0 and res.timings["judge"] > 0 and res.timings["model"] > 0
+    assert sum(res.timings.values()) <= res.seconds
+    assert trace.splitlines()[1].startswith("seconds: prompt ")
     # one budget of 4 statements: one attempt, no restart, the model's best short program
     c1, _, one, _, _ = _deepen_run(body, PREFIX + body + "```", (4,))
     assert one.attempts == 1 and one.text != PREFIX + body + c1.suffix

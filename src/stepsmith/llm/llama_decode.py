@@ -15,6 +15,8 @@ from __future__ import annotations
 import threading
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +36,11 @@ MAX_BACKTRACKS = 12  # lines undone at dead ends, per answer
 # of the wrong input), while every verified attempt used at most 2 backtracks.
 SIBLING_DEAD_ENDS = 3
 MAX_REJECTIONS = 8  # rejected lines per answer before it ends as a dead end
+# Where a sample's seconds go, in the order the trace prints them: reading the prompt, the
+# model evaluating answer tokens, llguidance's token masks, the typed space (offered lines,
+# look-ahead, feeding a line), the simulator judging prefixes and complete attempts (search
+# `nearby` included). Measured per call so every run's log says what to speed up.
+TIMED_PARTS = ("prompt", "model", "masks", "typing", "judge")
 
 _TOKENIZERS: dict[str, Any] = {}
 _TOK_LOCK = threading.Lock()
@@ -58,6 +65,7 @@ class DecodeResult:
     attempts: int = 0  # programs started (more than one under search `deepen`)
     evaluated: int = 0  # answer tokens the model evaluated (forced ones included)
     reused: int = 0  # answer tokens whose evaluation was kept from an undone line
+    timings: dict[str, float] = field(default_factory=dict)  # TIMED_PARTS -> seconds
     notes: list[str] = field(default_factory=list)
 
     def trace(self) -> str:
@@ -69,6 +77,10 @@ class DecodeResult:
                 f"{self.seconds:.1f} s decoding (model lock held), finish {self.finish_reason}"
                 + (", one line edited" if self.edit else
                    ", judged return" if self.shortcut else ""))
+        parts = [f"{k} {self.timings[k]:.1f}" for k in TIMED_PARTS if k in self.timings]
+        if parts:
+            other = self.seconds - sum(self.timings.values())
+            head += f"\nseconds: {', '.join(parts)}, other {max(other, 0.0):.1f}"
         return "\n".join([head, *self.notes])
 
 
@@ -123,6 +135,22 @@ class _Session:
         self.logits: np.ndarray | None = None
         self.valid_end = 0  # the KV cells [0, valid_end) hold input_ids[:valid_end]
         self.kept: dict[int, np.ndarray] = {}  # position -> the logits after input_ids[:it]
+        self.timings: dict[str, float] = dict.fromkeys(TIMED_PARTS, 0.0)
+        self._timing: str | None = None  # the part being timed (nested timers add to it)
+
+    @contextmanager
+    def timed(self, part: str) -> Iterator[None]:
+        """Add the block's seconds to `part` (inside another timed block: to the outer one)."""
+        if self._timing is not None:
+            yield
+            return
+        self._timing = part
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[part] += time.perf_counter() - t0
+            self._timing = None
 
     # -- model position ------------------------------------------------------------------------
     def feed_prompt(self, tokens: list[int]) -> None:
@@ -137,7 +165,8 @@ class _Session:
         common = min(common, len(tokens) - 1)  # re-evaluate one token: fresh logits
         llm.n_tokens = common
         self.valid_end = common
-        self._run(tokens[common:])
+        with self.timed("prompt"):
+            self._run(tokens[common:])
         self.evaluated = 0  # count the answer's tokens only
 
     def _eval(self, tokens: list[int]) -> None:
@@ -161,7 +190,8 @@ class _Session:
     def _run(self, tokens: list[int]) -> None:
         llm = self.llm
         start = int(llm.n_tokens)
-        llm.eval(tokens)  # drops the KV cells from `start` on first
+        with self.timed("model"):
+            llm.eval(tokens)  # drops the KV cells from `start` on first
         import numpy.ctypeslib as npc
 
         self.evaluated += len(tokens)
@@ -227,19 +257,21 @@ class _Session:
                 return out, logp, "cancel"
             if self.sampled >= self.max_tokens:
                 return out, logp, "length"
-            fill_next_token_bitmask(matcher, mask)
+            with self.timed("masks"):
+                fill_next_token_bitmask(matcher, mask)
             if matcher.is_error():
                 raise LineRejected(f"grammar error: {matcher.get_error()}")
             token, lp = self.sample(mask[0])
             self.sampled += 1
             logp += lp
-            if not matcher.consume_token(token):
-                raise LineRejected(f"grammar refused token {token}: {matcher.get_error()}")
-            batch = [token]
-            if not matcher.is_stopped():
-                forced = matcher.compute_ff_tokens()
-                if forced and matcher.consume_tokens(forced):
-                    batch += forced
+            with self.timed("masks"):
+                if not matcher.consume_token(token):
+                    raise LineRejected(f"grammar refused token {token}: {matcher.get_error()}")
+                batch = [token]
+                if not matcher.is_stopped():
+                    forced = matcher.compute_ff_tokens()
+                    if forced and matcher.consume_tokens(forced):
+                        batch += forced
             out += batch
             self._eval(batch)
         return out, logp, "stop"
@@ -261,7 +293,8 @@ def decode_constrained(llm: Any, tok: Any, prompt_tokens: list[int],
     res = DecodeResult(text="", prompt_tokens=len(prompt_tokens), sampled_tokens=0,
                        finish_reason="stop")
     start_pos = s.position()
-    cursor = constraint.lines(0)
+    with s.timed("typing"):
+        cursor = constraint.lines(0)
     assert cursor is not None, "a typed constraint makes at least one attempt"
     # the answer given: the verified attempt, else the last complete one, else the last one
     kept: tuple[str, bool, float, int] | None = None  # (text, complete, logprob, lines)
@@ -269,15 +302,17 @@ def decode_constrained(llm: Any, tok: Any, prompt_tokens: list[int],
         res.attempts += 1
         before = s.sampled
         text, logprob, complete, trail = _attempt(s, cursor, res)
-        answer = constraint.answer(text, complete)
-        verified = complete and constraint.verified(answer)
+        with s.timed("judge"):
+            answer = constraint.answer(text, complete)
+            verified = complete and constraint.verified(answer)
         outcome = ("verified" if verified else "complete, not verified") if complete \
             else res.finish_reason
         res.notes.append(f"attempt {res.attempts}: {text.count(chr(10))} line(s), {outcome}, "
                          f"{s.sampled - before} tokens\n{text.rstrip()}")
         if complete and not verified:  # search `nearby`: one line away, judged
             t1 = time.perf_counter()
-            near = constraint.repaired(trail)
+            with s.timed("judge"):
+                near = constraint.repaired(trail)
             spent = time.perf_counter() - t1
             if near is not None:
                 answer, res.edit, judged = near
@@ -288,7 +323,8 @@ def decode_constrained(llm: Any, tok: Any, prompt_tokens: list[int],
                 res.notes.append(f"nearby: no neighbour verified ({spent:.1f}s)")
         if complete or kept is None or not kept[1]:
             kept = (answer, complete, logprob, res.lines)
-        nxt = constraint.lines(res.attempts)
+        with s.timed("typing"):
+            nxt = constraint.lines(res.attempts)
         if nxt is None or res.finish_reason in ("length", "cancel") or res.shortcut or verified:
             break
         # restart from the prompt's end with the next statement budget (search `deepen`)
@@ -302,6 +338,7 @@ def decode_constrained(llm: Any, tok: Any, prompt_tokens: list[int],
     res.sampled_tokens = s.sampled
     res.evaluated, res.reused = s.evaluated, s.reused
     res.seconds = time.perf_counter() - t0
+    res.timings = dict(s.timings)
     return res
 
 
@@ -319,7 +356,8 @@ def _attempt(s: _Session, cursor: LineCursor, res: DecodeResult
     dead = [0]
     retries = backtracks = rejected = 0
     while not cursor.complete:
-        pattern = cursor.pattern()
+        with s.timed("typing"):
+            pattern = cursor.pattern()
         if pattern is None:  # dead end: undo the last line and forbid it there
             back, undone = _back_up(s, stack, dead, res, MAX_BACKTRACKS - backtracks)
             backtracks += undone
@@ -331,7 +369,8 @@ def _attempt(s: _Session, cursor: LineCursor, res: DecodeResult
             cursor = back
             continue
         start = s.position()
-        matcher = LLMatcher(s.tok, LLMatcher.grammar_from_regex(pattern))
+        with s.timed("masks"):
+            matcher = LLMatcher(s.tok, LLMatcher.grammar_from_regex(pattern))
         if matcher.is_error():
             raise LLMError(f"constrained decoding: bad line pattern: {matcher.get_error()}")
         try:
@@ -346,7 +385,8 @@ def _attempt(s: _Session, cursor: LineCursor, res: DecodeResult
         try:
             if why == "reject":
                 raise LineRejected("the line could not be completed")
-            nxt = cursor.feed(line)
+            with s.timed("typing"):
+                nxt = cursor.feed(line)
         except LineRejected as exc:
             rejected += 1
             res.rejected += 1
@@ -357,18 +397,21 @@ def _attempt(s: _Session, cursor: LineCursor, res: DecodeResult
                 break
             retries += 1
             if retries > LINE_RETRIES:
-                cursor = cursor.ban(line)
+                with s.timed("typing"):
+                    cursor = cursor.ban(line)
                 retries = 0
             continue
         retries = 0
         stack.append((cursor, start, line, logp))
         dead.append(0)
         cursor = nxt
-        early = None if cursor.complete else cursor.shortcut()
+        with s.timed("judge"):
+            early = None if cursor.complete else cursor.shortcut()
         if early is not None:  # a judge verified returning what the model just wrote
             stack.append((cursor, s.position(), early, 0.0))
             dead.append(0)
-            cursor = cursor.feed(early)
+            with s.timed("typing"):
+                cursor = cursor.feed(early)
             res.shortcut = True
             res.notes.append(f"judged return after {len(stack) - 1} line(s): {early.strip()}")
     res.lines = len(stack)
@@ -390,7 +433,8 @@ def _back_up(s: _Session, stack: list[tuple[LineCursor, int, str, float]], dead:
         res.notes.append(f"{'backjump' if undone else 'dead end'}: undid {line.strip()!r}")
         undone += 1
         s.rewind(pos)
-        cursor = prev.ban(line, dead_end=True)
+        with s.timed("typing"):
+            cursor = prev.ban(line, dead_end=True)
         if dead[-1] < SIBLING_DEAD_ENDS or not stack:
             return cursor, undone
         res.jumps += 1
@@ -418,4 +462,4 @@ def _decode_grammar(s: _Session, constraint: Constraint, prompt_tokens: list[int
     text = constraint.prefix + s.tok.decode_bytes(tokens).decode("utf-8", errors="replace")
     return DecodeResult(text=text, prompt_tokens=len(prompt_tokens), sampled_tokens=s.sampled,
                         finish_reason=why, seconds=time.perf_counter() - t0, logprob=logp,
-                        evaluated=s.evaluated, notes=notes)
+                        evaluated=s.evaluated, timings=dict(s.timings), notes=notes)
